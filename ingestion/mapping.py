@@ -1,0 +1,86 @@
+"""Map a file's headers to the contract's fields, by header text and position among duplicates."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pandas as pd
+
+
+class MappableField(Protocol):
+    name: str
+    source_header: str
+    source_position: int | None
+    aliases: list[str]
+    required: bool
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+@dataclass
+class HeaderMapping:
+    columns: list[dict[str, object]]  # [{"position", "header", "field"}], field None when unknown
+    unknown: list[str] = field(default_factory=list)
+    missing_required: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+
+    def field_positions(self) -> dict[str, int]:
+        return {str(c["field"]): int(str(c["position"])) for c in self.columns if c["field"]}
+
+
+def map_headers(headers: Sequence[str], fields: Sequence[MappableField]) -> HeaderMapping:
+    """The n-th occurrence of a repeated raw header maps to the n-th field read from that header
+    (ordered by source position): ``VSLA_Profits`` twice gives UGX then USD."""
+    by_header: dict[str, list[MappableField]] = {}
+    for f in sorted(fields, key=lambda f: (f.source_position is None, f.source_position or 0)):
+        if f.source_header:
+            by_header.setdefault(f.source_header, []).append(f)
+    by_name = {f.name.lower(): f for f in fields}
+    by_alias: dict[str, MappableField] = {}
+    for f in fields:
+        for alias in (f.name, f.source_header, *f.aliases):
+            if alias:
+                by_alias.setdefault(_norm(alias), f)
+
+    seen: dict[str, int] = {}
+    used: set[str] = set()
+    result = HeaderMapping(columns=[])
+    for pos, header in enumerate(headers):
+        occurrence = seen.get(header, 0)
+        seen[header] = occurrence + 1
+        target: MappableField | None = None
+        exact = by_header.get(header, [])
+        if occurrence < len(exact):
+            target = exact[occurrence]
+        elif header.lower() in by_name:
+            target = by_name[header.lower()]
+        else:
+            mangled = re.fullmatch(r"(.+)\.(\d+)", header)  # pandas-style "VSLA_Profits.1"
+            if mangled and mangled.group(1) in by_header and int(mangled.group(2)) < len(by_header[mangled.group(1)]):
+                target = by_header[mangled.group(1)][int(mangled.group(2))]
+            else:
+                target = by_alias.get(_norm(header))
+        name = target.name if target is not None else None
+        if name is not None and name in used:
+            result.duplicated.append(header)
+            name = None
+        elif name is not None:
+            used.add(name)
+        else:
+            result.unknown.append(header)
+        result.columns.append({"position": pos, "header": header, "field": name})
+    result.missing_required = [f.name for f in fields if f.required and f.name not in used]
+    return result
+
+
+def apply_mapping(frame: pd.DataFrame, mapping: HeaderMapping) -> pd.DataFrame:
+    """The frame re-keyed by canonical field name (unknown and duplicated columns dropped)."""
+    positions = mapping.field_positions()
+    out = frame[[positions[n] for n in positions]]
+    out.columns = list(positions)
+    return out

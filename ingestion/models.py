@@ -1,0 +1,158 @@
+"""Households, ingestion batches, survey records and the issues found in each row."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from rtv.fields import EncryptedJSONField
+
+
+class Household(models.Model):
+    """One household, by the id RTV gives it.  Records (one per survey round) point here."""
+
+    household_id = models.CharField(max_length=64, unique=True)
+    district = models.CharField(max_length=64, blank=True, db_index=True)
+    village = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.household_id
+
+
+class IngestionBatch(models.Model):
+    """One arrival of data through any door, with its lineage and outcome."""
+
+    class Channel(models.TextChoices):
+        DEVICE = "device"
+        UPLOAD = "upload"
+        PARTNER = "partner"
+        COMMAND = "command"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    source = models.CharField(max_length=120, blank=True)
+    format = models.CharField(max_length=16, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    file_key = models.CharField(max_length=400, blank=True, help_text="the original file under raw/ in storage")
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    size_bytes = models.BigIntegerField(default=0)
+    row_count = models.IntegerField(default=0)
+    column_count = models.IntegerField(default=0)
+    header_mapping = models.JSONField(default=list, blank=True)
+    schema_version = models.ForeignKey("rtv.SchemaVersion", on_delete=models.PROTECT, null=True)
+    dry_run = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    accepted = models.IntegerField(default=0)
+    warnings = models.IntegerField(default=0, help_text="accepted rows that carry at least one warning")
+    rejected = models.IntegerField(default=0)
+    duplicates = models.IntegerField(default=0)
+    label_counts = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "ingestion batches"
+        constraints = [
+            models.CheckConstraint(condition=Q(accepted__gte=0) & Q(rejected__gte=0), name="batch_counts_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.original_name or self.id}"
+
+
+class ProgressStatus(models.TextChoices):
+    ON_TRACK = "On Track"
+    AT_RISK = "At Risk"
+    STRUGGLING = "Struggling"
+    SEVERELY_STRUGGLING = "Severely Struggling"
+
+
+class SurveyRecord(models.Model):
+    """One household's answers for one survey round, one version.  Never overwritten: an edit is a
+    new version that names the one it supersedes."""
+
+    class ReviewStatus(models.TextChoices):
+        RECEIVED = "received"
+        HAS_ISSUES = "has_issues"
+        ON_HOLD = "on_hold"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    household = models.ForeignKey(Household, on_delete=models.PROTECT, related_name="records")
+    batch = models.ForeignKey(IngestionBatch, on_delete=models.PROTECT, related_name="records")
+    row_number = models.IntegerField(null=True, blank=True, help_text="spreadsheet row in the source file")
+    survey_round = models.CharField(max_length=40, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by")
+    submission_id = models.UUIDField(null=True, blank=True, unique=True)
+    content_hash = models.CharField(max_length=64)
+    district = models.CharField(max_length=64, db_index=True)
+    cluster = models.CharField(max_length=120, blank=True)
+    village = models.CharField(max_length=120, db_index=True)
+    household_size = models.IntegerField(null=True, blank=True)
+    data = models.JSONField(help_text="typed values by canonical field name")
+    raw = models.JSONField(help_text="the values exactly as received, by canonical field name")
+    income_per_day = models.FloatField(null=True, blank=True, help_text="HHIncome+Consumption+Residues/Day, USD")
+    progress_status = models.CharField(max_length=24, choices=ProgressStatus.choices, blank=True)
+    vulnerable = models.BooleanField(null=True, blank=True)
+    review_status = models.CharField(max_length=16, choices=ReviewStatus.choices, default=ReviewStatus.RECEIVED)
+    warning_count = models.PositiveIntegerField(default=0)
+    collected_at = models.DateTimeField(null=True, blank=True)
+    form_version = models.CharField(max_length=40, blank=True)
+    device_id = models.CharField(max_length=120, blank=True)
+    field_officer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+")
+    gps = EncryptedJSONField(null=True, blank=True, help_text="{lat, lon, accuracy_m}, encrypted at rest")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["supersedes"], name="record_superseded_once"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="record_version_positive"),
+            models.CheckConstraint(condition=Q(household_size__isnull=True) | Q(household_size__gte=1),
+                                   name="record_household_size_positive"),
+        ]
+        indexes = [models.Index(fields=["household", "survey_round"])]
+
+    def __str__(self) -> str:
+        return f"{self.household_id} v{self.version}"
+
+
+class RowIssue(models.Model):
+    """A finding on one row of a batch: the row may have been stored (warning) or rejected (error)."""
+
+    class Severity(models.TextChoices):
+        ERROR = "error"
+        WARNING = "warning"
+
+    batch = models.ForeignKey(IngestionBatch, on_delete=models.CASCADE, related_name="issues")
+    record = models.ForeignKey(SurveyRecord, null=True, blank=True, on_delete=models.CASCADE, related_name="issues")
+    row_number = models.IntegerField(help_text="spreadsheet row: the header is row 1")
+    household_id = models.CharField(max_length=64, blank=True)
+    field = models.CharField(max_length=80, blank=True)
+    column = models.CharField(max_length=120, blank=True)
+    rule = models.CharField(max_length=60)
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    value = models.TextField(blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["batch", "row_number"]), models.Index(fields=["batch", "rule"])]
+        ordering = ["batch", "row_number", "id"]
+
+    def __str__(self) -> str:
+        return f"row {self.row_number} {self.field} {self.rule}"

@@ -1,0 +1,200 @@
+"""Read any supported file into a table of strings, keeping every header as written.
+
+Every value stays text here ('' for empty) so that one validator types and checks all formats
+the same way, and nothing is lost to a reader's guess (leading zeros, the business_number
+backtick, duplicate headers).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet")
+
+
+class ReadError(ValueError):
+    """The file cannot be read at all (format, encoding, structure)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class RawTable:
+    headers: list[str]
+    frame: pd.DataFrame  # columns 0..n-1 by position, every value a str ('' when empty)
+    format: str
+    encoding: str = ""
+
+
+def detect_format(name: str) -> str:
+    suffix = Path(name).suffix.lower().lstrip(".")
+    aliases = {"xlsm": "xlsx", "jsonl": "ndjson", "pq": "parquet", "txt": "csv"}
+    fmt = aliases.get(suffix, suffix)
+    if fmt not in FORMATS:
+        raise ReadError("unsupported_format", f"Unsupported file type {suffix!r}: use CSV, XLSX, JSON, NDJSON or Parquet.")
+    return fmt
+
+
+def read_table(path: str | Path, fmt: str | None = None) -> RawTable:
+    path = Path(path)
+    fmt = fmt or detect_format(path.name)
+    if fmt == "csv":
+        return _read_csv(path)
+    if fmt == "xlsx":
+        return _read_xlsx(path)
+    if fmt in ("json", "ndjson"):
+        return _read_json(path)
+    if fmt == "parquet":
+        return _read_parquet(path)
+    raise ReadError("unsupported_format", f"Unsupported format {fmt!r}.")
+
+
+def _sniff_encoding(head: bytes) -> str:
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the sample is still UTF-8.
+        if exc.start < len(head) - 4:
+            return "latin-1"
+    return "utf-8"
+
+
+def _read_csv(path: Path) -> RawTable:
+    with path.open("rb") as fh:
+        head = fh.read(1 << 20)
+    if not head.strip():
+        raise ReadError("empty_file", "The file is empty.")
+    encoding = _sniff_encoding(head)
+    with path.open("r", encoding=encoding, newline="") as fh:
+        try:
+            headers = next(csv.reader(fh))
+        except StopIteration as exc:
+            raise ReadError("empty_file", "The file has no header row.") from exc
+    headers = [h.strip() for h in headers]
+    names = [str(i) for i in range(len(headers))]
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=encoding.replace("-sig", ""),
+                                           block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except pa.ArrowInvalid as exc:
+        raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
+    if encoding == "utf-8-sig" and headers:
+        headers[0] = headers[0].lstrip("\ufeff")
+    frame = table.to_pandas()
+    frame.columns = range(len(headers))
+    return RawTable(headers=headers, frame=frame, format="csv", encoding=encoding)
+
+
+def _cell_text(value: object) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _read_xlsx(path: Path) -> RawTable:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        sheet = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
+        rows = sheet.to_python(skip_empty_area=False)
+    except Exception as exc:  # calamine raises its own error types for broken workbooks
+        raise ReadError("malformed_xlsx", f"The workbook could not be read: {exc}") from exc
+    if not rows:
+        raise ReadError("empty_file", "The workbook's first sheet is empty.")
+    headers = [_cell_text(h).strip() for h in rows[0]]
+    width = len(headers)
+    body = [r[:width] + [""] * (width - len(r)) for r in rows[1:]]
+    frame = pd.DataFrame(body, columns=range(width), dtype=object)
+    for col in frame.columns:
+        frame[col] = frame[col].map(_cell_text).astype(str)
+    return RawTable(headers=headers, frame=frame, format="xlsx")
+
+
+def _arrow_to_text(table: pa.Table) -> RawTable:
+    headers = [str(n).strip() for n in table.column_names]
+    cols = {}
+    for i, name in enumerate(table.column_names):
+        col = table.column(name)
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            col = pc.binary_join(pc.cast(col, pa.list_(pa.string())), " ")
+        elif not pa.types.is_string(col.type):
+            col = pc.cast(col, pa.string())
+        cols[str(i)] = pc.fill_null(col, "")
+    frame = pa.table(cols).to_pandas() if cols else pd.DataFrame()
+    frame.columns = range(len(headers))
+    return RawTable(headers=headers, frame=frame, format="")
+
+
+def _read_json(path: Path) -> RawTable:
+    with path.open("rb") as fh:
+        first = fh.read(4096).lstrip()
+    if not first:
+        raise ReadError("empty_file", "The file is empty.")
+    try:
+        if first.startswith(b"["):
+            records = json.loads(path.read_bytes())
+            if not all(isinstance(r, dict) for r in records):
+                raise ReadError("malformed_json", "A JSON file must be an array of objects, or one object per line.")
+            frame = pd.DataFrame.from_records(records)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            fmt = "json"
+        else:
+            import pyarrow.json as pajson
+
+            table = pajson.read_json(path)
+            fmt = "ndjson"
+    except (json.JSONDecodeError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ReadError("malformed_json", f"The JSON could not be parsed: {exc}") from exc
+    raw = _arrow_to_text(table)
+    raw.format = fmt
+    return raw
+
+
+def _read_parquet(path: Path) -> RawTable:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ReadError("malformed_parquet", f"The Parquet file could not be read: {exc}") from exc
+    raw = _arrow_to_text(table)
+    raw.format = "parquet"
+    return raw
+
+
+def read_bytes(data: bytes, name: str) -> RawTable:
+    """Read an in-memory upload by writing it to a temporary file (readers want paths)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return read_table(tmp.name)
+
+
+__all__ = ["FORMATS", "RawTable", "ReadError", "detect_format", "read_bytes", "read_table"]

@@ -1,0 +1,199 @@
+"""Training and scoring: one service each, called by commands, tasks, admin and API alike."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.model_selection import GroupKFold, cross_val_predict
+
+from features.pipeline import LeakageError, assert_leak_free, build_model_pipeline, input_fields
+from ingestion.models import SurveyRecord
+from rtv.bulk import copy_frame
+from rtv.services import audit_record, pipeline_run
+
+from . import registry
+from .models import ModelVersion, Prediction
+
+log = logging.getLogger(__name__)
+
+LEAKAGE_ACCURACY = 0.95
+PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "pandas==3.1.1", "numpy", "skops==0.16.0"]
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "features.", "collections.", "pandas.")
+
+
+class NotEnoughData(ValueError):
+    pass
+
+
+@dataclass
+class Candidate:
+    name: str
+    estimator: Any
+    scale: bool
+
+
+def candidates() -> list[Candidate]:
+    return [
+        Candidate("logistic_regression", LogisticRegression(C=0.5, max_iter=2000), scale=True),
+        Candidate("hist_gradient_boosting", HistGradientBoostingClassifier(
+            learning_rate=0.05, max_iter=200, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
+            random_state=0), scale=False),
+    ]
+
+
+def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
+    """Labelled, non-rejected records: features frame, binary target, village groups, cutoff."""
+    qs = (SurveyRecord.objects.exclude(progress_status="").exclude(review_status=SurveyRecord.ReviewStatus.REJECTED)
+          .filter(superseded_by__isnull=True))
+    rows = list(qs.values_list("data", "vulnerable", "village"))
+    cutoff = qs.aggregate(m=Max("received_at"))["m"]
+    if not rows:
+        return pd.DataFrame(), np.array([]), np.array([]), cutoff
+    frame = pd.DataFrame.from_records([r[0] for r in rows])
+    y = np.fromiter((bool(r[1]) for r in rows), dtype=bool, count=len(rows)).astype(int)
+    groups = np.array([r[2] for r in rows], dtype=object)
+    return frame, y, groups, cutoff
+
+
+def evaluate(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    pred = proba >= 0.5
+    order = np.argsort(-proba)
+    metrics = {
+        "roc_auc": float(roc_auc_score(y, proba)),
+        "brier": float(brier_score_loss(y, proba)),
+        "log_loss": float(log_loss(y, np.clip(proba, 1e-6, 1 - 1e-6))),
+        "accuracy": float(accuracy_score(y, pred)),
+        "positive_rate": float(y.mean()),
+    }
+    for coverage in (0.2, 0.4):
+        k = max(1, int(round(coverage * len(y))))
+        selected = np.zeros(len(y), dtype=bool)
+        selected[order[:k]] = True
+        vulnerable = y == 1
+        metrics[f"exclusion_error_at_{int(coverage * 100)}"] = float(1 - (selected & vulnerable).sum() / max(1, vulnerable.sum()))
+        metrics[f"inclusion_error_at_{int(coverage * 100)}"] = float((selected & ~vulnerable).sum() / k)
+    return metrics
+
+
+def _trusted_types(model: Any) -> list[str]:
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise ValueError(f"model holds types we will not trust on load: {refused}")
+    return list(untrusted)
+
+
+def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: int = 5,
+                min_rows: int = 50) -> ModelVersion:
+    """Train the candidates with village-grouped CV, register the best in MLflow as ``challenger``
+    (and ``champion`` when there is none yet), then score the stored records with it."""
+    with pipeline_run("train_model", user=user) as run:
+        t0 = time.perf_counter()
+        X, y, groups, cutoff = training_frame()
+        if len(y) < min_rows:
+            raise NotEnoughData(f"{len(y)} labelled records; at least {min_rows} are needed to train")
+        fields = [f for f in input_fields() if f in X.columns]
+        assert_leak_free(fields)
+        n_groups = len(set(groups))
+        cv = GroupKFold(n_splits=min(folds, n_groups))
+        results: list[tuple[Candidate, dict[str, float]]] = []
+        for cand in candidates():
+            pipe = build_model_pipeline(cand.estimator, X, scale=cand.scale, fields=fields)
+            proba = cross_val_predict(pipe, X, y, groups=groups, cv=cv, method="predict_proba")[:, 1]
+            metrics = evaluate(y, proba)
+            results.append((cand, metrics))
+            log.info("candidate evaluated", extra={"candidate": cand.name, **metrics})
+        best, best_metrics = max(results, key=lambda r: r[1]["roc_auc"])
+        if best_metrics["accuracy"] > LEAKAGE_ACCURACY:
+            raise LeakageError(f"cross-validated accuracy {best_metrics['accuracy']:.3f} > {LEAKAGE_ACCURACY}: "
+                               "a label leak is likelier than a breakthrough; registration refused")
+        final = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y)
+        cv_seconds = time.perf_counter() - t0
+
+        mlflow = registry.configure()
+        import mlflow.sklearn
+
+        name = settings.RTV_MODEL_NAME
+        with mlflow.start_run(experiment_id=registry.experiment_id()) as mlrun:
+            mlflow.log_params({"algorithm": best.name, "folds": cv.n_splits, "rows": len(y), "features": len(fields),
+                               "cv": "GroupKFold(village)"})
+            mlflow.log_metrics({f"cv_{k}": v for k, v in best_metrics.items()})
+            for cand, metrics in results:
+                mlflow.log_metrics({f"{cand.name}_roc_auc": metrics["roc_auc"]})
+            info = mlflow.sklearn.log_model(
+                final, name="model", pip_requirements=PIP_REQUIREMENTS, serialization_format="skops",
+                skops_trusted_types=_trusted_types(final), registered_model_name=name,
+                input_example=None,
+            )
+        version = int(info.registered_model_version)
+        registry.set_alias(name, registry.CHALLENGER, version)
+        aliases = [registry.CHALLENGER]
+        if registry.alias_version(name, registry.CHAMPION) is None:
+            registry.set_alias(name, registry.CHAMPION, version)
+            aliases.append(registry.CHAMPION)
+        with transaction.atomic():
+            mv = ModelVersion.objects.create(
+                name=name, version=version, mlflow_run_id=mlrun.info.run_id, model_uri=f"models:/{name}/{version}",
+                algorithm=best.name, features=fields,
+                metrics={**best_metrics, "candidates": {c.name: m for c, m in results}},
+                training_rows=len(y), training_cutoff=cutoff, aliases=aliases,
+            )
+            for other in ModelVersion.objects.filter(name=name).exclude(pk=mv.pk):
+                kept = [a for a in other.aliases if a not in aliases]
+                if kept != other.aliases:
+                    other.aliases = kept
+                    other.save(update_fields=["aliases"])
+            audit_record(actor=user, action="model.registered", obj=mv,
+                         changes={"version": version, "aliases": aliases, "roc_auc": best_metrics["roc_auc"]})
+        run.counts = {"rows": len(y), "version": version, "train_seconds": round(cv_seconds, 2)}
+    return mv
+
+
+def champion_version() -> ModelVersion | None:
+    name = settings.RTV_MODEL_NAME
+    version = registry.alias_version(name, registry.CHAMPION)
+    if version is None:
+        return None
+    return ModelVersion.objects.filter(name=name, version=version).first()
+
+
+def predictions_score(mv: ModelVersion, *, record_ids: list[int] | None = None, chunk: int = 50_000) -> int:
+    """Score records with a model version and store the predictions by COPY."""
+    model = registry.load_model(mv.name, mv.version)
+    qs = SurveyRecord.objects.filter(superseded_by__isnull=True)
+    if record_ids is not None:
+        qs = qs.filter(pk__in=record_ids)
+    ids_all = list(qs.order_by("pk").values_list("pk", flat=True))
+    written = 0
+    threshold = 0.5
+    for start in range(0, len(ids_all), chunk):
+        ids = ids_all[start:start + chunk]
+        rows = list(SurveyRecord.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "data"))
+        frame = pd.DataFrame.from_records([r[1] for r in rows])
+        proba = model.predict_proba(frame)[:, 1]
+        out = pd.DataFrame({
+            "record_id": [r[0] for r in rows],
+            "model_version_id": mv.pk,
+            "probability_vulnerable": proba,
+            "predicted_vulnerable": proba >= threshold,
+            "variant": "champion",
+            "created_at": timezone.now(),
+        })
+        with transaction.atomic():
+            written += copy_frame(Prediction, out, list(out.columns), not_null_text=["variant"])
+    return written

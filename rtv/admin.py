@@ -1,0 +1,56 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import AuditEvent, PipelineRun, SchemaField, SchemaVersion
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Lineage and audit tables are written by services only."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class SchemaFieldInline(admin.TabularInline):
+    model = SchemaField
+    extra = 0
+    can_delete = False
+    fields = ("source_position", "name", "source_header", "type", "unit", "role", "required", "allowed", "min_value",
+              "max_value", "pii")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(SchemaVersion)
+class SchemaVersionAdmin(ReadOnlyAdmin):
+    list_display = ("version", "is_current", "created_at")
+    inlines = [SchemaFieldInline]
+
+
+@admin.register(SchemaField)
+class SchemaFieldAdmin(ReadOnlyAdmin):
+    list_display = ("name", "source_header", "source_position", "type", "unit", "role", "required", "pii", "schema")
+    list_filter = ("schema", "role", "type", "pii", "required")
+    search_fields = ("name", "source_header", "description")
+    list_select_related = ("schema",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "actor_label", "action", "object_type", "object_id", "request_id")
+    list_filter = ("action", "object_type")
+    search_fields = ("object_id", "actor_label", "request_id")
+
+
+@admin.register(PipelineRun)
+class PipelineRunAdmin(ReadOnlyAdmin):
+    list_display = ("job", "status", "started_at", "finished_at", "correlation_id")
+    list_filter = ("job", "status")

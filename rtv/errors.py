@@ -1,0 +1,65 @@
+"""One error shape for every API answer: {"code", "message", "errors": [{"field", "code", "message"}]}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """An error our own code raises, with a stable machine-readable code."""
+
+    def __init__(self, code: str, message: str, *, status_code: int = status.HTTP_400_BAD_REQUEST,
+                 errors: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.errors = errors or []
+        self.extra = extra or {}
+        super().__init__(detail=message, code=code)
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "non_field_errors":
+                name = prefix or None  # type: ignore[assignment]
+            out.extend(_flatten(value, name))
+    elif isinstance(detail, list):
+        if all(isinstance(d, exceptions.ErrorDetail | str) for d in detail):
+            for d in detail:
+                out.append({"field": prefix or None, "code": getattr(d, "code", "invalid"), "message": str(d)})
+        else:
+            for i, d in enumerate(detail):
+                out.extend(_flatten(d, f"{prefix}[{i}]"))
+    else:
+        out.append({"field": prefix or None, "code": getattr(detail, "code", "invalid"), "message": str(detail)})
+    return out
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApiError):
+        body = {"code": exc.code, "message": exc.message, "errors": exc.errors, **exc.extra}
+        return Response(body, status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        body = {"code": "invalid", "message": "The request has invalid fields.", "errors": _flatten(exc.detail)}
+    else:
+        detail = getattr(exc, "detail", "")
+        code = detail.code if isinstance(detail, exceptions.ErrorDetail) else getattr(exc, "default_code", "error")
+        body = {"code": code, "message": str(detail), "errors": []}
+    response.data = body
+    return response

@@ -1,0 +1,214 @@
+"""Settings shared by every environment, read from the environment (django-environ).
+
+Embedded defaults need no service: SQLite (WAL) under ``var/``, local files under
+``var/data/``, MLflow in a SQLite file, and Celery on kombu's filesystem transport with
+a real worker process.  ``production.py`` swaps in PostgreSQL, Redis and S3 and refuses
+to start without its secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env.str("RTV_VAR_DIR", default=str(BASE_DIR / "var")))
+DATA_DIR = Path(env.str("RTV_DATA_DIR", default=str(VAR_DIR / "data")))
+# The storage hierarchy every door writes into (local files here, S3/Azure in production).
+STORAGE_AREAS = ("raw", "validated", "processed", "predictions", "archive", "temp")
+
+SECRET_KEY = env.str("SECRET_KEY", default="insecure-local-only-key-change-me-0123456789abcdef")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "django_celery_beat",
+    "corsheaders",
+    "django_prometheus",
+    "rtv",
+    "ingestion",
+    "quality",
+    "features",
+    "modelling",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "rtv.middleware.RequestIdMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "rtv.urls"
+WSGI_APPLICATION = "rtv.wsgi.application"
+ASGI_APPLICATION = "rtv.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def database_config(url: str | None) -> dict[str, object]:
+    """A DATABASE_URL, or the embedded SQLite file (WAL: readers never block the writer)."""
+    if url:
+        cfg: dict[str, object] = env.db_url_config(url)
+    else:
+        cfg = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "rtv.sqlite3")}
+    if cfg["ENGINE"] == "django.db.backends.sqlite3":
+        cfg["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+            "transaction_mode": "IMMEDIATE",
+        }
+    else:
+        # Persistent connections: a connection per request cost 2.5x in throughput (stack.md).
+        cfg["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+        cfg["CONN_HEALTH_CHECKS"] = True
+    return cfg
+
+
+DATABASES = {"default": database_config(env.str("DATABASE_URL", default="") or None)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "Africa/Kampala"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+LOGIN_URL = "/admin/login/"
+
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(DATA_DIR)},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# ---- API ---------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "rtv.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "RTV household data platform",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+SIMPLE_JWT = {
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+}
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+
+# ---- Celery ------------------------------------------------------------------------------
+# Embedded: kombu's filesystem transport, so a real worker runs without a broker service and
+# an upload never blocks the request that sent it.  Production sets REDIS_URL.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 3600
+CELERY_TASK_SOFT_TIME_LIMIT = 3300
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# ---- Domain configuration ---------------------------------------------------------------
+# ProgressStatus bands on HHIncome+Consumption+Residues/Day (USD), highest first.
+RTV_STATUS_THRESHOLDS = [
+    ("On Track", env.float("RTV_THRESHOLD_ON_TRACK", default=2.15)),
+    ("At Risk", env.float("RTV_THRESHOLD_AT_RISK", default=1.77)),
+    ("Struggling", env.float("RTV_THRESHOLD_STRUGGLING", default=1.25)),
+]
+RTV_STATUS_FLOOR = "Severely Struggling"
+RTV_VULNERABLE_STATUSES = ("Struggling", "Severely Struggling")
+RTV_IDENTITY_TOLERANCE_ABS = env.float("RTV_IDENTITY_TOLERANCE_ABS", default=0.01)
+RTV_IDENTITY_TOLERANCE_REL = env.float("RTV_IDENTITY_TOLERANCE_REL", default=1e-6)
+RTV_MODEL_NAME = env.str("RTV_MODEL_NAME", default="rtv-vulnerability")
+
+# Fernet keys, comma-separated; the first one encrypts, all of them decrypt.
+FIELD_ENCRYPTION_KEYS = env.list(
+    "FIELD_ENCRYPTION_KEYS",
+    # A fixed key for local use only: production refuses to start with it.
+    default=["e1GzCJ3IkY8M2pbYy8G0tq7_2iWSl2k4sTjkQ3n9zVQ="],
+)
+
+# ---- MLflow ------------------------------------------------------------------------------
+MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default=f"sqlite:///{VAR_DIR / 'mlflow.sqlite3'}")
+MLFLOW_ARTIFACT_ROOT = env.str("MLFLOW_ARTIFACT_ROOT", default=str(VAR_DIR / "mlartifacts"))
+MLFLOW_EXPERIMENT = env.str("MLFLOW_EXPERIMENT", default="rtv-vulnerability")
+
+# ---- Logging -----------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "rtv.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "alembic": {"level": "WARNING"},
+        "mlflow": {"level": "WARNING"},
+    },
+}

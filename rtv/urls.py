@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from rtv.api.auth import LogoutView
+from rtv.api.views import SchemaView
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness for the container HEALTHCHECK (no auth, no database)."""
+    return JsonResponse({"status": "ok"})
+
+
+api_v1 = [
+    path("auth/token/", TokenObtainPairView.as_view(), name="token"),
+    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("auth/logout/", LogoutView.as_view(), name="logout"),
+    path("schema/", SchemaView.as_view(), name="data-schema"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include((api_v1, "api"), namespace="v1")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
+    path("healthz", healthz, name="healthz"),
+    path("", include("django_prometheus.urls")),
+]
