@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole suite on real PostgreSQL and Redis, with ruff and mypy.  Fails when anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh requirements-dev.txt
+eval "$(scripts/services.sh)"
+export DATABASE_URL REDIS_URL DJANGO_SETTINGS_MODULE=rtv.settings.test
+export RTV_VAR_DIR="$PWD/var/test"
+echo "test: DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL" >&2
+echo "== ruff" >&2
+.venv/bin/ruff check .
+echo "== mypy" >&2
+.venv/bin/mypy rtv ingestion quality features modelling
+echo "== pytest" >&2
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,63 @@
+"""Production settings refuse to start without their secrets; embedded defaults need no service."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = {
+    "SECRET_KEY": "k" * 10 + "Zq8#vP2!mW9@xL4$tR7%yN3^bH6&jF1*cD5(eG0)aS" + "u" * 8,
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/rtv",
+    "ALLOWED_HOSTS": "rtv.example.org",
+    "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+}
+
+
+def load_settings(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in GOOD and k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "CELERY_BROKER_URL")}
+    clean.update(env, DJANGO_SETTINGS_MODULE=module)
+    code = "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])"
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_production_starts_with_its_secrets() -> None:
+    proc = load_settings("rtv.settings.production", GOOD)
+    assert proc.returncode == 0, proc.stderr
+    assert "postgresql" in proc.stdout
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "FIELD_ENCRYPTION_KEYS"])
+def test_production_refuses_to_start_without_each_secret(missing: str) -> None:
+    proc = load_settings("rtv.settings.production", {k: v for k, v in GOOD.items() if k != missing})
+    assert proc.returncode != 0
+    assert "ImproperlyConfigured" in proc.stderr and missing in proc.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SECRET_KEY", "insecure-local-only-key-change-me-0123456789abcdef"),
+    ("SECRET_KEY", "short"),
+    ("FIELD_ENCRYPTION_KEYS", "not-a-fernet-key"),
+    ("FIELD_ENCRYPTION_KEYS", "e1GzCJ3IkY8M2pbYy8G0tq7_2iWSl2k4sTjkQ3n9zVQ="),
+    ("ALLOWED_HOSTS", "*"),
+    ("DATABASE_URL", "sqlite:////tmp/x.sqlite3"),
+])
+def test_production_refuses_unsafe_values(name: str, value: str) -> None:
+    proc = load_settings("rtv.settings.production", {**GOOD, name: value})
+    assert proc.returncode != 0
+    assert "ImproperlyConfigured" in proc.stderr
+
+
+def test_embedded_defaults_use_sqlite_without_any_service(tmp_path: Path) -> None:
+    proc = load_settings("rtv.settings.local", {"RTV_VAR_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "django.db.backends.sqlite3"
+    assert {p.name for p in (tmp_path / "data").iterdir()} == {"raw", "validated", "processed", "predictions",
+                                                              "archive", "temp"}
