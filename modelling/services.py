@@ -79,7 +79,7 @@ def evaluate(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
         "positive_rate": float(y.mean()),
     }
     for coverage in (0.2, 0.4):
-        k = max(1, int(round(coverage * len(y))))
+        k = max(1, round(coverage * len(y)))
         selected = np.zeros(len(y), dtype=bool)
         selected[order[:k]] = True
         vulnerable = y == 1
@@ -125,7 +125,8 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         final = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y)
         cv_seconds = time.perf_counter() - t0
 
-        mlflow = registry.configure()
+        registry.configure()
+        import mlflow
         import mlflow.sklearn
 
         name = settings.RTV_MODEL_NAME

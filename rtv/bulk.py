@@ -36,10 +36,10 @@ def copy_frame(model: type[models.Model], frame: pd.DataFrame, columns: Sequence
         if not_null_text:
             options += ", FORCE_NOT_NULL (" + ", ".join(
                 connection.ops.quote_name(model._meta.get_field(c).column) for c in not_null_text) + ")"
-        with connection.cursor() as cursor:
-            with cursor.cursor.copy(f"COPY {table} ({col_sql}) FROM STDIN WITH ({options})") as copy:
-                for chunk in _csv_chunks(frame, columns):
-                    copy.write(chunk)
+        with connection.cursor() as cursor, cursor.cursor.copy(
+                f"COPY {table} ({col_sql}) FROM STDIN WITH ({options})") as copy:
+            for chunk in _csv_chunks(frame, columns):
+                copy.write(chunk)
         return len(frame)
     records = frame[list(columns)].astype(object).where(frame[list(columns)].notna(), None).to_dict("records")
     json_cols = [c for c in columns if isinstance(model._meta.get_field(c), models.JSONField)]

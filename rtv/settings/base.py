@@ -142,6 +142,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "RTV household data platform",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,

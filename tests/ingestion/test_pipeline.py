@@ -1,0 +1,145 @@
+"""Generated files in every format ingest the same way; injected errors are rejected, nothing else is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from ingestion.models import IngestionBatch, RowIssue, SurveyRecord
+from ingestion.readers import ReadError
+from ingestion.services import ingest_file
+from ingestion.synthetic.generator import generate, write
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def generated() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return generate(600, seed=11, bad_rate=0.05)
+
+
+def ingest(path: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    from io import StringIO
+
+    out = StringIO()
+    call_command("ingest_file", str(path), "--json", *extra, stdout=out)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "json", "ndjson", "parquet"])
+def test_every_format_ingests_the_same_rows_labels_and_errors(fmt: str, generated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, errors = generated
+    path = tmp_path / f"survey.{fmt}"
+    write(data, errors, path, fmt)
+    summary = ingest(path)
+    assert summary["rows"] == 600
+    assert summary["rejected"] == errors["row_number"].nunique() > 0
+    assert summary["accepted"] == 600 - summary["rejected"]
+    assert sum(summary["label_counts"].values()) == summary["accepted"]
+    # Exactly the injected (row, field, rule) triples are errors: no more, no fewer.
+    found = set(RowIssue.objects.filter(severity="error").values_list("row_number", "field", "rule"))
+    expected = set(errors[["row_number", "field", "rule"]].itertuples(index=False, name=None))
+    assert found == expected
+
+
+def test_formats_agree_with_each_other_on_label_counts(generated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, errors = generated
+    counts = []
+    for fmt in ("csv", "parquet"):
+        path = tmp_path / f"s.{fmt}"
+        write(data, errors, path, fmt)
+        counts.append(ingest(path)["label_counts"])
+    assert counts[0] == counts[1]
+
+
+def test_bulk_writes_use_a_constant_number_of_queries_whatever_the_row_count(tmp_path: Path) -> None:
+    counts = []
+    for rows in (50, 1000):
+        data, errors = generate(rows, seed=rows, bad_rate=0.0)
+        path = tmp_path / f"n{rows}.csv"
+        write(data, errors, path, "csv")
+        with CaptureQueriesContext(connection) as ctx:
+            ingest_file(path)
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1]
+    assert SurveyRecord.objects.count() == 1050
+
+
+def test_records_go_to_postgresql_by_copy(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is the PostgreSQL path; SQLite uses bulk_create")
+
+    statements: list[str] = []
+    original = psycopg.Cursor.copy
+
+    def spy(self, statement, *args, **kwargs):  # type: ignore[no-untyped-def]
+        statements.append(str(statement))
+        return original(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", spy)
+    data, errors = generate(200, seed=5, bad_rate=0.05)
+    write(data, errors, tmp_path / "s.csv", "csv")
+    ingest_file(tmp_path / "s.csv")
+    tables = " ".join(statements)
+    assert "ingestion_surveyrecord" in tables and "ingestion_rowissue" in tables
+
+
+def test_an_unreadable_file_fails_clearly_and_is_recorded(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.xlsx"
+    bad.write_bytes(b"this is not a workbook")
+    with pytest.raises(ReadError) as exc:
+        ingest_file(bad)
+    assert exc.value.code == "malformed_xlsx"
+    batch = IngestionBatch.objects.get()
+    assert batch.status == "failed" and batch.error.startswith("malformed_xlsx")
+
+
+def test_an_unsupported_extension_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "survey.docx"
+    path.write_bytes(b"x")
+    with pytest.raises(ReadError) as exc:
+        ingest_file(path)
+    assert exc.value.code == "unsupported_format"
+
+
+def test_the_original_file_is_kept_under_raw_with_its_lineage(generated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from django.core.files.storage import default_storage
+
+    data, errors = generated
+    path = tmp_path / "lineage.csv"
+    write(data, errors, path, "csv")
+    batch = ingest_file(path)
+    assert batch.file_key.startswith("raw/") and default_storage.exists(batch.file_key)
+    assert default_storage.open(batch.file_key).read() == path.read_bytes()
+    assert len(batch.sha256) == 64 and batch.size_bytes == path.stat().st_size
+    assert batch.row_count == 600 and batch.column_count == 75
+    assert [c["field"] for c in batch.header_mapping][11:13] == ["vsla_profits_ugx", "vsla_profits_usd"]
+    assert SurveyRecord.objects.filter(batch=batch).exclude(row_number=None).count() == batch.accepted
+
+
+def test_a_file_missing_a_required_column_rejects_rows_naming_the_field(tmp_path: Path) -> None:
+    data, _ = generate(20, seed=1)
+    frame = data.drop(columns=["village"])
+    path = tmp_path / "novillage.json"
+    frame.to_json(path, orient="records")
+    summary = ingest(path)
+    assert summary["rejected"] == 20
+    assert set(RowIssue.objects.values_list("field", "rule").distinct()) >= {("village", "required")}
+
+
+def test_unknown_columns_are_ignored_and_recorded_in_the_mapping(tmp_path: Path) -> None:
+    data, _ = generate(10, seed=2)
+    data["enumerator_note"] = "x"
+    path = tmp_path / "extra.parquet"
+    data.to_parquet(path)
+    batch = ingest_file(path)
+    assert batch.accepted == 10
+    assert {"position": 75, "header": "enumerator_note", "field": None} in batch.header_mapping

@@ -1,0 +1,51 @@
+"""A real Celery worker, over the real Redis broker, runs the ingestion service end to end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from ingestion.models import IngestionBatch, SurveyRecord
+from ingestion.tasks import ingest_path_task
+from rtv.celery import app
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def redis_worker(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    old = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "broker_transport_options")}
+    app.conf.update(broker_url=url, task_always_eager=False, broker_transport_options={})
+    app.pool.force_close_all()
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield
+    finally:
+        app.conf.update(old)
+        app.pool.force_close_all()
+
+
+def test_an_ingestion_task_round_trips_through_redis_and_a_worker(redis_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ingestion.synthetic.generator import generate, write
+
+    data, errors = generate(120, seed=3, bad_rate=0.05)
+    path = tmp_path / "survey.csv"
+    write(data, errors, path, "csv")
+    result = ingest_path_task.apply_async(args=[str(path)])
+    assert app.conf.broker_url.startswith("redis://")
+    # The worker ran the task in its own thread and committed; we only ever see the stored outcome.
+    import time
+
+    deadline = time.monotonic() + 60
+    while not IngestionBatch.objects.filter(status="succeeded").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    batch = IngestionBatch.objects.get()
+    assert batch.status == "succeeded" and batch.row_count == 120
+    assert batch.rejected == len(errors) > 0
+    assert SurveyRecord.objects.count() == 120 - len(errors)
+    assert result.id
