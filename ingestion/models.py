@@ -98,6 +98,8 @@ class SurveyRecord(models.Model):
     survey_round = models.CharField(max_length=40, blank=True)
     version = models.PositiveIntegerField(default=1)
     supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by")
+    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                             help_text="the first version of this record's history (null on the first version)")
     submission_id = models.UUIDField(null=True, blank=True, unique=True)
     content_hash = models.CharField(max_length=64)
     district = models.CharField(max_length=64, db_index=True)

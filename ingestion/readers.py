@@ -145,6 +145,9 @@ def _arrow_to_text(table: pa.Table) -> RawTable:
         if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
             col = pc.binary_join(pc.cast(col, pa.list_(pa.string())), " ")
         elif not pa.types.is_string(col.type):
+            if pa.types.is_floating(col.type):
+                # NaN is how pandas writes "missing" into a float column: it is empty, not text "nan".
+                col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
             col = pc.cast(col, pa.string())
         cols[str(i)] = pc.fill_null(col, "")
     frame = pa.table(cols).to_pandas() if cols else pd.DataFrame()

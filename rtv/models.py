@@ -137,3 +137,24 @@ class PipelineRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} {self.status}"
+
+
+class OutboxMessage(models.Model):
+    """A task to enqueue once the transaction that wrote it has committed.
+
+    Written in the same transaction as the data it is about, so a crash or a broker outage can
+    delay downstream work but never lose it: the sweeper sends whatever is still unsent.
+    """
+
+    task = models.CharField(max_length=120)
+    args = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], condition=Q(sent_at__isnull=True), name="outbox_unsent")]
+
+    def __str__(self) -> str:
+        return f"{self.task}{self.args}"

@@ -18,6 +18,7 @@ api_v1 = [
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutView.as_view(), name="logout"),
     path("schema/", SchemaView.as_view(), name="data-schema"),
+    path("", include("ingestion.api.urls")),
 ]
 
 urlpatterns = [

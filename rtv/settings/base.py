@@ -171,6 +171,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = 3300
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Producers must not hang when the broker is down: the outbox keeps the work for the sweeper.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "outbox-sweep": {"task": "rtv.outbox_sweep", "schedule": 60.0},
+}
 
 # ---- Domain configuration ---------------------------------------------------------------
 # ProgressStatus bands on HHIncome+Consumption+Residues/Day (USD), highest first.
@@ -183,6 +189,11 @@ RTV_STATUS_FLOOR = "Severely Struggling"
 RTV_VULNERABLE_STATUSES = ("Struggling", "Severely Struggling")
 RTV_IDENTITY_TOLERANCE_ABS = env.float("RTV_IDENTITY_TOLERANCE_ABS", default=0.01)
 RTV_IDENTITY_TOLERANCE_REL = env.float("RTV_IDENTITY_TOLERANCE_REL", default=1e-6)
+RTV_MAX_SUBMISSION_BYTES = env.int("RTV_MAX_SUBMISSION_BYTES", default=1 << 20)
+RTV_MAX_BATCH_BYTES = env.int("RTV_MAX_BATCH_BYTES", default=20 << 20)
+RTV_MAX_UPLOAD_BYTES = env.int("RTV_MAX_UPLOAD_BYTES", default=200 << 20)
+RTV_MAX_UPLOAD_ROWS = env.int("RTV_MAX_UPLOAD_ROWS", default=1_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = RTV_MAX_BATCH_BYTES + (1 << 20)
 RTV_MODEL_NAME = env.str("RTV_MODEL_NAME", default="rtv-vulnerability")
 
 # Fernet keys, comma-separated; the first one encrypts, all of them decrypt.

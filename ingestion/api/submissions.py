@@ -1,0 +1,192 @@
+"""Device submission endpoints: parse, call the service, answer.  No rules live here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ingestion.models import RowIssue, SurveyRecord
+from ingestion.selectors import access_submission
+from ingestion.submissions import Envelope, Outcome, field_diff, submissions_receive, version_chain
+from rtv.errors import ApiError
+from rtv.roles import ADMIN, DATA_MANAGER, FIELD_OFFICER, HasRole
+
+CAN_SUBMIT = HasRole.of(FIELD_OFFICER, DATA_MANAGER, ADMIN)
+
+
+class LocationIn(serializers.Serializer):
+    lat = serializers.FloatField(min_value=-90, max_value=90)
+    lon = serializers.FloatField(min_value=-180, max_value=180)
+    accuracy_m = serializers.FloatField(min_value=0, required=False, allow_null=True)
+
+
+class SubmissionIn(serializers.Serializer):
+    submission_id = serializers.UUIDField(required=False)
+    form_version = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    collected_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    device_id = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    location = LocationIn(required=False, allow_null=True, default=None)
+    supersedes = serializers.UUIDField(required=False, allow_null=True, default=None)
+    data = serializers.DictField()
+
+    def validate_collected_at(self, value: Any) -> Any:
+        raw = str(self.initial_data.get("collected_at", "")) if isinstance(self.initial_data, dict) else ""
+        if value is not None and raw and not (raw.endswith("Z") or "+" in raw[10:] or "-" in raw[10:]):
+            raise serializers.ValidationError("collected_at needs a time zone offset (e.g. +03:00 or Z).",
+                                              code="timezone_required")
+        return value
+
+
+def _envelope(data: dict[str, Any], idempotency_key: str | None) -> Envelope:
+    sid = data.get("submission_id")
+    if sid is None:
+        if not idempotency_key:
+            raise serializers.ValidationError({"submission_id": ["submission_id or an Idempotency-Key header is required."]},
+                                              code="required")
+        try:
+            import uuid
+
+            sid = uuid.UUID(idempotency_key)
+        except ValueError as exc:
+            raise serializers.ValidationError({"submission_id": ["The Idempotency-Key must be a UUID."]}) from exc
+    loc = data.get("location")
+    return Envelope(submission_id=sid, data=data["data"], form_version=data.get("form_version", ""),
+                    collected_at=data.get("collected_at"), device_id=data.get("device_id", ""),
+                    location=dict(loc) if loc else None, supersedes=data.get("supersedes"))
+
+
+def record_body(record: SurveyRecord, issues: list[RowIssue] | None = None) -> dict[str, Any]:
+    """What the API says about a stored record; derived from stored state only, so a replay gets
+    exactly the body the first receipt got."""
+    if issues is None:
+        issues = list(record.issues.order_by("id"))
+    return {
+        "id": record.pk,
+        "submission_id": str(record.submission_id) if record.submission_id else None,
+        "household_id": record.household.household_id,
+        "version": record.version,
+        "supersedes": str(record.supersedes.submission_id) if record.supersedes_id and record.supersedes else None,
+        "status": record.review_status,
+        "received_at": record.received_at.isoformat(),
+        "label": {"progress_status": record.progress_status or None, "income_per_day": record.income_per_day,
+                  "vulnerable": record.vulnerable},
+        "quality": {
+            "errors": 0,
+            "warnings": record.warning_count,
+            "issues": [{"field": i.field, "code": i.rule, "severity": i.severity, "message": i.message} for i in issues],
+        },
+    }
+
+
+def _limit(request: Request, limit: int) -> None:
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if length > limit:
+        raise ApiError("payload_too_large", f"The body is {length} bytes; the limit is {limit}.", status_code=413)
+
+
+def _answer(outcome: Outcome) -> Response:
+    if outcome.result in ("created", "replayed"):
+        assert outcome.record is not None
+        return Response(record_body(outcome.record), status=outcome.http_status)
+    body: dict[str, Any] = {"code": outcome.code, "message": outcome.message, "errors": outcome.errors}
+    if outcome.record is not None:
+        body["record"] = {"id": outcome.record.pk, "submission_id": str(outcome.record.submission_id)}
+    return Response(body, status=outcome.http_status)
+
+
+class SubmissionCreateView(APIView):
+    permission_classes = [CAN_SUBMIT]
+
+    @extend_schema(request=SubmissionIn, responses={201: dict, 200: dict, 400: dict, 409: dict, 413: dict})
+    def post(self, request: Request) -> Response:
+        _limit(request, settings.RTV_MAX_SUBMISSION_BYTES)
+        data = SubmissionIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        envelope = _envelope(data.validated_data, request.headers.get("Idempotency-Key"))
+        [outcome] = submissions_receive(user=request.user, envelopes=[envelope],
+                                        user_agent=request.headers.get("User-Agent", ""))
+        return _answer(outcome)
+
+
+class BatchIn(serializers.Serializer):
+    items = serializers.ListField(child=serializers.DictField(), max_length=500, allow_empty=False)
+
+
+class SubmissionBatchView(APIView):
+    """Up to 500 records from a device back online; per-item results in order."""
+
+    permission_classes = [CAN_SUBMIT]
+
+    @extend_schema(request=BatchIn, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        _limit(request, settings.RTV_MAX_BATCH_BYTES)
+        batch = BatchIn(data=request.data)
+        batch.is_valid(raise_exception=True)
+        results: list[dict[str, Any] | None] = [None] * len(batch.validated_data["items"])
+        envelopes: list[Envelope] = []
+        positions: list[int] = []
+        for i, item in enumerate(batch.validated_data["items"]):
+            one = SubmissionIn(data=item)
+            try:
+                one.is_valid(raise_exception=True)
+                envelopes.append(_envelope(one.validated_data, None))
+                positions.append(i)
+            except serializers.ValidationError as exc:
+                from rtv.errors import _flatten
+
+                results[i] = {"index": i, "result": "invalid", "status": 400, "submission_id": item.get("submission_id"),
+                              "code": "invalid_submission", "errors": _flatten(exc.detail)}
+        outcomes = submissions_receive(user=request.user, envelopes=envelopes,
+                                       user_agent=request.headers.get("User-Agent", ""))
+        for pos, env, outcome in zip(positions, envelopes, outcomes, strict=True):
+            entry: dict[str, Any] = {"index": pos, "result": outcome.result, "status": outcome.http_status,
+                                     "submission_id": str(env.submission_id)}
+            if outcome.record is not None and outcome.result in ("created", "replayed"):
+                entry["record"] = record_body(outcome.record)
+            else:
+                entry.update(code=outcome.code, message=outcome.message, errors=outcome.errors)
+            results[pos] = entry
+        counts: dict[str, int] = {}
+        for r in results:
+            assert r is not None
+            counts[r["result"]] = counts.get(r["result"], 0) + 1
+        return Response({"results": results, "counts": counts}, status=200)
+
+
+class SubmissionDetailView(APIView):
+    @extend_schema(responses={200: dict, 404: dict})
+    def get(self, request: Request, submission_id: str) -> Response:
+        record = access_submission(request.user, submission_id)
+        chain = version_chain(record)
+        latest = record.predictions.select_related("model_version").order_by("-created_at").first()
+        body = record_body(record)
+        body["versions"] = [{"version": r.version, "submission_id": str(r.submission_id) if r.submission_id else None,
+                             "received_at": r.received_at.isoformat()} for r in chain]
+        body["latest_version"] = chain[-1].version
+        body["prediction"] = None if latest is None else {
+            "probability_vulnerable": latest.probability_vulnerable, "predicted_vulnerable": latest.predicted_vulnerable,
+            "model": latest.model_version.name, "model_version": latest.model_version.version,
+            "variant": latest.variant, "created_at": latest.created_at.isoformat()}
+        return Response(body)
+
+
+class SubmissionVersionsView(APIView):
+    @extend_schema(responses={200: dict, 404: dict})
+    def get(self, request: Request, submission_id: str) -> Response:
+        record = access_submission(request.user, submission_id)
+        chain = version_chain(record)
+        versions = []
+        for prev, cur in zip([None, *chain[:-1]], chain, strict=True):
+            versions.append({
+                "version": cur.version,
+                "submission_id": str(cur.submission_id) if cur.submission_id else None,
+                "received_at": cur.received_at.isoformat(),
+                "changes": [] if prev is None else field_diff(prev.data, cur.data),
+            })
+        return Response({"submission_id": str(record.submission_id), "versions": versions})

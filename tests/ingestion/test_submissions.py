@@ -1,0 +1,203 @@
+"""Device submissions: identity by UUID, replays, conflicts, versions, batches, one error shape."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import pytest
+
+from ingestion.models import IngestionBatch, SurveyRecord
+from ingestion.synthetic.generator import generate
+from rtv.models import OutboxMessage
+
+pytestmark = pytest.mark.django_db
+
+ROWS = generate(40, seed=99, bad_rate=0.0)[0]
+
+
+def household(i: int = 0, **changes: Any) -> dict[str, Any]:
+    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in ROWS.iloc[i].to_dict().items()}
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    row = {k: (None if v is not None and str(v) == "<NA>" else v) for k, v in row.items()}
+    row.update(changes)
+    return row
+
+
+def body(i: int = 0, sid: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"submission_id": sid or str(uuid.uuid4()), "form_version": "2026.1", "collected_at": "2026-11-20T10:15:00+03:00",
+            "device_id": "tab-07", "location": {"lat": -0.91, "lon": 29.8, "accuracy_m": 6.0}, "data": household(i), **extra}
+
+
+@pytest.fixture
+def officer(api):  # type: ignore[no-untyped-def]
+    return api("field_officer")
+
+
+def test_first_receipt_stores_the_record_and_answers_201(officer, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    payload = body()
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = officer.post("/api/v1/submissions/", payload, format="json")
+    assert resp.status_code == 201, resp.json()
+    out = resp.json()
+    assert out["submission_id"] == payload["submission_id"] and out["version"] == 1 and out["status"] == "received"
+    assert set(out["quality"]) == {"errors", "warnings", "issues"}
+    rec = SurveyRecord.objects.get(submission_id=payload["submission_id"])
+    assert rec.field_officer == officer.user and rec.device_id == "tab-07" and rec.form_version == "2026.1"
+    assert rec.gps == {"lat": -0.91, "lon": 29.8, "accuracy_m": 6.0}
+    assert rec.batch.channel == IngestionBatch.Channel.DEVICE
+    assert rec.progress_status in {"On Track", "At Risk", "Struggling", "Severely Struggling"}
+    # Downstream work was recorded in the same transaction (the outbox), then sent after commit.
+    assert OutboxMessage.objects.filter(task="ingestion.after_submission", args=[rec.pk]).exclude(sent_at=None).exists()
+
+
+def test_an_identical_replay_answers_200_with_the_same_body_and_stores_nothing(officer) -> None:  # type: ignore[no-untyped-def]
+    payload = body()
+    first = officer.post("/api/v1/submissions/", payload, format="json")
+    again = officer.post("/api/v1/submissions/", payload, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert SurveyRecord.objects.count() == 1
+
+
+def test_the_same_id_with_different_content_is_a_409_with_a_stable_code(officer) -> None:  # type: ignore[no-untyped-def]
+    payload = body()
+    officer.post("/api/v1/submissions/", payload, format="json")
+    changed = {**payload, "data": household(0, household_size=9)}
+    resp = officer.post("/api/v1/submissions/", changed, format="json")
+    assert resp.status_code == 409
+    err = resp.json()
+    assert err["code"] == "submission_conflict" and err["errors"][0]["field"] == "submission_id"
+    assert "supersedes" in err["message"]
+    assert SurveyRecord.objects.get().household_size == payload["data"]["household_size"]
+
+
+def test_a_correction_that_supersedes_makes_a_new_version_and_keeps_the_old(officer) -> None:  # type: ignore[no-untyped-def]
+    first = body()
+    officer.post("/api/v1/submissions/", first, format="json")
+    fix = body(sid=str(uuid.uuid4()), supersedes=first["submission_id"])
+    fix["data"] = household(0, household_size=first["data"]["household_size"] + 1)
+    resp = officer.post("/api/v1/submissions/", fix, format="json")
+    assert resp.status_code == 201 and resp.json()["version"] == 2 and resp.json()["supersedes"] == first["submission_id"]
+    assert SurveyRecord.objects.count() == 2
+    versions = officer.get(f"/api/v1/submissions/{fix['submission_id']}/versions/").json()["versions"]
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[1]["changes"] == [{"field": "household_size", "old": first["data"]["household_size"],
+                                       "new": first["data"]["household_size"] + 1}]
+    detail = officer.get(f"/api/v1/submissions/{first['submission_id']}/").json()
+    assert detail["latest_version"] == 2 and len(detail["versions"]) == 2
+    again = officer.post("/api/v1/submissions/", body(supersedes=first["submission_id"]), format="json")
+    assert again.status_code == 409 and again.json()["code"] == "already_superseded"
+
+
+def test_superseding_an_unknown_submission_is_refused_by_code(officer) -> None:  # type: ignore[no-untyped-def]
+    resp = officer.post("/api/v1/submissions/", body(supersedes=str(uuid.uuid4())), format="json")
+    assert resp.status_code == 409 and resp.json()["code"] == "supersedes_not_found"
+
+
+def test_the_idempotency_key_header_can_carry_the_identity(officer) -> None:  # type: ignore[no-untyped-def]
+    key = str(uuid.uuid4())
+    payload = body()
+    del payload["submission_id"]
+    first = officer.post("/api/v1/submissions/", payload, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    again = officer.post("/api/v1/submissions/", payload, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert (first.status_code, again.status_code) == (201, 200) and first.json()["submission_id"] == key
+
+
+@pytest.mark.parametrize(("change", "field", "code"), [
+    ({"household_size": 0}, "data.household_size", "range"),
+    ({"hhh_sex": 3}, "data.hhh_sex", "allowed"),
+    ({"time_to_opd": "far"}, "data.time_to_opd", "type"),
+    ({"village": None}, "data.village", "required"),
+    ({"favourite_colour": "blue"}, "data.favourite_colour", "unknown_field"),
+])
+def test_invalid_data_gets_a_400_naming_the_field_and_rule(officer, change, field, code) -> None:  # type: ignore[no-untyped-def]
+    payload = body()
+    payload["data"] = {**payload["data"], **change}
+    resp = officer.post("/api/v1/submissions/", payload, format="json")
+    assert resp.status_code == 400
+    err = resp.json()
+    assert err["code"] == "invalid_submission"
+    assert {"field": field, "code": code} in [{"field": e["field"], "code": e["code"]} for e in err["errors"]]
+    assert SurveyRecord.objects.count() == 0
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({"data": {}, "submission_id": "not-a-uuid"}, "submission_id"),
+    ({"submission_id": str(uuid.uuid4())}, "data"),
+    ({"submission_id": str(uuid.uuid4()), "data": {}, "location": {"lat": 123, "lon": 0}}, "location.lat"),
+    ({"submission_id": str(uuid.uuid4()), "data": {}, "collected_at": "2026-11-20T10:15:00"}, "collected_at"),
+    ({"submission_id": str(uuid.uuid4()), "data": {}, "collected_at": "yesterday"}, "collected_at"),
+])
+def test_a_malformed_envelope_is_a_400_naming_the_field(officer, payload, field) -> None:  # type: ignore[no-untyped-def]
+    resp = officer.post("/api/v1/submissions/", payload, format="json")
+    assert resp.status_code == 400
+    assert field in [e["field"] for e in resp.json()["errors"]]
+
+
+def test_broken_json_is_a_400_not_a_500(officer) -> None:  # type: ignore[no-untyped-def]
+    resp = officer.post("/api/v1/submissions/", data=b'{"data": ', content_type="application/json")
+    assert resp.status_code == 400 and resp.json()["code"] == "parse_error"
+
+
+def test_a_body_over_the_limit_gets_413(officer, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_MAX_SUBMISSION_BYTES = 1000
+    payload = body()
+    payload["data"]["village"] = "x" * 2000
+    resp = officer.post("/api/v1/submissions/", payload, format="json")
+    assert resp.status_code == 413 and resp.json()["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("role", ["reviewer", "partner", "data_scientist", None])
+def test_only_field_officers_data_managers_and_admins_submit(api, role) -> None:  # type: ignore[no-untyped-def]
+    assert api(role).post("/api/v1/submissions/", body(), format="json").status_code == 403
+
+
+def test_submissions_need_authentication() -> None:
+    from rest_framework.test import APIClient
+
+    assert APIClient().post("/api/v1/submissions/", body(), format="json").status_code == 401
+
+
+def test_a_field_officer_reads_own_submissions_and_gets_404_for_others(api) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = api("field_officer"), None
+    payload = body()
+    alice.post("/api/v1/submissions/", payload, format="json")
+    from django.contrib.auth.models import Group, User
+    from rest_framework.test import APIClient
+
+    user = User.objects.create_user("bob", password="pw-Secret-123")
+    user.groups.add(Group.objects.get(name="field_officer"))
+    bob = APIClient()
+    bob.force_authenticate(user)
+    assert alice.get(f"/api/v1/submissions/{payload['submission_id']}/").status_code == 200
+    missing = bob.get(f"/api/v1/submissions/{uuid.uuid4()}/")
+    not_yours = bob.get(f"/api/v1/submissions/{payload['submission_id']}/")
+    assert missing.status_code == not_yours.status_code == 404
+    assert missing.json() == not_yours.json()
+    assert api("reviewer").get(f"/api/v1/submissions/{payload['submission_id']}/").status_code == 200
+
+
+def test_a_batch_reports_each_item_in_order_and_one_bad_item_rejects_nothing_else(officer) -> None:  # type: ignore[no-untyped-def]
+    stored = body(1)
+    officer.post("/api/v1/submissions/", stored, format="json")
+    bad = body(2)
+    bad["data"] = {**bad["data"], "household_size": -1}
+    conflict = {**stored, "data": household(1, household_size=30)}
+    items = [body(3), stored, bad, conflict, {"submission_id": "nope", "data": {}}, body(4)]
+    resp = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json")
+    assert resp.status_code == 200
+    results = resp.json()["results"]
+    assert [r["result"] for r in results] == ["created", "replayed", "invalid", "conflict", "invalid", "created"]
+    assert [r["index"] for r in results] == list(range(6))
+    assert results[2]["errors"][0]["field"] == "data.household_size"
+    assert results[3]["code"] == "submission_conflict"
+    assert results[4]["errors"][0]["field"] == "submission_id"
+    assert resp.json()["counts"] == {"created": 2, "replayed": 1, "invalid": 2, "conflict": 1}
+    assert SurveyRecord.objects.count() == 3
+
+
+def test_a_batch_over_500_items_is_refused(officer) -> None:  # type: ignore[no-untyped-def]
+    resp = officer.post("/api/v1/submissions/batch/", {"items": [{}] * 501}, format="json")
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "items"
