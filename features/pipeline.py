@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
 
@@ -112,7 +113,7 @@ def build_preprocessor(feature_frame: pd.DataFrame, *, scale: bool = True) -> Co
         transformers.append(("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False), low))
     if high:
         # Out-of-fold target encoding: TargetEncoder.fit_transform cross-fits internally.
-        transformers.append(("target", TargetEncoder(target_type="binary", random_state=0), high))
+        transformers.append(("target", TargetEncoder(target_type="binary", cv=KFold(5, shuffle=True, random_state=0)), high))
     return ColumnTransformer(transformers, verbose_feature_names_out=False)
 
 

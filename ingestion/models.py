@@ -51,6 +51,10 @@ class IngestionBatch(models.Model):
     header_mapping = models.JSONField(default=list, blank=True)
     schema_version = models.ForeignKey("rtv.SchemaVersion", on_delete=models.PROTECT, null=True)
     dry_run = models.BooleanField(default=False)
+    forced = models.BooleanField(default=False, help_text="ingested although the same file was ingested before")
+    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    partner = models.ForeignKey("ingestion.Partner", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="batches")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     accepted = models.IntegerField(default=0)
     warnings = models.IntegerField(default=0, help_text="accepted rows that carry at least one warning")
@@ -72,6 +76,59 @@ class IngestionBatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}:{self.original_name or self.id}"
+
+
+class Partner(models.Model):
+    """A partner organisation that sends survey files: through the API with its own accounts, or by
+    dropping files into its inbox prefix in storage (picked up by a scheduled job)."""
+
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=60, unique=True, help_text="inbox prefix: inbox/<slug>/")
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="partners")
+    active = models.BooleanField(default=True)
+    contact_email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def inbox_prefix(self) -> str:
+        return f"inbox/{self.slug}/"
+
+
+class IngestionChunk(models.Model):
+    """A slice of a batch's rows that any worker can take.  Claimed by a conditional update with a
+    lease; its records, issues and ``done`` status commit in one transaction, so a worker killed
+    halfway leaves nothing behind and the chunk is simply taken again."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+
+    batch = models.ForeignKey(IngestionBatch, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    start_row = models.PositiveIntegerField(help_text="0-based offset of the chunk's first data row")
+    row_count = models.PositiveIntegerField()
+    file_key = models.CharField(max_length=400)
+    duplicate_rows = models.JSONField(default=list, help_text="local offsets of rows whose household id repeats in the file")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    warnings = models.PositiveIntegerField(default=0)
+    label_counts = models.JSONField(default=dict)
+    seconds = models.FloatField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "index"]
+        constraints = [models.UniqueConstraint(fields=["batch", "index"], name="chunk_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}#{self.index}"
 
 
 class ProgressStatus(models.TextChoices):

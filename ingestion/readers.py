@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,35 +76,75 @@ def _sniff_encoding(head: bytes) -> str:
     return "utf-8"
 
 
-def _read_csv(path: Path) -> RawTable:
+def _csv_setup(path: Path) -> tuple[list[str], str, dict[str, object]]:
     with path.open("rb") as fh:
         head = fh.read(1 << 20)
     if not head.strip():
         raise ReadError("empty_file", "The file is empty.")
     encoding = _sniff_encoding(head)
-    with path.open("r", encoding=encoding, newline="") as fh:
-        try:
-            headers = next(csv.reader(fh))
-        except StopIteration as exc:
-            raise ReadError("empty_file", "The file has no header row.") from exc
-    headers = [h.strip() for h in headers]
-    names = [str(i) for i in range(len(headers))]
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=encoding.replace("-sig", ""),
-                                           block_size=16 << 20),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as exc:
-        raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
-    if encoding == "utf-8-sig" and headers:
-        headers[0] = headers[0].lstrip("\ufeff")
+        with path.open("r", encoding=encoding, newline="") as fh:
+            headers = next(csv.reader(fh))
+    except StopIteration as exc:
+        raise ReadError("empty_file", "The file has no header row.") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadError("bad_encoding", f"The file is not valid {encoding}: save it as UTF-8.") from exc
+    headers = [h.strip().lstrip("\ufeff") for h in headers]
+    names = [str(i) for i in range(len(headers))]
+    options = {
+        "read_options": pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=encoding.replace("-sig", ""),
+                                          block_size=8 << 20),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                strings_can_be_null=False, quoted_strings_can_be_null=False),
+    }
+    return headers, encoding, options
+
+
+def _to_frame(table: pa.Table | pa.RecordBatch, width: int) -> pd.DataFrame:
     frame = table.to_pandas()
-    frame.columns = range(len(headers))
-    return RawTable(headers=headers, frame=frame, format="csv", encoding=encoding)
+    frame.columns = range(width)
+    return frame
+
+
+def _read_csv(path: Path) -> RawTable:
+    headers, encoding, options = _csv_setup(path)
+    try:
+        table = pacsv.read_csv(path, **options)  # type: ignore[arg-type]
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
+    return RawTable(headers=headers, frame=_to_frame(table, len(headers)), format="csv", encoding=encoding)
+
+
+def iter_chunks(path: str | Path, fmt: str, chunk_rows: int) -> tuple[list[str], Iterator[pd.DataFrame]]:
+    """Headers and the rows in frames of at most ``chunk_rows``; CSV is streamed (bounded memory)."""
+    path = Path(path)
+    if fmt != "csv":
+        table = read_table(path, fmt)
+        frames = (table.frame.iloc[i:i + chunk_rows].reset_index(drop=True)
+                  for i in range(0, len(table.frame), chunk_rows))
+        return table.headers, frames
+    headers, _, options = _csv_setup(path)
+
+    def stream() -> Iterator[pd.DataFrame]:
+        pending: list[pa.RecordBatch] = []
+        size = 0
+        try:
+            reader = pacsv.open_csv(path, **options)  # type: ignore[arg-type]
+            for rb in reader:
+                pending.append(rb)
+                size += rb.num_rows
+                while size >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield _to_frame(table.slice(0, chunk_rows), len(headers))
+                    rest = table.slice(chunk_rows)
+                    pending, size = rest.to_batches(), rest.num_rows
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
+        if size:
+            yield _to_frame(pa.Table.from_batches(pending), len(headers))
+
+    return headers, stream()
 
 
 def _cell_text(value: object) -> str:
@@ -200,4 +241,4 @@ def read_bytes(data: bytes, name: str) -> RawTable:
         return read_table(tmp.name)
 
 
-__all__ = ["FORMATS", "RawTable", "ReadError", "detect_format", "read_bytes", "read_table"]
+__all__ = ["FORMATS", "RawTable", "ReadError", "detect_format", "iter_chunks", "read_bytes", "read_table"]

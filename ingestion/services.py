@@ -1,37 +1,52 @@
-"""The one write path for survey data, whatever the door (command, upload, partner file, device).
+"""The one write path for survey files, whatever the door (command, upload, partner inbox).
 
-read -> map headers through the contract -> validate (quality.engine) -> label -> store by COPY.
+create batch (file kept under raw/, sha256) -> plan (read, map headers, split into chunks under
+temp/) -> process each chunk (validate, label, store records and issues by COPY, in one
+transaction with the chunk's ``done``) -> finalise the batch once every chunk is done.
+
+Chunks are claimed with a conditional update and a lease, so any number of workers share a file,
+and a worker killed halfway leaves nothing behind: its transaction rolls back and the sweeper
+hands the chunk out again when the lease expires.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.files import File
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
 from quality.engine import validate_frame
 from rtv import contract
 from rtv.bulk import copy_frame
+from rtv.outbox import outbox_enqueue
 from rtv.selectors import current_schema
 from rtv.services import audit_record
 from rtv.storage import area_path
 
 from .mapping import apply_mapping, map_headers
-from .models import Household, IngestionBatch, RowIssue, SurveyRecord
-from .readers import RawTable, ReadError, detect_format, read_table
+from .models import Household, IngestionBatch, IngestionChunk, Partner, RowIssue, SurveyRecord
+from .readers import ReadError, detect_format, iter_chunks
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +58,19 @@ RECORD_COLUMNS = [
 RECORD_TEXT_COLUMNS = ["survey_round", "cluster", "progress_status", "review_status", "form_version", "device_id"]
 ISSUE_COLUMNS = ["batch_id", "record_id", "row_number", "household_id", "field", "column", "rule", "severity",
                  "value", "message"]
+ACTIVE = (IngestionBatch.Status.PENDING, IngestionBatch.Status.RUNNING, IngestionBatch.Status.SUCCEEDED)
+
+
+class DuplicateFile(Exception):
+    """The same bytes were ingested before; ``earlier`` is that batch."""
+
+    def __init__(self, earlier: IngestionBatch) -> None:
+        super().__init__(f"this file was already ingested as {earlier.pk}")
+        self.earlier = earlier
+
+
+class TooManyRows(Exception):
+    pass
 
 
 @dataclass
@@ -53,6 +81,7 @@ class IngestSummary:
         b = self.batch
         return {
             "ingestion_id": str(b.id),
+            "status": b.status,
             "rows": b.row_count,
             "accepted": b.accepted,
             "warnings": b.warnings,
@@ -63,12 +92,202 @@ class IngestSummary:
         }
 
 
-def _sha256(path: Path) -> str:
+# ---- create ---------------------------------------------------------------------------------
+
+def _hash_and_size(fh: BinaryIO) -> tuple[str, int]:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    size = 0
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
+        size += len(block)
+    fh.seek(0)
+    return h.hexdigest(), size
+
+
+def batch_create(*, fh: BinaryIO, original_name: str, user: AbstractBaseUser | AnonymousUser | None = None,
+                 channel: str = IngestionBatch.Channel.COMMAND, source: str = "", dry_run: bool = False,
+                 force: bool = False, partner: Partner | None = None) -> IngestionBatch:
+    """Keep the original under raw/, refuse a file already ingested (unless forced), create the batch."""
+    fmt = detect_format(original_name)
+    sha, size = _hash_and_size(fh)
+    earlier = None
+    if not dry_run:
+        earlier = (IngestionBatch.objects.filter(sha256=sha, dry_run=False, status__in=ACTIVE)
+                   .order_by("created_at").first())
+        if earlier is not None and not force:
+            raise DuplicateFile(earlier)
+    batch = IngestionBatch(
+        channel=channel, source=source or (partner.slug if partner else ""), format=fmt,
+        original_name=Path(original_name).name[:255], sha256=sha, size_bytes=size, dry_run=dry_run,
+        forced=bool(force and earlier), duplicate_of=earlier, partner=partner,
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+    batch.file_key = default_storage.save(area_path("raw", f"{batch.id}/{batch.original_name}"), fh)
+    batch.save(force_insert=True)
+    return batch
+
+
+@contextmanager
+def _local_copy(key: str) -> Iterator[Path]:
+    """A local path for a stored file (the file itself on local storage; a temp copy from the cloud)."""
+    try:
+        yield Path(default_storage.path(key))
+        return
+    except NotImplementedError:
+        pass
+    suffix = Path(key).suffix
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp, default_storage.open(key, "rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            tmp.write(block)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
+# ---- plan -----------------------------------------------------------------------------------
+
+def _fail(batch_id: Any, code: str, message: str) -> None:
+    IngestionBatch.objects.filter(pk=batch_id).update(status=IngestionBatch.Status.FAILED, error=f"{code}: {message}",
+                                                      finished_at=timezone.now())
+
+
+def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
+    """Read and split the batch's file into chunks.  Idempotent: only a pending batch is planned."""
+    t0 = time.perf_counter()
+    if not IngestionBatch.objects.filter(pk=batch_id, status=IngestionBatch.Status.PENDING).update(
+            status=IngestionBatch.Status.RUNNING):
+        return []
+    batch = IngestionBatch.objects.get(pk=batch_id)
+    schema = current_schema()
+    chunk_rows = settings.RTV_CHUNK_ROWS
+    chunks: list[IngestionChunk] = []
+    household_ids: list[pd.Series] = []
+    try:
+        with _local_copy(batch.file_key) as path:
+            headers, frames = iter_chunks(path, batch.format, chunk_rows)
+            mapping = map_headers(headers, schema.fields)
+            start = 0
+            for index, frame in enumerate(frames):
+                if start + len(frame) > settings.RTV_MAX_UPLOAD_ROWS:
+                    raise TooManyRows(f"the file has more than {settings.RTV_MAX_UPLOAD_ROWS} rows")
+                raw = apply_mapping(frame, mapping)
+                if "household_id" in raw:
+                    household_ids.append(raw["household_id"].str.strip())
+                buf = io.BytesIO()
+                pq.write_table(pa.Table.from_pandas(raw, preserve_index=False), buf, compression="zstd")
+                key = default_storage.save(area_path("temp", f"{batch.pk}/chunk-{index:05d}.parquet"),
+                                           ContentFile(buf.getvalue()))
+                chunks.append(IngestionChunk(batch=batch, index=index, start_row=start, row_count=len(raw),
+                                             file_key=key))
+                start += len(raw)
+    except ReadError as exc:
+        _fail(batch_id, exc.code, str(exc))
+        raise
+    except TooManyRows as exc:
+        _fail(batch_id, "too_many_rows", str(exc))
+        raise
+    # Likely duplicates across the whole file (a warning to review, never a merge): the real
+    # extract has 83 rows that share an id with another row of the same village.
+    duplicates = 0
+    if household_ids:
+        hid = pd.concat(household_ids, ignore_index=True)
+        hid = hid.where(hid != "")
+        dup = hid.notna() & hid.duplicated(keep=False)
+        duplicates = int(dup.sum() - hid[dup].nunique())
+        positions = np.flatnonzero(dup.to_numpy())
+        for chunk in chunks:
+            local = positions[(positions >= chunk.start_row) & (positions < chunk.start_row + chunk.row_count)]
+            chunk.duplicate_rows = (local - chunk.start_row).tolist()
+    with transaction.atomic():
+        IngestionChunk.objects.bulk_create(chunks)
+        IngestionBatch.objects.filter(pk=batch_id).update(
+            row_count=sum(c.row_count for c in chunks), column_count=len(headers), header_mapping=mapping.columns,
+            schema_version=schema.version, duplicates=duplicates,
+            timings={"plan_s": round(time.perf_counter() - t0, 3)})
+        ids = list(IngestionChunk.objects.filter(batch_id=batch_id).order_by("index").values_list("pk", flat=True))
+        if enqueue:
+            for pk in ids:
+                outbox_enqueue("ingestion.process_chunk", pk)
+    if not ids:
+        batch_finalize(batch_id)
+    return ids
+
+
+# ---- process a chunk ------------------------------------------------------------------------
+
+def chunk_claim(chunk_id: int) -> int | None:
+    """Take a chunk that is pending, or whose previous worker's lease ran out.  Returns the attempt."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.RTV_CHUNK_LEASE_SECONDS)
+    claimed = IngestionChunk.objects.filter(
+        Q(status=IngestionChunk.Status.PENDING) | Q(status=IngestionChunk.Status.RUNNING, lease_until__lt=now),
+        pk=chunk_id,
+    ).update(status=IngestionChunk.Status.RUNNING, lease_until=lease, attempts=F("attempts") + 1)
+    if not claimed:
+        return None
+    return int(IngestionChunk.objects.values_list("attempts", flat=True).get(pk=chunk_id))
+
+
+def chunk_process(chunk_id: int) -> bool:
+    """Validate and store one chunk.  Returns False when another worker has it (or it is done)."""
+    attempt = chunk_claim(chunk_id)
+    if attempt is None:
+        return False
+    t0 = time.perf_counter()
+    chunk = IngestionChunk.objects.select_related("batch").get(pk=chunk_id)
+    batch = chunk.batch
+    with default_storage.open(chunk.file_key, "rb") as fh:
+        raw = pq.read_table(io.BytesIO(fh.read())).to_pandas()
+    if settings.RTV_TEST_CHUNK_DELAY:
+        time.sleep(settings.RTV_TEST_CHUNK_DELAY)  # lets the kill-a-worker test catch a chunk halfway
+    result = _process_frame(raw, batch=batch, start_row=chunk.start_row, duplicate_rows=chunk.duplicate_rows)
+    with transaction.atomic():
+        record_ids = None
+        if not batch.dry_run and result["accepted_mask"].any():
+            record_ids = _store_records(batch, result, chunk.start_row)
+        _store_issues(batch, result, chunk.start_row, record_ids)
+        done = IngestionChunk.objects.filter(pk=chunk_id, status=IngestionChunk.Status.RUNNING, attempts=attempt).update(
+            status=IngestionChunk.Status.DONE, finished_at=timezone.now(), accepted=result["accepted"],
+            rejected=result["rejected"], warnings=result["warnings"], label_counts=result["label_counts"],
+            seconds=round(time.perf_counter() - t0, 3))
+        if not done:
+            # Our lease ran out and another worker took the chunk: roll back, it will store it.
+            transaction.set_rollback(True)
+            return False
+    batch_finalize(batch.pk)
+    return True
+
+
+def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
+                   duplicate_rows: list[int]) -> dict[str, Any]:
+    schema = current_schema()
+    n = len(raw)
+    result = validate_frame(raw, schema.fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
+                            tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
+    typed, issues = result.typed, result.issues
+    if duplicate_rows and "household_id" in typed:
+        idx = np.asarray(duplicate_rows, dtype=np.int64)
+        issues = pd.concat([issues, pd.DataFrame({
+            "row": idx, "field": "household_id", "rule": "duplicate_household", "severity": "warning",
+            "value": typed["household_id"].to_numpy()[idx].astype(str),
+            "message": "household_id appears more than once in this file",
+        })], ignore_index=True)
+    error_rows = np.zeros(n, dtype=bool)
+    error_rows[result.error_rows()] = True
+    warn_rows = issues.loc[issues["severity"] == "warning", "row"].to_numpy(dtype=np.int64)
+    warn_counts = np.bincount(warn_rows, minlength=n) if len(warn_rows) else np.zeros(n, dtype=np.int64)
+    accepted = ~error_rows
+    per_day = income_per_day(typed)
+    status = progress_status(per_day)
+    labelled = accepted & (status != "").to_numpy()
+    header_by_field = {str(c["field"]): str(c["header"]) for c in batch.header_mapping if c["field"]}
+    return {
+        "raw": raw, "typed": typed, "issues": issues, "per_day": per_day, "status": status,
+        "vulnerable": is_vulnerable(status), "warn_counts": warn_counts, "accepted_mask": accepted,
+        "accepted": int(accepted.sum()), "rejected": int(error_rows.sum()),
+        "warnings": int(((warn_counts > 0) & accepted).sum()),
+        "label_counts": {str(k): int(v) for k, v in status[labelled].value_counts().items()},
+        "header_by_field": header_by_field,
+    }
 
 
 def _json_lines(frame: pd.DataFrame) -> pd.Series:
@@ -76,114 +295,11 @@ def _json_lines(frame: pd.DataFrame) -> pd.Series:
     if frame.empty:
         return pd.Series([], dtype=object)
     text = frame.to_json(orient="records", lines=True, double_precision=15)
-    lines = text.rstrip("\n").split("\n")
-    return pd.Series(lines, index=frame.index, dtype=object)
-
-
-def ingest_file(path: str | Path, *, user: AbstractBaseUser | AnonymousUser | None = None,
-                channel: str = IngestionBatch.Channel.COMMAND, source: str = "", dry_run: bool = False,
-                fmt: str | None = None, original_name: str | None = None) -> IngestionBatch:
-    """Ingest one file end to end and return its batch (counts, label counts, timings)."""
-    path = Path(path)
-    t0 = time.perf_counter()
-    fmt = fmt or detect_format(original_name or path.name)
-    batch = IngestionBatch.objects.create(
-        channel=channel, source=source, format=fmt, original_name=original_name or path.name,
-        sha256=_sha256(path), size_bytes=path.stat().st_size, dry_run=dry_run,
-        created_by=user if user is not None and user.is_authenticated else None,
-        status=IngestionBatch.Status.RUNNING,
-    )
-    try:
-        if not dry_run:
-            with path.open("rb") as fh:
-                batch.file_key = default_storage.save(area_path("raw", f"{batch.id}/{batch.original_name}"), File(fh))
-        table = read_table(path, fmt)
-        timings = {"read_s": round(time.perf_counter() - t0, 3)}
-        ingest_table(table, batch=batch, user=user, timings=timings, started=t0)
-    except ReadError as exc:
-        batch.status = IngestionBatch.Status.FAILED
-        batch.error = f"{exc.code}: {exc}"
-        batch.finished_at = timezone.now()
-        batch.save(update_fields=["status", "error", "finished_at", "file_key"])
-        raise
-    return batch
-
-
-def ingest_table(table: RawTable, *, batch: IngestionBatch, user: AbstractBaseUser | AnonymousUser | None = None,
-                 timings: dict[str, float] | None = None, started: float | None = None) -> IngestionBatch:
-    timings = dict(timings or {})
-    t0 = started or time.perf_counter()
-    schema = current_schema()
-    mapping = map_headers(table.headers, schema.fields)
-    raw = apply_mapping(table.frame, mapping)
-    n = len(raw)
-
-    t = time.perf_counter()
-    result = validate_frame(raw, schema.fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
-                            tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
-    typed, issues = result.typed, result.issues
-    timings["validate_s"] = round(time.perf_counter() - t, 3)
-
-    # Likely duplicates: the same household id more than once in this file (a warning to review,
-    # never an automatic merge: the real extract has 83 such rows).
-    if "household_id" in typed:
-        hid = typed["household_id"]
-        dup_mask = hid.notna() & hid.duplicated(keep=False)
-        if dup_mask.any():
-            idx = np.flatnonzero(dup_mask.to_numpy())
-            issues = pd.concat([issues, pd.DataFrame({
-                "row": idx, "field": "household_id", "rule": "duplicate_household", "severity": "warning",
-                "value": hid.to_numpy()[idx].astype(str), "message": "household_id appears more than once in this file",
-            })], ignore_index=True)
-        duplicates = int(dup_mask.sum() - hid[dup_mask].nunique()) if dup_mask.any() else 0
-    else:
-        duplicates = 0
-
-    error_rows = np.zeros(n, dtype=bool)
-    error_rows[result.error_rows()] = True
-    if len(issues):
-        error_rows[np.unique(issues.loc[issues["severity"] == "error", "row"].to_numpy(dtype=np.int64))] = True
-    warn_counts = np.bincount(issues.loc[issues["severity"] == "warning", "row"].to_numpy(dtype=np.int64),
-                              minlength=n) if len(issues) else np.zeros(n, dtype=np.int64)
-    accepted_mask = ~error_rows
-
-    per_day = income_per_day(typed)
-    status = progress_status(per_day)
-    vulnerable = is_vulnerable(status)
-    label_counts = {k: int(v) for k, v in status[accepted_mask & (status != "").to_numpy()].value_counts().items()}
-
-    header_by_field = {str(c["field"]): str(c["header"]) for c in mapping.columns if c["field"]}
-    batch.row_count = n
-    batch.column_count = len(table.headers)
-    batch.header_mapping = mapping.columns
-    batch.schema_version = schema.version
-    batch.accepted = int(accepted_mask.sum())
-    batch.rejected = int(error_rows.sum())
-    batch.warnings = int(((warn_counts > 0) & accepted_mask).sum())
-    batch.duplicates = duplicates
-    batch.label_counts = label_counts
-
-    t = time.perf_counter()
-    with transaction.atomic():
-        record_ids = None
-        if not batch.dry_run and batch.accepted:
-            record_ids = _store_records(batch, raw, typed, per_day, status, vulnerable, warn_counts, accepted_mask)
-        _store_issues(batch, issues, typed, header_by_field, record_ids)
-        timings["store_s"] = round(time.perf_counter() - t, 3)
-        timings["total_s"] = round(time.perf_counter() - t0, 3)
-        batch.timings = timings
-        batch.status = IngestionBatch.Status.SUCCEEDED
-        batch.finished_at = timezone.now()
-        batch.save()
-        audit_record(actor=user, action="ingestion.completed", obj=batch,
-                     changes={"accepted": batch.accepted, "rejected": batch.rejected, "dry_run": batch.dry_run})
-    log.info("ingestion finished", extra={"ingestion_id": str(batch.id), "rows": n, "accepted": batch.accepted,
-                                          "rejected": batch.rejected, "timings": timings})
-    return batch
+    return pd.Series(text.rstrip("\n").split("\n"), index=frame.index, dtype=object)
 
 
 def _upsert_households(typed: pd.DataFrame) -> pd.Series:
-    """Household pk per row (rows must all carry a household_id)."""
+    """Household pk per row (every row carries a household_id: it is required)."""
     hh = typed[["household_id", "district", "village"]].drop_duplicates("household_id")
     ids = hh["household_id"].tolist()
     if connection.vendor == "postgresql":
@@ -208,64 +324,133 @@ def _upsert_households(typed: pd.DataFrame) -> pd.Series:
     return typed["household_id"].map(pk_by_id)
 
 
-def _store_records(batch: IngestionBatch, raw: pd.DataFrame, typed: pd.DataFrame, per_day: pd.Series,
-                   status: pd.Series, vulnerable: pd.Series, warn_counts: np.ndarray,
-                   accepted_mask: np.ndarray) -> pd.Series:
-    keep = accepted_mask
-    t = typed[keep]
+def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> pd.Series:
+    keep = r["accepted_mask"]
+    t = r["typed"][keep]
     survey_cols = [f.name for f in contract.SURVEY_FIELDS if f.name in t.columns]
     data_json = _json_lines(t[survey_cols])
-    raw_json = _json_lines(raw[keep][[c for c in raw.columns if c in survey_cols]])
-    hashes = data_json.map(lambda s: hashlib.sha256(s.encode()).hexdigest())
-    now = timezone.now()
+    raw_json = _json_lines(r["raw"][keep][[c for c in r["raw"].columns if c in survey_cols]])
     rows = pd.DataFrame({
         "household_id": _upsert_households(t),
         "batch_id": str(batch.id),
-        "row_number": np.flatnonzero(keep) + 2,
+        "row_number": np.flatnonzero(keep) + start_row + 2,
         "survey_round": "",
         "version": 1,
-        "content_hash": hashes,
-        "district": t.get("district"),
-        "cluster": t.get("cluster"),
-        "village": t.get("village"),
-        "household_size": t["household_size"].astype("Int64") if "household_size" in t else None,
+        "content_hash": [hashlib.sha256(s.encode()).hexdigest() for s in data_json],
+        "district": t["district"],
+        "cluster": t["cluster"] if "cluster" in t else "",
+        "village": t["village"],
+        "household_size": t["household_size"].astype("Int64"),
         "data": data_json,
         "raw": raw_json,
-        "income_per_day": per_day[keep],
-        "progress_status": status[keep],
-        "vulnerable": vulnerable[keep],
+        "income_per_day": r["per_day"][keep],
+        "progress_status": r["status"][keep],
+        "vulnerable": r["vulnerable"][keep],
         "review_status": SurveyRecord.ReviewStatus.RECEIVED,
-        "warning_count": warn_counts[keep],
+        "warning_count": r["warn_counts"][keep],
         "form_version": "",
         "device_id": "",
-        "received_at": now,
+        "received_at": timezone.now(),
     }, index=t.index)
-    if "cluster" not in t:
-        rows["cluster"] = ""
     copy_frame(SurveyRecord, rows, RECORD_COLUMNS, not_null_text=RECORD_TEXT_COLUMNS)
-    ids = dict(SurveyRecord.objects.filter(batch=batch).values_list("row_number", "id"))
+    first, last = start_row + 2, start_row + 1 + len(r["typed"])
+    ids = dict(SurveyRecord.objects.filter(batch=batch, row_number__range=(first, last))
+               .values_list("row_number", "id"))
     return pd.Series(ids, dtype="Int64")
 
 
-def _store_issues(batch: IngestionBatch, issues: pd.DataFrame, typed: pd.DataFrame, header_by_field: dict[str, str],
-                  record_ids: pd.Series | None) -> None:
+def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, record_ids: pd.Series | None) -> None:
+    issues = r["issues"]
     if issues.empty:
         return
     rows = issues.sort_values(["row", "severity", "field"], kind="stable").reset_index(drop=True)
-    row_number = rows["row"].to_numpy(dtype=np.int64) + 2
-    hid = typed["household_id"].to_numpy(dtype=object)[rows["row"].to_numpy(dtype=np.int64)] \
-        if "household_id" in typed else np.full(len(rows), None)
+    local = rows["row"].to_numpy(dtype=np.int64)
+    row_number = local + start_row + 2
+    typed = r["typed"]
+    hid = typed["household_id"].to_numpy(dtype=object)[local] if "household_id" in typed else np.full(len(rows), None)
     frame = pd.DataFrame({
         "batch_id": str(batch.id),
         "record_id": pd.Series(row_number).map(record_ids) if record_ids is not None else None,
         "row_number": row_number,
         "household_id": hid,
         "field": rows["field"],
-        "column": rows["field"].map(header_by_field).fillna(""),
+        "column": rows["field"].map(r["header_by_field"]).fillna(""),
         "rule": rows["rule"],
         "severity": rows["severity"],
         "value": rows["value"],
         "message": rows["message"],
     })
-    copy_frame(RowIssue, frame, ISSUE_COLUMNS,
-               not_null_text=["household_id", "field", "column", "value", "message"])
+    copy_frame(RowIssue, frame, ISSUE_COLUMNS, not_null_text=["household_id", "field", "column", "value", "message"])
+
+
+# ---- finalise, resume ----------------------------------------------------------------------
+
+def batch_finalize(batch_id: Any) -> bool:
+    """Close the batch once every chunk is done (exactly one caller wins the conditional update)."""
+    if IngestionChunk.objects.filter(batch_id=batch_id).exclude(status=IngestionChunk.Status.DONE).exists():
+        return False
+    totals = IngestionChunk.objects.filter(batch_id=batch_id).aggregate(
+        accepted=Sum("accepted"), rejected=Sum("rejected"), warnings=Sum("warnings"), seconds=Sum("seconds"))
+    label_counts: dict[str, int] = {}
+    for counts in IngestionChunk.objects.filter(batch_id=batch_id).values_list("label_counts", flat=True):
+        for k, v in counts.items():
+            label_counts[k] = label_counts.get(k, 0) + int(v)
+    batch = IngestionBatch.objects.get(pk=batch_id)
+    now = timezone.now()
+    timings = {**batch.timings, "chunks_s": round(totals["seconds"] or 0.0, 3),
+               "total_s": round((now - batch.created_at).total_seconds(), 3)}
+    with transaction.atomic():
+        won = IngestionBatch.objects.filter(pk=batch_id, status=IngestionBatch.Status.RUNNING).update(
+            status=IngestionBatch.Status.SUCCEEDED, finished_at=now, accepted=totals["accepted"] or 0,
+            rejected=totals["rejected"] or 0, warnings=totals["warnings"] or 0, label_counts=label_counts,
+            timings=timings)
+        if won:
+            batch.refresh_from_db()
+            audit_record(actor=batch.created_by, action="ingestion.completed", obj=batch,
+                         changes={"accepted": batch.accepted, "rejected": batch.rejected, "dry_run": batch.dry_run})
+    if won:
+        for key in IngestionChunk.objects.filter(batch_id=batch_id).values_list("file_key", flat=True):
+            default_storage.delete(key)
+        log.info("ingestion finished", extra={"ingestion_id": str(batch_id), "rows": batch.row_count,
+                                              "accepted": batch.accepted, "rejected": batch.rejected, "timings": timings})
+    return bool(won)
+
+
+def chunks_resume_stale(*, pending_older_than: timedelta = timedelta(minutes=10)) -> int:
+    """Hand out again chunks whose worker died (lease expired) or whose message was lost."""
+    now = timezone.now()
+    stale = list(IngestionChunk.objects.filter(
+        Q(status=IngestionChunk.Status.RUNNING, lease_until__lt=now)
+        | Q(status=IngestionChunk.Status.PENDING, batch__created_at__lt=now - pending_older_than)
+    ).values_list("pk", flat=True)[:500])
+    with transaction.atomic():
+        for pk in stale:
+            outbox_enqueue("ingestion.process_chunk", pk)
+    return len(stale)
+
+
+# ---- the synchronous door (commands, tests, benchmarks) -----------------------------------
+
+def ingest_file(path: str | Path, *, user: AbstractBaseUser | AnonymousUser | None = None,
+                channel: str = IngestionBatch.Channel.COMMAND, source: str = "", dry_run: bool = False,
+                force: bool = False, original_name: str | None = None) -> IngestionBatch:
+    """Ingest a local file in this process, through the same create/plan/chunk path as uploads."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        batch = batch_create(fh=fh, original_name=original_name or path.name, user=user, channel=channel,
+                             source=source, dry_run=dry_run, force=force)
+    for chunk_id in batch_plan(batch.pk, enqueue=False):
+        chunk_process(chunk_id)
+    batch.refresh_from_db()
+    return batch
+
+
+def batch_progress(batch: IngestionBatch) -> dict[str, Any]:
+    done = IngestionChunk.objects.filter(batch=batch, status=IngestionChunk.Status.DONE).aggregate(
+        rows=Sum("row_count"), accepted=Sum("accepted"), rejected=Sum("rejected"), warnings=Sum("warnings"))
+    return {"rows_done": done["rows"] or 0, "rows_total": batch.row_count,
+            "accepted": done["accepted"] or 0, "rejected": done["rejected"] or 0, "warnings": done["warnings"] or 0}
+
+
+__all__ = ["DuplicateFile", "IngestSummary", "TooManyRows", "batch_create", "batch_finalize", "batch_plan",
+           "batch_progress", "chunk_process", "chunks_resume_stale", "ingest_file"]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .services import ingest_file
 
-
-# Not acks_late: a redelivered message would ingest the file twice (issue 3 moves to claimed chunks).
 @shared_task(name="ingestion.ingest_path", time_limit=3600, soft_time_limit=3500)
 def ingest_path_task(path: str, dry_run: bool = False, source: str = "") -> str:
-    """Ingest a file the worker can read (a staged upload, a partner inbox file)."""
-    return str(ingest_file(path, dry_run=dry_run, source=source).id)
+    """Ingest a file the worker can read, in this worker (commands and demos; uploads use chunks)."""
+    from .services import ingest_file
+
+    return str(ingest_file(path, dry_run=dry_run, source=source, force=True).id)
 
 
 @shared_task(name="ingestion.after_submission", time_limit=300, soft_time_limit=280, acks_late=True)
@@ -25,3 +24,26 @@ def after_submission_task(record_id: int) -> int:
     if mv is None or Prediction.objects.filter(record_id=record_id, model_version=mv).exists():
         return 0
     return predictions_score(mv, record_ids=[record_id])
+
+
+@shared_task(name="ingestion.plan_batch", time_limit=1800, soft_time_limit=1750, acks_late=True)
+def plan_batch_task(batch_id: str) -> int:
+    """Split an uploaded file into chunks (idempotent: only a pending batch is planned)."""
+    from .services import batch_plan
+
+    return len(batch_plan(batch_id))
+
+
+@shared_task(name="ingestion.process_chunk", time_limit=1800, soft_time_limit=1750, acks_late=True)
+def process_chunk_task(chunk_id: int) -> bool:
+    """Validate and store one chunk (idempotent: a done or claimed chunk is skipped)."""
+    from .services import chunk_process
+
+    return chunk_process(chunk_id)
+
+
+@shared_task(name="ingestion.resume_stale_chunks", time_limit=120, soft_time_limit=110)
+def resume_stale_chunks_task() -> int:
+    from .services import chunks_resume_stale
+
+    return chunks_resume_stale()

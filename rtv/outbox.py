@@ -9,14 +9,11 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .models import OutboxMessage
 
 log = logging.getLogger(__name__)
 
-# What a broker outage looks like from the producer's side.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, ConnectionError, OSError, TimeoutError)
 
 
 def outbox_enqueue(task: str, *args: Any) -> OutboxMessage:
@@ -39,7 +36,7 @@ def _send(message_id: int) -> bool:
             app.tasks[message.task].apply(args=message.args, throw=True)
         else:
             app.send_task(message.task, args=message.args, retry=False)
-    except BROKER_ERRORS as exc:
+    except Exception as exc:  # after commit nothing may fail the request: the sweeper retries
         OutboxMessage.objects.filter(pk=message_id).update(attempts=F("attempts") + 1, last_error=str(exc)[:2000])
         log.warning("broker unavailable; outbox message kept for the sweeper",
                     extra={"outbox_id": message_id, "task": message.task, "error": str(exc)})

@@ -176,6 +176,7 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "rtv.outbox_sweep", "schedule": 60.0},
+    "resume-stale-chunks": {"task": "ingestion.resume_stale_chunks", "schedule": 120.0},
 }
 
 # ---- Domain configuration ---------------------------------------------------------------
@@ -194,6 +195,9 @@ RTV_MAX_BATCH_BYTES = env.int("RTV_MAX_BATCH_BYTES", default=20 << 20)
 RTV_MAX_UPLOAD_BYTES = env.int("RTV_MAX_UPLOAD_BYTES", default=200 << 20)
 RTV_MAX_UPLOAD_ROWS = env.int("RTV_MAX_UPLOAD_ROWS", default=1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RTV_MAX_BATCH_BYTES + (1 << 20)
+RTV_CHUNK_ROWS = env.int("RTV_CHUNK_ROWS", default=50_000)
+RTV_CHUNK_LEASE_SECONDS = env.int("RTV_CHUNK_LEASE_SECONDS", default=900)
+RTV_TEST_CHUNK_DELAY = env.float("RTV_TEST_CHUNK_DELAY", default=0.0)
 RTV_MODEL_NAME = env.str("RTV_MODEL_NAME", default="rtv-vulnerability")
 
 # Fernet keys, comma-separated; the first one encrypts, all of them decrypt.

@@ -13,21 +13,23 @@ from ingestion.models import IngestionBatch, SurveyRecord
 from ingestion.tasks import ingest_path_task
 from rtv.celery import app
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 @pytest.fixture
 def redis_worker(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     old = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "broker_transport_options")}
-    app.conf.update(broker_url=url, task_always_eager=False, broker_transport_options={})
-    app.pool.force_close_all()
+    from tests.ingestion.test_nothing_lost import use_broker
+
+    app.conf.update(task_always_eager=False, broker_transport_options={})
+    use_broker(url)
     try:
         with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
             yield
     finally:
+        use_broker(str(old.pop("broker_url")))
         app.conf.update(old)
-        app.pool.force_close_all()
 
 
 def test_an_ingestion_task_round_trips_through_redis_and_a_worker(redis_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ingestion.readers import ReadError
-from ingestion.services import IngestSummary, ingest_file
+from ingestion.services import DuplicateFile, IngestSummary, ingest_file
 
 
 class Command(BaseCommand):
@@ -20,15 +20,19 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="validate and report; store no record")
         parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
         parser.add_argument("--source", default="", help="who sent the file (partner, team...)")
+        parser.add_argument("--force", action="store_true", help="ingest even if the same file was ingested before")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         path = Path(opts["path"])
         if not path.is_file():
             raise CommandError(f"no such file: {path}")
         try:
-            batch = ingest_file(path, dry_run=opts["dry_run"], source=opts["source"])
+            batch = ingest_file(path, dry_run=opts["dry_run"], source=opts["source"], force=opts["force"])
         except ReadError as exc:
             raise CommandError(f"{exc.code}: {exc}") from exc
+        except DuplicateFile as exc:
+            raise CommandError(f"duplicate_file: already ingested as {exc.earlier.pk} on "
+                               f"{exc.earlier.created_at:%Y-%m-%d %H:%M}; use --force to ingest it again") from exc
         summary = IngestSummary(batch).as_dict()
         if opts["json"]:
             self.stdout.write(json.dumps(summary))
