@@ -338,7 +338,7 @@ def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> 
         "version": 1,
         "content_hash": [hashlib.sha256(s.encode()).hexdigest() for s in data_json],
         "district": t["district"],
-        "cluster": t["cluster"] if "cluster" in t else "",
+        "cluster": t.get("cluster", ""),
         "village": t["village"],
         "household_size": t["household_size"].astype("Int64"),
         "data": data_json,
