@@ -17,7 +17,7 @@ def ensure_local_areas() -> None:
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
             if key in options:
                 Path(str(options[key])).mkdir(parents=True, exist_ok=True)
 
