@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from ingestion.views import uploads_page
 from rtv.api.auth import LogoutView
 from rtv.api.views import SchemaView
 
@@ -26,6 +27,7 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
+    path("uploads/", uploads_page, name="uploads-page"),
     path("healthz", healthz, name="healthz"),
     path("", include("django_prometheus.urls")),
 ]

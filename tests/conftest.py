@@ -32,8 +32,11 @@ def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:  # type: igno
 
 @pytest.fixture
 def make_user(db) -> Callable[..., User]:  # type: ignore[no-untyped-def]
+    counter = iter(range(1, 10_000))
+
     def make(role: str | None, username: str | None = None) -> User:
-        user = User.objects.create_user(username=username or f"u_{role or 'outsider'}", password="pw-Secret-123")
+        name = username or f"u_{role or 'outsider'}_{next(counter)}"
+        user = User.objects.create_user(username=name, password="pw-Secret-123")
         if role:
             user.groups.add(Group.objects.get(name=role))
             user.is_staff = role in STAFF_ROLES

@@ -1,0 +1,137 @@
+"""Staff and partner file uploads: 202 at once, processing in Celery, progress and error reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ingestion.models import IngestionBatch, Partner
+from ingestion.readers import ReadError
+from ingestion.reports import error_report_csv, error_report_xlsx
+from ingestion.selectors import access_batch
+from ingestion.services import DuplicateFile, batch_create, batch_progress
+from rtv.errors import ApiError
+from rtv.outbox import outbox_enqueue
+from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, PARTNER, HasRole, has_role
+
+CAN_UPLOAD = HasRole.of(DATA_MANAGER, DATA_SCIENTIST, ADMIN, PARTNER)
+
+
+class UploadIn(serializers.Serializer):
+    file = serializers.FileField()
+    dry_run = serializers.BooleanField(default=False)
+    force = serializers.BooleanField(default=False)
+    source = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+
+
+def upload_body(batch: IngestionBatch) -> dict[str, Any]:
+    progress = batch_progress(batch)
+    total = progress["rows_total"]
+    base = f"/api/v1/uploads/{batch.pk}/"
+    return {
+        "ingestion_id": str(batch.pk),
+        "state": batch.status,
+        "dry_run": batch.dry_run,
+        "channel": batch.channel,
+        "source": batch.source,
+        "file": {"name": batch.original_name, "format": batch.format, "size_bytes": batch.size_bytes,
+                 "sha256": batch.sha256, "columns": batch.column_count},
+        "progress": {"rows_done": progress["rows_done"], "rows_total": total,
+                     "percent": round(100 * progress["rows_done"] / total, 1) if total else (
+                         100.0 if batch.status == IngestionBatch.Status.SUCCEEDED else 0.0)},
+        "counts": {"accepted": progress["accepted"], "warnings": progress["warnings"], "rejected": progress["rejected"],
+                   "duplicates": batch.duplicates},
+        "label_counts": batch.label_counts,
+        "timings": batch.timings,
+        "error": batch.error or None,
+        "duplicate_of": str(batch.duplicate_of_id) if batch.duplicate_of_id else None,
+        "created_at": batch.created_at.isoformat(),
+        "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+        "links": {"self": base, "errors_csv": base + "errors.csv", "errors_xlsx": base + "errors.xlsx"},
+    }
+
+
+def _partner_of(request: Request) -> Partner | None:
+    if not has_role(request.user, PARTNER) or has_role(request.user, DATA_MANAGER, ADMIN):
+        return None
+    partner = Partner.objects.filter(users=request.user, active=True).first()
+    if partner is None:
+        raise ApiError("no_partner", "This account is not linked to an active partner source.", status_code=403)
+    return partner
+
+
+class UploadCreateView(APIView):
+    permission_classes = [CAN_UPLOAD]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": UploadIn}, responses={202: dict, 400: dict, 409: dict, 413: dict})
+    def post(self, request: Request) -> Response:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > settings.RTV_MAX_UPLOAD_BYTES + (1 << 20):
+            raise ApiError("payload_too_large", f"Files are limited to {settings.RTV_MAX_UPLOAD_BYTES} bytes.",
+                           status_code=413)
+        data = UploadIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        if upload.size > settings.RTV_MAX_UPLOAD_BYTES:
+            raise ApiError("payload_too_large", f"Files are limited to {settings.RTV_MAX_UPLOAD_BYTES} bytes.",
+                           status_code=413, errors=[{"field": "file", "code": "too_large", "message": str(upload.size)}])
+        partner = _partner_of(request)
+        try:
+            with transaction.atomic():
+                batch = batch_create(
+                    fh=upload, original_name=upload.name, user=request.user,
+                    channel=IngestionBatch.Channel.PARTNER if partner else IngestionBatch.Channel.UPLOAD,
+                    source="" if partner else data.validated_data["source"], dry_run=data.validated_data["dry_run"],
+                    force=data.validated_data["force"], partner=partner)
+                outbox_enqueue("ingestion.plan_batch", str(batch.pk))
+        except DuplicateFile as exc:
+            raise ApiError("duplicate_file", "This file was already ingested; send force=true to ingest it again.",
+                           status_code=409, errors=[{"field": "file", "code": "duplicate_file", "message": str(exc)}],
+                           extra={"earlier": {"ingestion_id": str(exc.earlier.pk),
+                                              "created_at": exc.earlier.created_at.isoformat(),
+                                              "links": {"self": f"/api/v1/uploads/{exc.earlier.pk}/"}}}) from exc
+        except ReadError as exc:
+            raise ApiError(exc.code, str(exc), errors=[{"field": "file", "code": exc.code, "message": str(exc)}]) from exc
+        return Response(upload_body(batch), status=202)
+
+
+class UploadDetailView(APIView):
+    @extend_schema(responses={200: dict, 404: dict})
+    def get(self, request: Request, ingestion_id: str) -> Response:
+        return Response(upload_body(access_batch(request.user, ingestion_id)))
+
+
+class _FileView(APIView):
+    """A file download: any Accept header is fine, the body is not JSON."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)
+
+
+class UploadErrorsCsvView(_FileView):
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    def get(self, request: Request, ingestion_id: str) -> StreamingHttpResponse:
+        batch = access_batch(request.user, ingestion_id)
+        response = StreamingHttpResponse(error_report_csv(batch), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="errors-{batch.pk}.csv"'
+        return response
+
+
+class UploadErrorsXlsxView(_FileView):
+    @extend_schema(responses={(200, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"): bytes})
+    def get(self, request: Request, ingestion_id: str) -> HttpResponse:
+        batch = access_batch(request.user, ingestion_id)
+        response = HttpResponse(error_report_xlsx(batch),
+                                content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        response["Content-Disposition"] = f'attachment; filename="errors-{batch.pk}.xlsx"'
+        return response

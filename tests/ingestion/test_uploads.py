@@ -1,0 +1,200 @@
+"""Staff and partner uploads: 202 at once, chunked processing, progress, reports, dedupe, roles."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from ingestion.models import IngestionBatch, IngestionChunk, Partner, SurveyRecord
+from ingestion.reports import neutralise
+from ingestion.synthetic.generator import generate, write
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def survey(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    data, errors = generate(600, seed=31, bad_rate=0.04)
+    path = tmp_path / "survey.csv"
+    write(data, errors, path, "csv")
+    return path, errors
+
+
+def upload(client, path: Path, name: str | None = None, **fields):  # type: ignore[no-untyped-def]
+    f = SimpleUploadedFile(name or path.name, path.read_bytes())
+    return client.post("/api/v1/uploads/", {"file": f, **fields}, format="multipart")
+
+
+@pytest.fixture
+def manager(api):  # type: ignore[no-untyped-def]
+    return api("data_manager")
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_CHUNK_ROWS = 150  # 600 rows -> 4 chunks, so chunk boundaries are exercised
+
+
+def test_an_upload_is_accepted_at_once_then_processed_in_chunks(manager, survey,  # type: ignore[no-untyped-def]
+                                                                 django_capture_on_commit_callbacks) -> None:
+    path, errors = survey
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = upload(manager, path)
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["ingestion_id"] and body["links"]["self"] == f"/api/v1/uploads/{body['ingestion_id']}/"
+    assert IngestionChunk.objects.filter(batch_id=body["ingestion_id"]).count() == 4
+    done = manager.get(body["links"]["self"]).json()
+    assert done["state"] == "succeeded"
+    assert done["progress"] == {"rows_done": 600, "rows_total": 600, "percent": 100.0}
+    assert done["counts"]["rejected"] == errors["row_number"].nunique()
+    assert done["counts"]["accepted"] == 600 - done["counts"]["rejected"] == SurveyRecord.objects.count()
+    assert sum(done["label_counts"].values()) == done["counts"]["accepted"]
+    assert set(done["timings"]) >= {"plan_s", "chunks_s", "total_s"}
+    assert done["file"]["columns"] == 75 and len(done["file"]["sha256"]) == 64
+
+
+def test_the_error_report_names_each_row_as_a_spreadsheet_shows_it(manager, survey,  # type: ignore[no-untyped-def]
+                                                                    django_capture_on_commit_callbacks) -> None:
+    path, errors = survey
+    with django_capture_on_commit_callbacks(execute=True):
+        ingestion_id = upload(manager, path).json()["ingestion_id"]
+    resp = manager.get(f"/api/v1/uploads/{ingestion_id}/errors.csv")
+    assert resp.status_code == 200 and resp["Content-Type"].startswith("text/csv")
+    text = b"".join(resp.streaming_content).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["row", "household_id", "column", "field", "rule", "severity", "value", "message"]
+    reported = {(int(r["row"]), r["field"], r["rule"]) for r in rows if r["severity"] == "error"}
+    assert reported == set(errors[["row_number", "field", "rule"]].itertuples(index=False, name=None))
+    # The row numbers are the file's: row 2 is the first data row, across chunk boundaries too.
+    source = list(csv.reader(path.open(newline="")))
+    some = next(r for r in rows if r["severity"] == "error" and r["field"] == "household_size") \
+        if any(r["field"] == "household_size" for r in rows) else rows[0]
+    assert source[int(some["row"]) - 1][3] == some["household_id"].lstrip("'")
+    xlsx = manager.get(f"/api/v1/uploads/{ingestion_id}/errors.xlsx")
+    assert xlsx.status_code == 200
+    sheet = pd.read_excel(io.BytesIO(xlsx.content), engine="calamine")
+    assert len(sheet) == len(rows) and list(sheet.columns)[:3] == ["row", "household_id", "column"]
+
+
+@pytest.mark.parametrize(("value", "safe"), [("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"), ("@SUM(A1)", "'@SUM(A1)"),
+                                            ("+1+1", "'+1+1"), ("-5", "-5"), ("-2.5e3", "-2.5e3"), ("Kanungu", "Kanungu")])
+def test_report_cells_cannot_run_as_formulas(value: str, safe: str) -> None:
+    assert neutralise(value) == safe
+
+
+def test_a_dry_run_reports_and_stores_no_record(manager, survey, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    path, errors = survey
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, path, dry_run="true").json()
+    done = manager.get(body["links"]["self"]).json()
+    assert done["dry_run"] is True and done["state"] == "succeeded"
+    assert done["counts"]["rejected"] == errors["row_number"].nunique()
+    assert SurveyRecord.objects.count() == 0
+    # ...and a dry run does not block the real upload of the same file.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert upload(manager, path).status_code == 202
+
+
+def test_the_same_file_twice_is_refused_with_a_pointer_unless_forced(manager, survey,  # type: ignore[no-untyped-def]
+                                                                      django_capture_on_commit_callbacks) -> None:
+    path, _ = survey
+    with django_capture_on_commit_callbacks(execute=True):
+        first = upload(manager, path).json()
+    again = upload(manager, path, name="renamed.csv")
+    assert again.status_code == 409
+    assert again.json()["code"] == "duplicate_file"
+    assert again.json()["earlier"]["ingestion_id"] == first["ingestion_id"]
+    forced = upload(manager, path, force="true")
+    assert forced.status_code == 202
+    assert IngestionBatch.objects.get(pk=forced.json()["ingestion_id"]).duplicate_of_id is not None
+
+
+def test_a_file_over_the_size_limit_gets_413(manager, survey, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_MAX_UPLOAD_BYTES = 10_000
+    resp = upload(manager, survey[0])
+    assert resp.status_code == 413 and resp.json()["code"] == "payload_too_large"
+
+
+def test_too_many_rows_fails_the_batch_clearly(manager, survey, settings,  # type: ignore[no-untyped-def]
+                                               django_capture_on_commit_callbacks) -> None:
+    settings.RTV_MAX_UPLOAD_ROWS = 100
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, survey[0]).json()
+    done = manager.get(body["links"]["self"]).json()
+    assert done["state"] == "failed" and done["error"].startswith("too_many_rows")
+    assert SurveyRecord.objects.count() == 0
+
+
+def test_an_unsupported_file_type_is_a_400_naming_the_file(manager, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "notes.docx"
+    p.write_bytes(b"hello")
+    resp = upload(manager, p)
+    assert resp.status_code == 400 and resp.json()["code"] == "unsupported_format"
+    assert resp.json()["errors"][0]["field"] == "file"
+
+
+def test_a_missing_file_is_a_400_naming_the_field(manager) -> None:  # type: ignore[no-untyped-def]
+    resp = manager.post("/api/v1/uploads/", {}, format="multipart")
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "file"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "latin-1"])
+def test_common_encodings_are_read_correctly(manager, tmp_path: Path, encoding: str,  # type: ignore[no-untyped-def]
+                                             django_capture_on_commit_callbacks) -> None:
+    data, _ = generate(20, seed=4)
+    data.loc[0, "village"] = "Kabalé_1"
+    data.loc[1, "household_id"] = "KAN-KAB-JOS-K0007"
+    clean = tmp_path / "clean.csv"
+    write(data, data.iloc[0:0], clean, "csv")
+    path = tmp_path / f"enc-{encoding}.csv"
+    path.write_bytes(clean.read_text(encoding="utf-8").encode(encoding))
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, path).json()
+    assert manager.get(body["links"]["self"]).json()["counts"]["accepted"] == 20
+    assert SurveyRecord.objects.filter(village="Kabalé_1").exists()
+    assert SurveyRecord.objects.filter(household__household_id="KAN-KAB-JOS-K0007").exists()
+
+
+def test_leading_zeros_and_text_survive_excel(manager, tmp_path: Path, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    data, _ = generate(10, seed=6)
+    data.loc[0, "household_id"] = "00123"
+    path = tmp_path / "s.xlsx"
+    write(data, data.iloc[0:0], path, "xlsx")
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(manager, path)
+    assert SurveyRecord.objects.filter(household__household_id="00123").exists()
+
+
+@pytest.mark.parametrize("role", ["field_officer", "reviewer", None])
+def test_roles_without_uploads_are_refused(api, role, survey) -> None:  # type: ignore[no-untyped-def]
+    assert upload(api(role), survey[0]).status_code == 403
+
+
+def test_a_partner_uploads_only_into_its_own_source(api, survey, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    client = api("partner")
+    assert upload(client, survey[0]).json()["code"] == "no_partner"
+    partner = Partner.objects.create(name="Hope Uganda", slug="hope")
+    partner.users.add(client.user)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(client, survey[0], source="someone-else").json()
+    batch = IngestionBatch.objects.get(pk=body["ingestion_id"])
+    assert (batch.partner, batch.source, batch.channel) == (partner, "hope", "partner")
+    other = api("data_manager")
+    assert other.get(body["links"]["self"]).status_code == 200
+    outsider = api("partner")
+    assert outsider.get(body["links"]["self"]).status_code == 404
+
+
+def test_the_upload_page_is_for_staff_roles(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/uploads/").status_code == 302  # to the login page
+    client.force_login(make_user("field_officer"))
+    assert client.get("/uploads/").status_code == 403
+    client.force_login(make_user("data_manager", "dm"))
+    page = client.get("/uploads/")
+    assert page.status_code == 200 and b'type="file"' in page.content and b"Dry run" in page.content
