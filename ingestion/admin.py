@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from rtv.admin import ReadOnlyAdmin
 
-from .models import Household, IngestionBatch, RowIssue, SurveyRecord
+from .models import Household, IngestionBatch, Partner, RowIssue, SurveyRecord
 
 
 @admin.register(IngestionBatch)
@@ -35,3 +35,10 @@ class RowIssueAdmin(ReadOnlyAdmin):
     list_display = ("batch", "row_number", "household_id", "field", "rule", "severity", "value")
     list_filter = ("severity", "rule")
     list_select_related = ("batch",)
+
+
+@admin.register(Partner)
+class PartnerAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "active", "contact_email", "created_at")
+    filter_horizontal = ("users",)
+    readonly_fields = ("inbox_prefix",)

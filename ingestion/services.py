@@ -237,14 +237,14 @@ def chunk_process(chunk_id: int) -> bool:
     batch = chunk.batch
     with default_storage.open(chunk.file_key, "rb") as fh:
         raw = pq.read_table(io.BytesIO(fh.read())).to_pandas()
-    if settings.RTV_TEST_CHUNK_DELAY:
-        time.sleep(settings.RTV_TEST_CHUNK_DELAY)  # lets the kill-a-worker test catch a chunk halfway
     result = _process_frame(raw, batch=batch, start_row=chunk.start_row, duplicate_rows=chunk.duplicate_rows)
     with transaction.atomic():
         record_ids = None
         if not batch.dry_run and result["accepted_mask"].any():
             record_ids = _store_records(batch, result, chunk.start_row)
         _store_issues(batch, result, chunk.start_row, record_ids)
+        if settings.RTV_TEST_CHUNK_DELAY:
+            time.sleep(settings.RTV_TEST_CHUNK_DELAY)  # lets the kill-a-worker test catch a chunk half-written
         done = IngestionChunk.objects.filter(pk=chunk_id, status=IngestionChunk.Status.RUNNING, attempts=attempt).update(
             status=IngestionChunk.Status.DONE, finished_at=timezone.now(), accepted=result["accepted"],
             rejected=result["rejected"], warnings=result["warnings"], label_counts=result["label_counts"],

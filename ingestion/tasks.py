@@ -47,3 +47,10 @@ def resume_stale_chunks_task() -> int:
     from .services import chunks_resume_stale
 
     return chunks_resume_stale()
+
+
+@shared_task(name="ingestion.scan_partner_inboxes", time_limit=600, soft_time_limit=580)
+def scan_partner_inboxes_task() -> int:
+    from .inbox import inbox_scan
+
+    return inbox_scan()

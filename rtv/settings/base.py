@@ -19,7 +19,7 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 VAR_DIR = Path(env.str("RTV_VAR_DIR", default=str(BASE_DIR / "var")))
 DATA_DIR = Path(env.str("RTV_DATA_DIR", default=str(VAR_DIR / "data")))
 # The storage hierarchy every door writes into (local files here, S3/Azure in production).
-STORAGE_AREAS = ("raw", "validated", "processed", "predictions", "archive", "temp")
+STORAGE_AREAS = ("raw", "validated", "processed", "predictions", "archive", "temp", "inbox")
 
 SECRET_KEY = env.str("SECRET_KEY", default="insecure-local-only-key-change-me-0123456789abcdef")
 DEBUG = env.bool("DEBUG", default=False)
@@ -178,6 +178,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "rtv.outbox_sweep", "schedule": 60.0},
     "resume-stale-chunks": {"task": "ingestion.resume_stale_chunks", "schedule": 120.0},
+    "scan-partner-inboxes": {"task": "ingestion.scan_partner_inboxes", "schedule": 300.0},
 }
 
 # ---- Domain configuration ---------------------------------------------------------------

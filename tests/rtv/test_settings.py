@@ -60,4 +60,4 @@ def test_embedded_defaults_use_sqlite_without_any_service(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "django.db.backends.sqlite3"
     assert {p.name for p in (tmp_path / "data").iterdir()} == {"raw", "validated", "processed", "predictions",
-                                                              "archive", "temp"}
+                                                              "archive", "temp", "inbox"}

@@ -1,0 +1,66 @@
+"""Partner files dropped into storage inboxes are picked up by the scheduled job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from ingestion.inbox import inbox_scan, storage_list
+from ingestion.models import IngestionBatch, Partner, SurveyRecord
+from ingestion.synthetic.generator import generate, write
+from rtv.models import AuditEvent, PipelineRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def partner() -> Partner:
+    return Partner.objects.create(name="Hope Uganda", slug="hope")
+
+
+def drop(tmp_path: Path, name: str, rows: int = 50, seed: int = 1) -> str:
+    data, errors = generate(rows, seed=seed)
+    path = tmp_path / name
+    write(data, errors, path, name.rsplit(".", 1)[-1])
+    return default_storage.save(f"inbox/hope/{name}", ContentFile(path.read_bytes()))
+
+
+def test_inbox_files_become_partner_batches_and_leave_the_inbox(partner, tmp_path,  # type: ignore[no-untyped-def]
+                                                                 django_capture_on_commit_callbacks) -> None:
+    drop(tmp_path, "march.csv", seed=1)
+    drop(tmp_path, "april.parquet", seed=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inbox_scan() == 2
+    assert storage_list(default_storage, "inbox/hope/") == []
+    batches = IngestionBatch.objects.filter(partner=partner)
+    assert {b.original_name for b in batches} == {"march.csv", "april.parquet"}
+    assert all(b.channel == "partner" and b.status == "succeeded" and b.file_key.startswith("raw/") for b in batches)
+    assert SurveyRecord.objects.count() == 100
+    assert PipelineRun.objects.get(job="partner_inbox_scan").counts == {"batches": 2}
+
+
+def test_a_file_seen_before_or_unreadable_is_archived_not_lost(partner, tmp_path,  # type: ignore[no-untyped-def]
+                                                                django_capture_on_commit_callbacks) -> None:
+    drop(tmp_path, "march.csv", seed=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        inbox_scan()
+    drop(tmp_path, "march.csv", seed=1)  # the same bytes again
+    default_storage.save("inbox/hope/readme.docx", ContentFile(b"not data"))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inbox_scan() == 0
+    assert storage_list(default_storage, "inbox/hope/") == []
+    assert default_storage.exists("archive/inbox/hope/march.csv")
+    assert default_storage.exists("archive/inbox/hope/readme.docx")
+    assert AuditEvent.objects.filter(action="inbox.file_refused").count() == 2
+    assert IngestionBatch.objects.count() == 1
+
+
+def test_inactive_partners_are_not_scanned(partner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    partner.active = False
+    partner.save()
+    drop(tmp_path, "may.csv")
+    assert inbox_scan() == 0
+    assert storage_list(default_storage, "inbox/hope/") == ["inbox/hope/may.csv"]
