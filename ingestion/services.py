@@ -37,7 +37,6 @@ from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
 from quality.engine import validate_frame
-from rtv import contract
 from rtv.bulk import copy_frame
 from rtv.outbox import outbox_enqueue
 from rtv.selectors import current_schema
@@ -45,14 +44,23 @@ from rtv.services import audit_record
 from rtv.storage import area_path
 
 from .mapping import apply_mapping, map_headers
-from .models import Household, IngestionBatch, IngestionChunk, Partner, RowIssue, SurveyRecord
+from .models import (
+    SURVEY_VALUE_FIELDS,
+    Household,
+    IngestionBatch,
+    IngestionChunk,
+    Partner,
+    RowIssue,
+    SurveyRecord,
+    SurveyValues,
+)
 from .readers import ReadError, detect_format, iter_chunks
 
 log = logging.getLogger(__name__)
 
 RECORD_COLUMNS = [
     "household_id", "batch_id", "row_number", "survey_round", "version", "content_hash", "district", "cluster",
-    "village", "household_size", "data", "raw", "income_per_day", "progress_status", "vulnerable", "review_status",
+    "village", "household_size", "income_per_day", "progress_status", "vulnerable", "review_status",
     "warning_count", "form_version", "device_id", "received_at",
 ]
 RECORD_TEXT_COLUMNS = ["survey_round", "cluster", "progress_status", "review_status", "form_version", "device_id"]
@@ -290,12 +298,9 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     }
 
 
-def _json_lines(frame: pd.DataFrame) -> pd.Series:
-    """One compact JSON object per row, built by pandas' C writer (no per-row Python)."""
-    if frame.empty:
-        return pd.Series([], dtype=object)
-    text = frame.to_json(orient="records", lines=True, double_precision=15)
-    return pd.Series(text.rstrip("\n").split("\n"), index=frame.index, dtype=object)
+def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """A content hash per row, vectorised (pandas' hash of the typed values)."""
+    return np.char.mod("%016x", pd.util.hash_pandas_object(frame, index=False).to_numpy())
 
 
 def _upsert_households(typed: pd.DataFrame) -> pd.Series:
@@ -327,22 +332,17 @@ def _upsert_households(typed: pd.DataFrame) -> pd.Series:
 def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> pd.Series:
     keep = r["accepted_mask"]
     t = r["typed"][keep]
-    survey_cols = [f.name for f in contract.SURVEY_FIELDS if f.name in t.columns]
-    data_json = _json_lines(t[survey_cols])
-    raw_json = _json_lines(r["raw"][keep][[c for c in r["raw"].columns if c in survey_cols]])
     rows = pd.DataFrame({
         "household_id": _upsert_households(t),
         "batch_id": str(batch.id),
         "row_number": np.flatnonzero(keep) + start_row + 2,
         "survey_round": "",
         "version": 1,
-        "content_hash": [hashlib.sha256(s.encode()).hexdigest() for s in data_json],
+        "content_hash": _row_hashes(t),
         "district": t["district"],
         "cluster": t.get("cluster", ""),
         "village": t["village"],
         "household_size": t["household_size"].astype("Int64"),
-        "data": data_json,
-        "raw": raw_json,
         "income_per_day": r["per_day"][keep],
         "progress_status": r["status"][keep],
         "vulnerable": r["vulnerable"][keep],
@@ -354,9 +354,12 @@ def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> 
     }, index=t.index)
     copy_frame(SurveyRecord, rows, RECORD_COLUMNS, not_null_text=RECORD_TEXT_COLUMNS)
     first, last = start_row + 2, start_row + 1 + len(r["typed"])
-    ids = dict(SurveyRecord.objects.filter(batch=batch, row_number__range=(first, last))
-               .values_list("row_number", "id"))
-    return pd.Series(ids, dtype="Int64")
+    ids = pd.Series(dict(SurveyRecord.objects.filter(batch=batch, row_number__range=(first, last))
+                         .values_list("row_number", "id")), dtype="Int64")
+    values = t[[c for c in SURVEY_VALUE_FIELDS if c in t.columns]].copy()
+    values.insert(0, "record_id", rows["row_number"].map(ids).to_numpy())
+    copy_frame(SurveyValues, values, list(values.columns))
+    return ids
 
 
 def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, record_ids: pd.Series | None) -> None:

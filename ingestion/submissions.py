@@ -28,7 +28,7 @@ from rtv import contract
 from rtv.outbox import outbox_enqueue
 from rtv.selectors import Schema, current_schema
 
-from .models import Household, IngestionBatch, RowIssue, SurveyRecord
+from .models import SURVEY_VALUE_FIELDS, Household, IngestionBatch, RowIssue, SurveyRecord, SurveyValues
 
 SURVEY_NAMES = [f.name for f in contract.SURVEY_FIELDS]
 
@@ -189,12 +189,13 @@ def _create(env: Envelope, chash: str, batch: IngestionBatch, user: AbstractBase
         version=(prior.version + 1) if prior else 1, supersedes=prior,
         root_id=(prior.root_id or prior.pk) if prior else None,
         district=data.get("district") or "", cluster=data.get("cluster") or "", village=data.get("village") or "",
-        household_size=data.get("household_size"), data=data, raw=env.data,
+        household_size=data.get("household_size"), raw=env.data,
         income_per_day=None if _missing(per_day) else float(per_day), progress_status=status or "",
         vulnerable=vulnerable, warning_count=0 if item_issues is None else int((item_issues.severity == "warning").sum()),
         collected_at=env.collected_at, form_version=env.form_version, device_id=env.device_id,
         field_officer=user if user.is_authenticated else None, gps=env.location,
     )
+    SurveyValues.objects.create(record=record, **{k: data.get(k) for k in SURVEY_VALUE_FIELDS})
     if item_issues is not None and len(item_issues):
         RowIssue.objects.bulk_create([
             RowIssue(batch=batch, record=record, row_number=0, household_id=data["household_id"] or "",
@@ -219,7 +220,7 @@ def _plain(v: Any) -> Any:
 def version_chain(record: SurveyRecord) -> list[SurveyRecord]:
     """Every version of the record's history, oldest first (one query: versions share a root)."""
     root = record.root_id or record.pk
-    versions = SurveyRecord.objects.filter(models.Q(pk=root) | models.Q(root_id=root))
+    versions = SurveyRecord.objects.filter(models.Q(pk=root) | models.Q(root_id=root)).select_related("values")
     return sorted(versions, key=lambda r: r.version)
 
 

@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from features.pipeline import LeakageError, assert_leak_free, build_model_pipeline, input_fields
-from ingestion.models import SurveyRecord
+from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord
 from rtv.bulk import copy_frame
 from rtv.services import audit_record, pipeline_run
 
@@ -58,13 +58,13 @@ def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
     """Labelled, non-rejected records: features frame, binary target, village groups, cutoff."""
     qs = (SurveyRecord.objects.exclude(progress_status="").exclude(review_status=SurveyRecord.ReviewStatus.REJECTED)
           .filter(superseded_by__isnull=True))
-    rows = list(qs.values_list("data", "vulnerable", "village"))
     cutoff = qs.aggregate(m=Max("received_at"))["m"]
+    rows = list(qs.values_list("vulnerable", "village", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
     if not rows:
         return pd.DataFrame(), np.array([]), np.array([]), cutoff
-    frame = pd.DataFrame.from_records([r[0] for r in rows])
-    y = np.fromiter((bool(r[1]) for r in rows), dtype=bool, count=len(rows)).astype(int)
-    groups = np.array([r[2] for r in rows], dtype=object)
+    frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", *SURVEY_VALUE_FIELDS])
+    y = frame.pop("_vulnerable").astype(bool).to_numpy().astype(int)
+    groups = frame.pop("_group").to_numpy(dtype=object)
     return frame, y, groups, cutoff
 
 
@@ -184,11 +184,13 @@ def predictions_score(mv: ModelVersion, *, record_ids: list[int] | None = None, 
     threshold = 0.5
     for start in range(0, len(ids_all), chunk):
         ids = ids_all[start:start + chunk]
-        rows = list(SurveyRecord.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "data"))
-        frame = pd.DataFrame.from_records([r[1] for r in rows])
+        rows = list(SurveyRecord.objects.filter(pk__in=ids).order_by("pk")
+                    .values_list("pk", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+        frame = pd.DataFrame.from_records(rows, columns=["_pk", *SURVEY_VALUE_FIELDS])
+        scored_ids: np.ndarray = frame.pop("_pk").to_numpy()
         proba = model.predict_proba(frame)[:, 1]
         out = pd.DataFrame({
-            "record_id": [r[0] for r in rows],
+            "record_id": scored_ids,
             "model_version_id": mv.pk,
             "probability_vulnerable": proba,
             "predicted_vulnerable": proba >= threshold,

@@ -17,7 +17,7 @@ def make_record(gps: object) -> SurveyRecord:
     batch = IngestionBatch.objects.create(channel="device")
     household = Household.objects.create(household_id="KAN-KAN-FER-K1")
     return SurveyRecord.objects.create(household=household, batch=batch, content_hash="x", district="Kanungu",
-                                       village="V", data={}, raw={}, gps=gps)
+                                       village="V", gps=gps)
 
 
 def stored_text(record: SurveyRecord) -> str:

@@ -1,0 +1,55 @@
+"""Shared benchmark plumbing: the JSON line format, a fresh benchmark database, timing helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VAR = REPO / "var" / "bench"
+
+
+def emit(bench: str, metric: str, value: float, unit: str, limit: float | None = None,
+         ratio: float | None = None, **extra: object) -> None:
+    """One result line: {"bench", "metric", "value", "unit", "limit", "ratio"} (+ context)."""
+    line = {"bench": bench, "metric": metric, "value": round(value, 4), "unit": unit,
+            "limit": None if limit is None else round(limit, 4), "ratio": None if ratio is None else round(ratio, 4),
+            **extra}
+    print(json.dumps(line), flush=True)
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    os.environ.setdefault("RTV_VAR_DIR", str(VAR))
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+
+
+def fresh_database() -> None:
+    """Drop and recreate the benchmark database, then migrate it (quietly)."""
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    admin = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER'] or 'postgres'} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db["NAME"]}"')
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], check=True, cwd=REPO,
+                   env={**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings"})
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    out: list[float] = []
+    t0 = time.perf_counter()
+    yield out
+    out.append(time.perf_counter() - t0)
