@@ -123,7 +123,7 @@ def main() -> None:
     rate = args.rows / seconds
     bare, copied = bare_copy_rate(batch)
     extra = {"rows": args.rows, "workers": args.workers, "seconds": round(seconds, 2),
-             "accepted": batch.accepted, "rejected": batch.rejected}  # type: ignore[attr-defined]
+             "accepted": batch.accepted, "rejected": batch.rejected, "timings": batch.timings}  # type: ignore[attr-defined]
     emit("ingest_csv", "rows_per_s", rate, "rows/s", limit=0.4 * bare, ratio=rate / (0.4 * bare),
          bare_copy_rows_per_s=round(bare), bare_copy_rows=copied, **extra)
     emit("ingest_csv", "peak_rss", peak / 2**20, "MiB", limit=1536, ratio=1536 / (peak / 2**20),
@@ -132,13 +132,15 @@ def main() -> None:
     xlsx_path = make_file(args.xlsx_rows, "xlsx", 2)
     seconds, _, batch = ingest(xlsx_path, args.workers)
     emit("ingest_xlsx", "rows_per_s", args.xlsx_rows / seconds, "rows/s", limit=10_000,
-         ratio=args.xlsx_rows / seconds / 10_000, rows=args.xlsx_rows, seconds=round(seconds, 2))
+         ratio=args.xlsx_rows / seconds / 10_000, rows=args.xlsx_rows, seconds=round(seconds, 2),
+         timings=batch.timings)  # type: ignore[attr-defined]
 
     for fmt in ("ndjson", "json"):
         json_path = make_file(args.json_rows, fmt, 3)
         seconds, _, batch = ingest(json_path, args.workers)
         emit(f"ingest_{fmt}", "rows_per_s", args.json_rows / seconds, "rows/s", limit=30_000,
-             ratio=args.json_rows / seconds / 30_000, rows=args.json_rows, seconds=round(seconds, 2))
+             ratio=args.json_rows / seconds / 30_000, rows=args.json_rows, seconds=round(seconds, 2),
+             timings=batch.timings)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

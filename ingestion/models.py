@@ -151,15 +151,19 @@ class SurveyRecord(models.Model):
         APPROVED = "approved"
         REJECTED = "rejected"
 
-    household = models.ForeignKey(Household, on_delete=models.PROTECT, related_name="records")
-    batch = models.ForeignKey(IngestionBatch, on_delete=models.PROTECT, related_name="records")
+    # Index choices matter here: each index costs every bulk insert (COPY) a write.  Nullable links
+    # are indexed only where set; the (household, survey_round) and (batch, row_number) indexes
+    # cover their foreign keys.
+    household = models.ForeignKey(Household, on_delete=models.PROTECT, related_name="records", db_index=False)
+    batch = models.ForeignKey(IngestionBatch, on_delete=models.PROTECT, related_name="records", db_index=False)
     row_number = models.IntegerField(null=True, blank=True, help_text="spreadsheet row in the source file")
     survey_round = models.CharField(max_length=40, blank=True)
     version = models.PositiveIntegerField(default=1)
-    supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by")
-    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+    supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by",
+                                   db_index=False)
+    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False,
                              help_text="the first version of this record's history (null on the first version)")
-    submission_id = models.UUIDField(null=True, blank=True, unique=True)
+    submission_id = models.UUIDField(null=True, blank=True)
     content_hash = models.CharField(max_length=64)
     district = models.CharField(max_length=64, db_index=True)
     cluster = models.CharField(max_length=120, blank=True)
@@ -176,18 +180,26 @@ class SurveyRecord(models.Model):
     form_version = models.CharField(max_length=40, blank=True)
     device_id = models.CharField(max_length=120, blank=True)
     field_officer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                      related_name="+")
+                                      related_name="+", db_index=False)
     gps = EncryptedJSONField(null=True, blank=True, help_text="{lat, lon, accuracy_m}, encrypted at rest")
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["supersedes"], name="record_superseded_once"),
+            models.UniqueConstraint(fields=["submission_id"], condition=Q(submission_id__isnull=False),
+                                    name="record_unique_submission"),
+            models.UniqueConstraint(fields=["supersedes"], condition=Q(supersedes__isnull=False),
+                                    name="record_superseded_once"),
             models.CheckConstraint(condition=Q(version__gte=1), name="record_version_positive"),
             models.CheckConstraint(condition=Q(household_size__isnull=True) | Q(household_size__gte=1),
                                    name="record_household_size_positive"),
         ]
-        indexes = [models.Index(fields=["household", "survey_round"])]
+        indexes = [
+            models.Index(fields=["household", "survey_round"]),
+            models.Index(fields=["batch", "row_number"]),
+            models.Index(fields=["root"], condition=Q(root__isnull=False), name="record_root_set"),
+            models.Index(fields=["field_officer"], condition=Q(field_officer__isnull=False), name="record_officer_set"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.household_id} v{self.version}"
@@ -238,8 +250,9 @@ class RowIssue(models.Model):
         ERROR = "error"
         WARNING = "warning"
 
-    batch = models.ForeignKey(IngestionBatch, on_delete=models.CASCADE, related_name="issues")
-    record = models.ForeignKey(SurveyRecord, null=True, blank=True, on_delete=models.CASCADE, related_name="issues")
+    batch = models.ForeignKey(IngestionBatch, on_delete=models.CASCADE, related_name="issues", db_index=False)
+    record = models.ForeignKey(SurveyRecord, null=True, blank=True, on_delete=models.CASCADE, related_name="issues",
+                               db_index=False)
     row_number = models.IntegerField(help_text="spreadsheet row: the header is row 1")
     household_id = models.CharField(max_length=64, blank=True)
     field = models.CharField(max_length=80, blank=True)
@@ -250,7 +263,8 @@ class RowIssue(models.Model):
     message = models.TextField(blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["batch", "row_number"]), models.Index(fields=["batch", "rule"])]
+        indexes = [models.Index(fields=["batch", "row_number"]), models.Index(fields=["batch", "rule"]),
+                   models.Index(fields=["record"], condition=Q(record__isnull=False), name="issue_record_set")]
         ordering = ["batch", "row_number", "id"]
 
     def __str__(self) -> str:
