@@ -11,11 +11,14 @@ from rtv import contract
 
 def income_per_day(typed: pd.DataFrame) -> pd.Series:
     """The progress measure: the reported per-day value, else the sum of its components / 365."""
-    reported = typed[contract.TARGET_FIELD] if contract.TARGET_FIELD in typed else pd.Series(np.nan, index=typed.index)
+    n = len(typed)
+    reported = (typed[contract.TARGET_FIELD].to_numpy(dtype="float64") if contract.TARGET_FIELD in typed
+                else np.full(n, np.nan))
     if all(c in typed for c in contract.TARGET_COMPONENTS):
-        computed = typed[list(contract.TARGET_COMPONENTS)].sum(axis=1, min_count=len(contract.TARGET_COMPONENTS)) / 365.0
-        reported = reported.fillna(computed)
-    return reported.astype("float64")
+        # NaN if any component is missing: a partial sum is not the measure.
+        computed = np.sum([typed[c].to_numpy(dtype="float64") for c in contract.TARGET_COMPONENTS], axis=0) / 365.0
+        reported = np.where(np.isnan(reported), computed, reported)
+    return pd.Series(reported, index=typed.index, dtype="float64")
 
 
 def progress_status(per_day: pd.Series) -> pd.Series:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import IntegrityError, connection, models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
@@ -81,91 +81,109 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, 
     """Validate all items at once (one vectorised pass); also report unknown data keys."""
     known = set(SURVEY_NAMES)
     unknown = [sorted(set(e.data) - known) for e in envelopes]
-    raw = pd.DataFrame([{k: _text(e.data.get(k)) for k in SURVEY_NAMES} for e in envelopes], columns=SURVEY_NAMES)
+    raw = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
     fields = [f for f in schema.fields if f.name in known]
     result = validate_frame(raw, fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
     return result.typed, result.issues, unknown
 
 
-def _lock(submission_id: uuid.UUID) -> None:
-    if connection.vendor == "postgresql":
+def _lock_all(ids: list[uuid.UUID]) -> None:
+    """Serialise concurrent uploads of the same submissions (sorted: no lock-order deadlocks)."""
+    if connection.vendor == "postgresql" and ids:
         with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [str(submission_id)])
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(s, 0)) FROM unnest(%s::text[]) AS s",
+                        [sorted({str(i) for i in ids})])
 
 
 def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: list[Envelope],
-                        user_agent: str = "") -> list[Outcome]:
-    """Receive one or many submissions; each item succeeds or fails on its own."""
+                        user_agent: str = "") -> list[Outcome | None]:
+    """Receive one or many submissions in one transaction; each item succeeds or fails on its own.
+
+    Invalid items are refused before anything is written, so the transaction holds only items
+    that will be stored: one device batch costs a fixed number of queries, not a few per item."""
     if not envelopes:
         return []
     schema = current_schema()
     typed, issues, unknown = _validate(envelopes, schema)
-    per_day = income_per_day(typed)
-    status = progress_status(per_day)
-    vulnerable = is_vulnerable(status)
-    error_rows = set(issues.loc[issues["severity"] == "error", "row"].astype(int))
-    by_row = {int(r): g for r, g in issues.groupby("row")} if len(issues) else {}
-    outcomes: list[Outcome] = []
-    batch: IngestionBatch | None = None
-    for i, env in enumerate(envelopes):
-        item_issues = by_row.get(i)
-        errors = [] if item_issues is None else [
-            {"field": f"data.{r.field}", "code": r.rule, "message": r.message}
-            for r in item_issues.itertuples() if r.severity == "error"]
+    per_day = income_per_day(typed).to_numpy()
+    status = progress_status(pd.Series(per_day)).to_numpy()
+    vulnerable = is_vulnerable(pd.Series(status)).to_numpy()
+    typed_rows = typed.to_dict("records")
+    by_row: dict[int, list[dict[str, Any]]] = {}
+    for issue in issues.to_dict("records"):  # few rows: plain dicts beat pandas grouping here
+        by_row.setdefault(int(issue["row"]), []).append(issue)
+
+    outcomes: list[Outcome | None] = [None] * len(envelopes)
+    hashes = [e.content_hash() for e in envelopes]
+    candidates: list[int] = []
+    for i in range(len(envelopes)):
+        errors = [{"field": f"data.{r['field']}", "code": r["rule"], "message": r["message"]}
+                  for r in by_row.get(i, []) if r["severity"] == "error"]
         errors += [{"field": f"data.{k}", "code": "unknown_field", "message": f"{k} is not a field of the survey"}
                    for k in unknown[i]]
-        warnings = [] if item_issues is None else [
-            {"field": f"data.{r.field}", "code": r.rule, "message": r.message}
-            for r in item_issues.itertuples() if r.severity == "warning"]
-        try:
-            with transaction.atomic():
-                _lock(env.submission_id)
-                chash = env.content_hash()
-                existing = SurveyRecord.objects.filter(submission_id=env.submission_id).first()
-                if existing is not None:
-                    outcomes.append(_existing(existing, chash))
+        if errors:
+            warnings = [_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"]
+            outcomes[i] = Outcome("invalid", 400, code="invalid_submission",
+                                  message="The submission has invalid fields; nothing was stored.",
+                                  errors=errors, warnings=warnings)
+        else:
+            candidates.append(i)
+
+    with transaction.atomic():
+        ids = [envelopes[i].submission_id for i in candidates]
+        _lock_all(ids)
+        existing = {r.submission_id: r for r in
+                    SurveyRecord.objects.filter(submission_id__in=ids).select_related("household")} if ids else {}
+        prior_ids = [envelopes[i].supersedes for i in candidates if envelopes[i].supersedes is not None]
+        priors = {r.submission_id: r for r in SurveyRecord.objects.filter(submission_id__in=prior_ids)} if prior_ids else {}
+        taken = set(SurveyRecord.objects.filter(supersedes__in=list(priors.values()))
+                    .values_list("supersedes_id", flat=True)) if priors else set()
+        new: list[int] = []
+        seen: dict[uuid.UUID, int] = {}
+        for i in candidates:
+            env = envelopes[i]
+            if env.submission_id in existing:
+                outcomes[i] = _existing(existing[env.submission_id], hashes[i])
+                continue
+            if env.submission_id in seen:  # the same id twice in one request
+                first = seen[env.submission_id]
+                outcomes[i] = Outcome("replayed", 200) if hashes[first] == hashes[i] else Outcome(
+                    "conflict", 409, code="submission_conflict", message="This id appears twice with different content.",
+                    errors=[{"field": "submission_id", "code": "submission_conflict", "message": str(env.submission_id)}])
+                outcomes[i].record_of = first  # type: ignore[union-attr]
+                continue
+            if env.supersedes is not None:
+                prior = priors.get(env.supersedes)
+                if prior is None:
+                    outcomes[i] = Outcome("invalid", 409, code="supersedes_not_found",
+                                          message="The submission this one supersedes is not stored.",
+                                          errors=[{"field": "supersedes", "code": "not_found", "message": str(env.supersedes)}])
                     continue
-                if i in error_rows or unknown[i]:
-                    outcomes.append(Outcome("invalid", 400, code="invalid_submission",
-                                            message="The submission has invalid fields; nothing was stored.",
-                                            errors=errors, warnings=warnings))
+                if prior.pk in taken:
+                    outcomes[i] = Outcome("conflict", 409, code="already_superseded",
+                                          message="That submission was already superseded; supersede the latest version "
+                                                  "instead.",
+                                          errors=[{"field": "supersedes", "code": "already_superseded",
+                                                   "message": str(env.supersedes)}])
                     continue
-                prior = None
-                if env.supersedes is not None:
-                    prior = SurveyRecord.objects.select_for_update().filter(submission_id=env.supersedes).first()
-                    if prior is None:
-                        outcomes.append(Outcome("invalid", 409, code="supersedes_not_found",
-                                                message="The submission this one supersedes is not stored.",
-                                                errors=[{"field": "supersedes", "code": "not_found",
-                                                         "message": str(env.supersedes)}]))
-                        continue
-                    if SurveyRecord.objects.filter(supersedes=prior).exists():
-                        outcomes.append(Outcome("conflict", 409, code="already_superseded",
-                                                message="That submission was already superseded; supersede the latest "
-                                                        "version instead.",
-                                                errors=[{"field": "supersedes", "code": "already_superseded",
-                                                         "message": str(env.supersedes)}]))
-                        continue
-                if batch is None:
-                    batch = IngestionBatch.objects.create(
-                        channel=IngestionBatch.Channel.DEVICE, source=user_agent[:120], format="json",
-                        created_by=user if user.is_authenticated else None, status=IngestionBatch.Status.SUCCEEDED,
-                        schema_version=schema.version, finished_at=timezone.now(),
-                    )
-                record = _create(env, chash, batch, user, typed.iloc[i], per_day.iloc[i], status.iloc[i],
-                                 vulnerable.iloc[i], item_issues, prior)
-                outcomes.append(Outcome("created", 201, record=record, warnings=warnings))
-        except IntegrityError:
-            # The lock makes this unreachable on PostgreSQL; elsewhere the constraint decides.
-            existing = SurveyRecord.objects.get(submission_id=env.submission_id)
-            outcomes.append(_existing(existing, env.content_hash()))
-    if batch is not None:
-        created = sum(1 for o in outcomes if o.result == "created")
-        IngestionBatch.objects.filter(pk=batch.pk).update(
-            row_count=len(envelopes), accepted=created, rejected=sum(1 for o in outcomes if o.result == "invalid"),
-            warnings=sum(1 for o in outcomes if o.result == "created" and o.warnings))
+                taken.add(prior.pk)
+            seen[env.submission_id] = i
+            new.append(i)
+        if new:
+            records = _create_all(user, user_agent, schema, envelopes, new, typed_rows, per_day, status, vulnerable,
+                                  by_row, hashes, priors, rejected=sum(1 for o in outcomes if o and o.result == "invalid"))
+            for i, record in zip(new, records, strict=True):
+                outcomes[i] = Outcome("created", 201, record=record,
+                                      warnings=[_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"])
+    for o in outcomes:  # a repeat inside the request names the record its first copy created
+        if o is not None and hasattr(o, "record_of"):
+            o.record = outcomes[o.record_of].record  # type: ignore[union-attr]
     return outcomes
+
+
+def _public(issue: dict[str, Any]) -> dict[str, Any]:
+    return {"field": f"data.{issue['field']}", "code": issue["rule"], "message": issue["message"]}
 
 
 def _existing(record: SurveyRecord, content_hash: str) -> Outcome:
@@ -177,32 +195,52 @@ def _existing(record: SurveyRecord, content_hash: str) -> Outcome:
                    errors=[{"field": "submission_id", "code": "submission_conflict", "message": str(record.submission_id)}])
 
 
-def _create(env: Envelope, chash: str, batch: IngestionBatch, user: AbstractBaseUser | AnonymousUser,
-            typed_row: pd.Series, per_day: float, status: str, vulnerable: Any, item_issues: pd.DataFrame | None,
-            prior: SurveyRecord | None) -> SurveyRecord:
-    data = {k: (None if _missing(v) else _plain(v)) for k, v in typed_row.items()}
-    household, _ = Household.objects.get_or_create(
-        household_id=data["household_id"], defaults={"district": data.get("district") or "",
-                                                     "village": data.get("village") or ""})
-    record = SurveyRecord.objects.create(
-        household=household, batch=batch, submission_id=env.submission_id, content_hash=chash,
-        version=(prior.version + 1) if prior else 1, supersedes=prior,
-        root_id=(prior.root_id or prior.pk) if prior else None,
-        district=data.get("district") or "", cluster=data.get("cluster") or "", village=data.get("village") or "",
-        household_size=data.get("household_size"), raw=env.data,
-        income_per_day=None if _missing(per_day) else float(per_day), progress_status=status or "",
-        vulnerable=vulnerable, warning_count=0 if item_issues is None else int((item_issues.severity == "warning").sum()),
-        collected_at=env.collected_at, form_version=env.form_version, device_id=env.device_id,
-        field_officer=user if user.is_authenticated else None, gps=env.location,
-    )
-    SurveyValues.objects.create(record=record, **{k: data.get(k) for k in SURVEY_VALUE_FIELDS})
-    if item_issues is not None and len(item_issues):
-        RowIssue.objects.bulk_create([
-            RowIssue(batch=batch, record=record, row_number=0, household_id=data["household_id"] or "",
-                     field=r.field, column=r.field, rule=r.rule, severity=r.severity, value=r.value, message=r.message)
-            for r in item_issues.itertuples()])
-    outbox_enqueue("ingestion.after_submission", record.pk)
-    return record
+def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Schema, envelopes: list[Envelope],
+                new: list[int], typed_rows: list[dict[str, Any]], per_day: np.ndarray, status: np.ndarray,
+                vulnerable: np.ndarray, by_row: dict[int, list[dict[str, Any]]], hashes: list[str],
+                priors: dict[uuid.UUID, SurveyRecord], rejected: int) -> list[SurveyRecord]:
+    """Bulk-write the new items: households, one device batch, records, values, issues, outbox."""
+    data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
+    hh_ids = sorted({str(data[i]["household_id"]) for i in new})
+    households = dict(Household.objects.filter(household_id__in=hh_ids).values_list("household_id", "id"))
+    missing = [h for h in hh_ids if h not in households]
+    if missing:
+        first = {data[i]["household_id"]: data[i] for i in reversed(new)}
+        Household.objects.bulk_create([Household(household_id=h, district=first[h].get("district") or "",
+                                                 village=first[h].get("village") or "") for h in missing],
+                                      ignore_conflicts=True)
+        households.update(Household.objects.filter(household_id__in=missing).values_list("household_id", "id"))
+    officer = user if user.is_authenticated else None
+    batch = IngestionBatch.objects.create(
+        channel=IngestionBatch.Channel.DEVICE, source=user_agent[:120], format="json", created_by=officer,
+        status=IngestionBatch.Status.SUCCEEDED, schema_version=schema.version, finished_at=timezone.now(),
+        row_count=len(new) + rejected, accepted=len(new), rejected=rejected,
+        warnings=sum(1 for i in new if any(r["severity"] == "warning" for r in by_row.get(i, []))))
+    records = []
+    for i in new:
+        env, d = envelopes[i], data[i]
+        prior = priors.get(env.supersedes) if env.supersedes else None
+        records.append(SurveyRecord(
+            household_id=households[d["household_id"]], batch=batch, submission_id=env.submission_id,
+            content_hash=hashes[i], version=(prior.version + 1) if prior else 1, supersedes=prior,
+            root_id=(prior.root_id or prior.pk) if prior else None,
+            district=d.get("district") or "", cluster=d.get("cluster") or "", village=d.get("village") or "",
+            household_size=d.get("household_size"), raw=env.data,
+            income_per_day=None if _missing(per_day[i]) else float(per_day[i]), progress_status=status[i] or "",
+            vulnerable=vulnerable[i], warning_count=sum(1 for r in by_row.get(i, []) if r["severity"] == "warning"),
+            collected_at=env.collected_at, form_version=env.form_version, device_id=env.device_id,
+            field_officer=officer, gps=env.location))
+    records = SurveyRecord.objects.bulk_create(records)
+    SurveyValues.objects.bulk_create([SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
+                                      for i, r in zip(new, records, strict=True)])
+    issue_rows = [RowIssue(batch=batch, record=r, row_number=0, household_id=data[i]["household_id"] or "",
+                           field=x["field"], column=x["field"], rule=x["rule"], severity=x["severity"], value=x["value"],
+                           message=x["message"])
+                  for i, r in zip(new, records, strict=True) for x in by_row.get(i, [])]
+    if issue_rows:
+        RowIssue.objects.bulk_create(issue_rows)
+    outbox_enqueue("ingestion.after_submissions", [r.pk for r in records])
+    return records
 
 
 def _missing(v: Any) -> bool:

@@ -13,17 +13,19 @@ def ingest_path_task(path: str, dry_run: bool = False, source: str = "") -> str:
     return str(ingest_file(path, dry_run=dry_run, source=source, force=True).id)
 
 
-@shared_task(name="ingestion.after_submission", time_limit=300, soft_time_limit=280, acks_late=True)
-def after_submission_task(record_id: int) -> int:
-    """Downstream work for a stored device submission: a provisional score by the champion.
-    Safe to run twice: a record already scored by that version is skipped."""
+@shared_task(name="ingestion.after_submissions", time_limit=300, soft_time_limit=280, acks_late=True)
+def after_submissions_task(record_ids: list[int]) -> int:
+    """Downstream work for stored device submissions: a score by the champion.
+    Safe to run twice: records already scored by that version are skipped."""
     from modelling.models import Prediction
     from modelling.services import champion_version, predictions_score
 
     mv = champion_version()
-    if mv is None or Prediction.objects.filter(record_id=record_id, model_version=mv).exists():
+    if mv is None:
         return 0
-    return predictions_score(mv, record_ids=[record_id])
+    done = set(Prediction.objects.filter(record_id__in=record_ids, model_version=mv).values_list("record_id", flat=True))
+    todo = [r for r in record_ids if r not in done]
+    return predictions_score(mv, record_ids=todo) if todo else 0
 
 
 @shared_task(name="ingestion.plan_batch", time_limit=1800, soft_time_limit=1750, acks_late=True)

@@ -19,16 +19,17 @@ log = logging.getLogger(__name__)
 def outbox_enqueue(task: str, *args: Any) -> OutboxMessage:
     """Record the task inside the caller's transaction; send it after commit."""
     message = OutboxMessage.objects.create(task=task, args=list(args))
-    transaction.on_commit(lambda: _send(message.pk))
+    transaction.on_commit(lambda: _send(message.pk, message))
     return message
 
 
-def _send(message_id: int) -> bool:
+def _send(message_id: int, message: OutboxMessage | None = None) -> bool:
     from rtv.celery import app
 
-    message = OutboxMessage.objects.filter(pk=message_id, sent_at__isnull=True).first()
     if message is None:
-        return False
+        message = OutboxMessage.objects.filter(pk=message_id, sent_at__isnull=True).first()
+        if message is None:
+            return False
     try:
         if app.conf.task_always_eager:
             # Eager mode (tests, one-off scripts): run in-process, as .delay() would.

@@ -25,8 +25,10 @@ def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:  # type: igno
     settings.MLFLOW_TRACKING_URI = f"sqlite:///{tmp_path / 'mlflow.sqlite3'}"
     settings.MLFLOW_ARTIFACT_ROOT = str(tmp_path / "mlartifacts")
     from modelling import registry
+    from rtv.selectors import forget_schema
 
     registry._load.cache_clear()
+    forget_schema()  # each test's database may hold its own copy of the contract
     yield
 
 

@@ -111,6 +111,7 @@ class SubmissionCreateView(APIView):
         envelope = _envelope(data.validated_data, request.headers.get("Idempotency-Key"))
         [outcome] = submissions_receive(user=request.user, envelopes=[envelope],
                                         user_agent=request.headers.get("User-Agent", ""))
+        assert outcome is not None
         return _answer(outcome)
 
 
@@ -145,6 +146,7 @@ class SubmissionBatchView(APIView):
         outcomes = submissions_receive(user=request.user, envelopes=envelopes,
                                        user_agent=request.headers.get("User-Agent", ""))
         for pos, env, outcome in zip(positions, envelopes, outcomes, strict=True):
+            assert outcome is not None
             entry: dict[str, Any] = {"index": pos, "result": outcome.result, "status": outcome.http_status,
                                      "submission_id": str(env.submission_id)}
             if outcome.record is not None and outcome.result in ("created", "replayed"):

@@ -67,7 +67,7 @@ def test_the_api_accepts_while_the_broker_is_down_and_the_sweeper_delivers_later
     assert resp.status_code == 201, resp.json()
     assert time.monotonic() - started < 15  # the outage costs a bounded wait, not a hang
     record = SurveyRecord.objects.get(pk=resp.json()["id"])
-    message = OutboxMessage.objects.get(task="ingestion.after_submission", args=[record.pk])
+    message = OutboxMessage.objects.get(task="ingestion.after_submissions", args=[[record.pk]])
     assert message.sent_at is None and message.attempts == 1 and message.last_error
     assert outbox_sweep(older_than=timedelta(0)) == 0  # still down: kept
 

@@ -49,7 +49,7 @@ def test_first_receipt_stores_the_record_and_answers_201(officer, django_capture
     assert rec.batch.channel == IngestionBatch.Channel.DEVICE
     assert rec.progress_status in {"On Track", "At Risk", "Struggling", "Severely Struggling"}
     # Downstream work was recorded in the same transaction (the outbox), then sent after commit.
-    assert OutboxMessage.objects.filter(task="ingestion.after_submission", args=[rec.pk]).exclude(sent_at=None).exists()
+    assert OutboxMessage.objects.filter(task="ingestion.after_submissions", args=[[rec.pk]]).exclude(sent_at=None).exists()
 
 
 def test_an_identical_replay_answers_200_with_the_same_body_and_stores_nothing(officer) -> None:  # type: ignore[no-untyped-def]

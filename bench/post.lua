@@ -1,0 +1,30 @@
+-- wrk script: POST a JSON template, replacing every SUBMISSION_ID with a fresh UUID per request.
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("thread_id", counter)
+end
+
+local template, path, token
+function init(args)
+  math.randomseed(os.time() * 1000 + thread_id * 7919)
+  local f = assert(io.open(args[1], "r"))
+  template = f:read("*a")
+  f:close()
+  path = args[2]
+  token = args[3]
+end
+
+local function uuid()
+  return (string.gsub("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", "[xy]", function(c)
+    local v = (c == "x") and math.random(0, 15) or math.random(8, 11)
+    return string.format("%x", v)
+  end))
+end
+
+function request()
+  local body = string.gsub(template, "SUBMISSION_ID", uuid)
+  local headers = {["Content-Type"] = "application/json"}
+  if token and token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  return wrk.format("POST", path, headers, body)
+end
