@@ -12,50 +12,57 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import VAR, emit, fresh_database, setup_django
+from bench.common import REPO, VAR, emit, fresh_database, setup_django
 
 
 def _worker(chunk_ids: list[int], out: mp.Queue) -> None:  # type: ignore[type-arg]
-    from django.db import connections
-
-    connections.close_all()
+    """A fresh process (spawned, so its memory is its own) that takes chunks like a Celery worker."""
+    setup_django()
     from ingestion.services import chunk_process
 
     for cid in chunk_ids:
         chunk_process(cid)  # claims make it safe for workers to race over the same list
-    out.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    out.put(("worker", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+
+
+def _planner(batch_id: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    setup_django()
+    from ingestion.services import batch_plan
+
+    ids = batch_plan(batch_id, enqueue=False)
+    out.put(("plan", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, ids))
 
 
 def ingest(path: Path, workers: int) -> tuple[float, int, object]:
-    """Seconds end to end and the peak RSS (bytes) of any process that touched the file."""
-    from django.db import connections
-
+    """Seconds end to end and the peak RSS (bytes) of the planning and worker processes."""
     from ingestion.models import IngestionBatch
-    from ingestion.services import batch_create, batch_plan
+    from ingestion.services import batch_create
 
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     t0 = time.perf_counter()
     with path.open("rb") as fh:
         batch = batch_create(fh=fh, original_name=path.name, force=True)
-    chunk_ids = batch_plan(batch.pk, enqueue=False)
-    connections.close_all()
-    ctx = mp.get_context("fork")
-    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    planner = ctx.Process(target=_planner, args=(str(batch.pk), out))
+    planner.start()
+    _, plan_peak, chunk_ids = out.get()
+    planner.join()
     procs = [ctx.Process(target=_worker, args=(chunk_ids[i::workers] + chunk_ids, out)) for i in range(workers)]
     for p in procs:
         p.start()
-    peaks = [out.get() for _ in procs]
+    peaks = [out.get()[1] for _ in procs]
     for p in procs:
         p.join()
     seconds = time.perf_counter() - t0
-    parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     batch = IngestionBatch.objects.get(pk=batch.pk)
     assert batch.status == "succeeded", batch.status
-    return seconds, max([parent_peak, *peaks]), batch
+    return seconds, max([plan_peak, *peaks]), batch
 
 
 def bare_copy_rate(batch: object) -> tuple[float, int]:
@@ -98,12 +105,13 @@ def bare_copy_rate(batch: object) -> tuple[float, int]:
 
 
 def make_file(rows: int, fmt: str, seed: int) -> Path:
-    from ingestion.synthetic.generator import generate, write
-
+    """Generate in a child process, so the generator's memory never counts against ingestion."""
     path = VAR / f"survey-{rows}-{seed}.{fmt}"
     if not path.exists():
-        data, errors = generate(rows, seed=seed, bad_rate=0.02)
-        write(data, errors, path, fmt)
+        code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+                "from ingestion.synthetic.generator import generate, write; "
+                f"d, e = generate({rows}, seed={seed}, bad_rate=0.02); write(d, e, {str(path)!r}, {fmt!r})")
+        subprocess.run([sys.executable, "-c", code], check=True)
     return path
 
 
