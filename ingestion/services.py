@@ -32,11 +32,12 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
 from quality.engine import validate_frame
+from quality.rules import NEAR_DUPLICATE_IGNORE, active_rules
 from rtv.bulk import copy_frame
 from rtv.outbox import outbox_enqueue
 from rtv.selectors import current_schema
@@ -61,7 +62,8 @@ log = logging.getLogger(__name__)
 RECORD_COLUMNS = [
     "household_id", "batch_id", "row_number", "survey_round", "version", "content_hash", "district", "cluster",
     "village", "household_size", "income_per_day", "progress_status", "vulnerable", "review_status",
-    "warning_count", "form_version", "device_id", "received_at",
+    "warning_count", "form_version", "device_id", "received_at", "auto_approved", "quality_score", "completeness",
+    "validity", "consistency",
 ]
 RECORD_TEXT_COLUMNS = ["survey_round", "cluster", "progress_status", "review_status", "form_version", "device_id"]
 ISSUE_COLUMNS = ["batch_id", "record_id", "row_number", "household_id", "field", "column", "rule", "severity",
@@ -158,6 +160,34 @@ def _fail(batch_id: Any, code: str, message: str) -> None:
                                                       finished_at=timezone.now())
 
 
+def _flag_file_wide(chunks: list[IngestionChunk], household_ids: list[pd.Series], villages: list[pd.Series],
+                    answer_hashes: list[pd.Series]) -> int:
+    """Findings that need the whole file, not one chunk: the same household id twice (the real
+    extract has 83 such rows: a likely duplicate to review, never a merge), and households of one
+    village with identical answers.  Stored per chunk as local row offsets; returns the number of
+    surplus rows sharing an id."""
+    rules = active_rules()
+    masks: dict[str, np.ndarray] = {}
+    duplicates = 0
+    if household_ids and rules.get("household_id", "duplicate_household"):
+        hid = pd.concat(household_ids, ignore_index=True)
+        hid = hid.where(hid != "")
+        dup = hid.notna() & hid.duplicated(keep=False)
+        duplicates = int(dup.sum() - hid[dup].nunique())
+        masks["duplicate_household"] = dup.to_numpy()
+    if answer_hashes and rules.get("household_id", "near_duplicate"):
+        both = pd.DataFrame({"v": pd.concat(villages, ignore_index=True),
+                             "h": pd.concat(answer_hashes, ignore_index=True)})
+        masks["near_duplicate"] = both.duplicated(keep=False).to_numpy()
+    for kind, mask in masks.items():
+        positions = np.flatnonzero(mask)
+        for chunk in chunks:
+            local = positions[(positions >= chunk.start_row) & (positions < chunk.start_row + chunk.row_count)]
+            if local.size:
+                chunk.flag_rows[kind] = (local - chunk.start_row).tolist()
+    return duplicates
+
+
 def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
     """Read and split the batch's file into chunks.  Idempotent: only a pending batch is planned."""
     t0 = time.perf_counter()
@@ -169,6 +199,8 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
     chunk_rows = settings.RTV_CHUNK_ROWS
     chunks: list[IngestionChunk] = []
     household_ids: list[pd.Series] = []
+    answer_hashes: list[pd.Series] = []
+    villages: list[pd.Series] = []
     try:
         with _local_copy(batch.file_key) as path:
             headers, frames = iter_chunks(path, batch.format, chunk_rows)
@@ -180,6 +212,10 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
                 raw = apply_mapping(frame, mapping)
                 if "household_id" in raw:
                     household_ids.append(raw["household_id"].str.strip())
+                if "village" in raw:
+                    villages.append(raw["village"].str.strip())
+                    answers = raw[[c for c in raw.columns if c not in NEAR_DUPLICATE_IGNORE]]
+                    answer_hashes.append(pd.Series(pd.util.hash_pandas_object(answers, index=False).to_numpy()))
                 buf = io.BytesIO()
                 pq.write_table(pa.Table.from_pandas(raw, preserve_index=False), buf, compression="zstd")
                 key = default_storage.save(area_path("temp", f"{batch.pk}/chunk-{index:05d}.parquet"),
@@ -193,18 +229,7 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
     except TooManyRows as exc:
         _fail(batch_id, "too_many_rows", str(exc))
         raise
-    # Likely duplicates across the whole file (a warning to review, never a merge): the real
-    # extract has 83 rows that share an id with another row of the same village.
-    duplicates = 0
-    if household_ids:
-        hid = pd.concat(household_ids, ignore_index=True)
-        hid = hid.where(hid != "")
-        dup = hid.notna() & hid.duplicated(keep=False)
-        duplicates = int(dup.sum() - hid[dup].nunique())
-        positions = np.flatnonzero(dup.to_numpy())
-        for chunk in chunks:
-            local = positions[(positions >= chunk.start_row) & (positions < chunk.start_row + chunk.row_count)]
-            chunk.duplicate_rows = (local - chunk.start_row).tolist()
+    duplicates = _flag_file_wide(chunks, household_ids, villages, answer_hashes)
     with transaction.atomic():
         IngestionChunk.objects.bulk_create(chunks)
         IngestionBatch.objects.filter(pk=batch_id).update(
@@ -245,7 +270,7 @@ def chunk_process(chunk_id: int) -> bool:
     batch = chunk.batch
     with default_storage.open(chunk.file_key, "rb") as fh:
         raw = pq.read_table(io.BytesIO(fh.read())).to_pandas()
-    result = _process_frame(raw, batch=batch, start_row=chunk.start_row, duplicate_rows=chunk.duplicate_rows)
+    result = _process_frame(raw, batch=batch, start_row=chunk.start_row, flag_rows=chunk.flag_rows)
     with transaction.atomic():
         record_ids = None
         if not batch.dry_run and result["accepted_mask"].any():
@@ -266,18 +291,21 @@ def chunk_process(chunk_id: int) -> bool:
 
 
 def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
-                   duplicate_rows: list[int]) -> dict[str, Any]:
+                   flag_rows: dict[str, list[int]]) -> dict[str, Any]:
     schema = current_schema()
+    rules = active_rules()
     n = len(raw)
-    result = validate_frame(raw, schema.fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
+    result = validate_frame(raw, schema.fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
     typed, issues = result.typed, result.issues
-    if duplicate_rows and "household_id" in typed:
-        idx = np.asarray(duplicate_rows, dtype=np.int64)
+    for kind, rows in flag_rows.items():
+        rule = rules.get("household_id", kind)
+        if rule is None or "household_id" not in typed:
+            continue
+        idx = np.asarray(rows, dtype=np.int64)
         issues = pd.concat([issues, pd.DataFrame({
-            "row": idx, "field": "household_id", "rule": "duplicate_household", "severity": "warning",
-            "value": typed["household_id"].to_numpy()[idx].astype(str),
-            "message": "household_id appears more than once in this file",
+            "row": idx, "field": "household_id", "rule": kind, "severity": rule.severity,
+            "value": typed["household_id"].to_numpy()[idx].astype(str), "message": rule.message,
         })], ignore_index=True)
     error_rows = np.zeros(n, dtype=bool)
     error_rows[result.error_rows()] = True
@@ -288,8 +316,11 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     status = progress_status(per_day)
     labelled = accepted & (status != "").to_numpy()
     header_by_field = {str(c["field"]): str(c["header"]) for c in batch.header_mapping if c["field"]}
+    scores = result.scores
+    auto = accepted & (scores["score"].to_numpy() >= settings.RTV_AUTO_APPROVE_SCORE)
     return {
-        "raw": raw, "typed": typed, "issues": issues, "per_day": per_day, "status": status,
+        "raw": raw, "typed": typed, "issues": issues, "per_day": per_day, "status": status, "scores": scores,
+        "auto_approved": auto,
         "vulnerable": is_vulnerable(status), "warn_counts": warn_counts, "accepted_mask": accepted,
         "accepted": int(accepted.sum()), "rejected": int(error_rows.sum()),
         "warnings": int(((warn_counts > 0) & accepted).sum()),
@@ -346,11 +377,17 @@ def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> 
         "income_per_day": r["per_day"][keep],
         "progress_status": r["status"][keep],
         "vulnerable": r["vulnerable"][keep],
-        "review_status": SurveyRecord.ReviewStatus.RECEIVED,
+        "review_status": np.where(r["auto_approved"][keep], SurveyRecord.ReviewStatus.APPROVED,
+                                  SurveyRecord.ReviewStatus.HAS_ISSUES),
         "warning_count": r["warn_counts"][keep],
         "form_version": "",
         "device_id": "",
         "received_at": timezone.now(),
+        "auto_approved": r["auto_approved"][keep],
+        "quality_score": r["scores"]["score"].to_numpy()[keep],
+        "completeness": r["scores"]["completeness"].to_numpy()[keep],
+        "validity": r["scores"]["validity"].to_numpy()[keep],
+        "consistency": r["scores"]["consistency"].to_numpy()[keep],
     }, index=t.index)
     copy_frame(SurveyRecord, rows, RECORD_COLUMNS, not_null_text=RECORD_TEXT_COLUMNS)
     first, last = start_row + 2, start_row + 1 + len(r["typed"])
@@ -399,6 +436,7 @@ def batch_finalize(batch_id: Any) -> bool:
         for k, v in counts.items():
             label_counts[k] = label_counts.get(k, 0) + int(v)
     batch = IngestionBatch.objects.get(pk=batch_id)
+    quality = batch_quality_report(batch)
     now = timezone.now()
     timings = {**batch.timings, "chunks_s": round(totals["seconds"] or 0.0, 3),
                "total_s": round((now - batch.created_at).total_seconds(), 3)}
@@ -406,7 +444,7 @@ def batch_finalize(batch_id: Any) -> bool:
         won = IngestionBatch.objects.filter(pk=batch_id, status=IngestionBatch.Status.RUNNING).update(
             status=IngestionBatch.Status.SUCCEEDED, finished_at=now, accepted=totals["accepted"] or 0,
             rejected=totals["rejected"] or 0, warnings=totals["warnings"] or 0, label_counts=label_counts,
-            timings=timings)
+            timings=timings, quality=quality)
         if won:
             batch.refresh_from_db()
             audit_record(actor=batch.created_by, action="ingestion.completed", obj=batch,
@@ -417,6 +455,24 @@ def batch_finalize(batch_id: Any) -> bool:
         log.info("ingestion finished", extra={"ingestion_id": str(batch_id), "rows": batch.row_count,
                                               "accepted": batch.accepted, "rejected": batch.rejected, "timings": timings})
     return bool(won)
+
+
+def batch_quality_report(batch: IngestionBatch) -> dict[str, Any]:
+    """Counts by rule, column and district, and the mean scores: a handful of grouped queries."""
+    by_rule: dict[str, dict[str, int]] = {}
+    for row in RowIssue.objects.filter(batch=batch).values("rule", "severity").annotate(n=Count("id")):
+        by_rule.setdefault(row["rule"], {"error": 0, "warning": 0})[row["severity"]] = row["n"]
+    by_column: dict[str, dict[str, int]] = {}
+    for row in RowIssue.objects.filter(batch=batch).values("field", "column", "severity").annotate(n=Count("id")):
+        entry = by_column.setdefault(row["field"], {"column": row["column"], "error": 0, "warning": 0})
+        entry[row["severity"]] = row["n"]
+    records = SurveyRecord.objects.filter(batch=batch)
+    scores = records.aggregate(score=Avg("quality_score"), completeness=Avg("completeness"), validity=Avg("validity"),
+                               consistency=Avg("consistency"))
+    by_district = {row["district"]: {"records": row["n"], "mean_score": row["score"], "with_warnings": row["warned"]}
+                   for row in records.values("district").annotate(
+                       n=Count("id"), score=Avg("quality_score"), warned=Count("id", filter=Q(warning_count__gt=0)))}
+    return {"scores": scores, "by_rule": by_rule, "by_column": by_column, "by_district": by_district}
 
 
 def chunks_resume_stale(*, pending_older_than: timedelta = timedelta(minutes=10)) -> int:

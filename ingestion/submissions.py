@@ -81,11 +81,16 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, 
     """Validate all items at once (one vectorised pass); also report unknown data keys."""
     known = set(SURVEY_NAMES)
     unknown = [sorted(set(e.data) - known) for e in envelopes]
-    raw = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
-    fields = [f for f in schema.fields if f.name in known]
+    raw: dict[str, list[object]] = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
+    # The envelope's metadata is checked by the same rules (GPS inside Uganda, not in the future).
+    raw["collected_at"] = [e.collected_at.isoformat() if e.collected_at else "" for e in envelopes]
+    raw["gps_lat"] = [_text((e.location or {}).get("lat")) for e in envelopes]
+    raw["gps_lon"] = [_text((e.location or {}).get("lon")) for e in envelopes]
+    fields = [f for f in schema.fields if f.name in raw]
     result = validate_frame(raw, fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
-    return result.typed, result.issues, unknown
+    return result.typed.assign(**{f"_{k}": result.scores[k].to_numpy() for k in result.scores.columns}), \
+        result.issues, unknown
 
 
 def _lock_all(ids: list[uuid.UUID]) -> None:
@@ -202,14 +207,14 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     """Bulk-write the new items: households, one device batch, records, values, issues, outbox."""
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
-    households = dict(Household.objects.filter(household_id__in=hh_ids).values_list("household_id", "id"))
+    households = {h.household_id: h for h in Household.objects.filter(household_id__in=hh_ids)}
     missing = [h for h in hh_ids if h not in households]
     if missing:
         first = {data[i]["household_id"]: data[i] for i in reversed(new)}
         Household.objects.bulk_create([Household(household_id=h, district=first[h].get("district") or "",
                                                  village=first[h].get("village") or "") for h in missing],
                                       ignore_conflicts=True)
-        households.update(Household.objects.filter(household_id__in=missing).values_list("household_id", "id"))
+        households.update({h.household_id: h for h in Household.objects.filter(household_id__in=missing)})
     officer = user if user.is_authenticated else None
     batch = IngestionBatch.objects.create(
         channel=IngestionBatch.Channel.DEVICE, source=user_agent[:120], format="json", created_by=officer,
@@ -221,7 +226,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         env, d = envelopes[i], data[i]
         prior = priors.get(env.supersedes) if env.supersedes else None
         records.append(SurveyRecord(
-            household_id=households[d["household_id"]], batch=batch, submission_id=env.submission_id,
+            household=households[str(d["household_id"])], batch=batch, submission_id=env.submission_id,
             content_hash=hashes[i], version=(prior.version + 1) if prior else 1, supersedes=prior,
             root_id=(prior.root_id or prior.pk) if prior else None,
             district=d.get("district") or "", cluster=d.get("cluster") or "", village=d.get("village") or "",
@@ -229,7 +234,11 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
             income_per_day=None if _missing(per_day[i]) else float(per_day[i]), progress_status=status[i] or "",
             vulnerable=vulnerable[i], warning_count=sum(1 for r in by_row.get(i, []) if r["severity"] == "warning"),
             collected_at=env.collected_at, form_version=env.form_version, device_id=env.device_id,
-            field_officer=officer, gps=env.location))
+            field_officer=officer, gps=env.location, quality_score=d["_score"], completeness=d["_completeness"],
+            validity=d["_validity"], consistency=d["_consistency"],
+            auto_approved=d["_score"] >= settings.RTV_AUTO_APPROVE_SCORE,
+            review_status=(SurveyRecord.ReviewStatus.APPROVED if d["_score"] >= settings.RTV_AUTO_APPROVE_SCORE
+                           else SurveyRecord.ReviewStatus.HAS_ISSUES)))
     records = SurveyRecord.objects.bulk_create(records)
     SurveyValues.objects.bulk_create([SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
                                       for i, r in zip(new, records, strict=True)])
@@ -239,6 +248,8 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
                   for i, r in zip(new, records, strict=True) for x in by_row.get(i, [])]
     if issue_rows:
         RowIssue.objects.bulk_create(issue_rows)
+    for r in records:  # what the answer needs is in hand: no query per record to build it
+        r.issue_list = [x for x in issue_rows if x.record is r]
     outbox_enqueue("ingestion.after_submissions", [r.pk for r in records])
     return records
 

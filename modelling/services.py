@@ -56,7 +56,8 @@ def candidates() -> list[Candidate]:
 
 def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
     """Labelled, non-rejected records: features frame, binary target, village groups, cutoff."""
-    qs = (SurveyRecord.objects.exclude(progress_status="").exclude(review_status=SurveyRecord.ReviewStatus.REJECTED)
+    # Only approved records train: by a reviewer, or automatically above the score threshold.
+    qs = (SurveyRecord.objects.exclude(progress_status="").filter(review_status=SurveyRecord.ReviewStatus.APPROVED)
           .filter(superseded_by__isnull=True))
     cutoff = qs.aggregate(m=Max("received_at"))["m"]
     rows = list(qs.values_list("vulnerable", "village", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
@@ -167,6 +168,8 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
 
 def champion_version() -> ModelVersion | None:
     name = settings.RTV_MODEL_NAME
+    if not ModelVersion.objects.filter(name=name).exists():
+        return None  # nothing was ever trained: no need to ask the registry
     version = registry.alias_version(name, registry.CHAMPION)
     if version is None:
         return None

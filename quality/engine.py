@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rtv import contract
+from .rules import CompiledRule, RuleSet
 
 ISSUE_COLUMNS = ["row", "field", "rule", "severity", "value", "message"]
 ARROW_MIN_ROWS = 512  # below this, plain Python on the few strings beats Arrow's call overhead
@@ -49,6 +50,7 @@ class FieldLike(Protocol):
 class ValidationResult:
     typed: pd.DataFrame
     issues: pd.DataFrame
+    scores: pd.DataFrame  # completeness, validity, consistency, score per row (0-1)
 
     def error_rows(self) -> np.ndarray:
         errs = self.issues.loc[self.issues["severity"] == "error", "row"]
@@ -137,117 +139,189 @@ def _fullmatch(text: np.ndarray | pa.Array, pattern: str) -> np.ndarray:
 
 
 def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: Sequence[FieldLike], *,
-                   tol_abs: float = 0.01, tol_rel: float = 1e-6) -> ValidationResult:
-    """Type and check every field present in ``raw``: a frame, or a mapping of columns (cheaper
-    for the few rows of a device submission), of strings ('' for empty)."""
+                   rules: RuleSet | None = None, tol_abs: float = 0.01, tol_rel: float = 1e-6,
+                   now: datetime | None = None) -> ValidationResult:
+    """Type every field present in ``raw`` (a frame, or a mapping of columns: cheaper for the few
+    rows of a device submission; strings, '' for empty) by its contract type, then apply the
+    active rules.  Which checks run, their severity, parameters and messages are the rules' (data)."""
+    if rules is None:
+        from .rules import active_rules
+
+        rules = active_rules()
     columns = raw.columns if isinstance(raw, pd.DataFrame) else raw.keys()
     n = len(raw) if isinstance(raw, pd.DataFrame) else len(next(iter(raw.values()), []))
     index = raw.index if isinstance(raw, pd.DataFrame) else pd.RangeIndex(n)
     out = _Collector()
     typed: dict[str, np.ndarray] = {}
     for f in fields:
+        kinds = {r.kind: r for r in rules.by_field.get(f.name, ())}
         if f.name not in columns:
-            if f.required:
-                out.add(np.ones(n, dtype=bool), f.name, "required", "error", np.full(n, "", dtype=object),
-                        f"{f.name} is required (column missing)")
+            if (r := kinds.get("required")) is not None:
+                out.add(np.ones(n, dtype=bool), f.name, "required", r.severity, np.full(n, "", dtype=object),
+                        f"{r.message} (column missing)")
             continue
         s = _strings(raw[f.name])
         empty = pc.equal(s, "").to_numpy(zero_copy_only=False) if isinstance(s, pa.Array) else s == ""
-        if f.required:
-            out.add(empty, f.name, "required", "error", s, f"{f.name} is required")
-        if f.type in ("text", "uuid", "datetime"):
-            present = ~empty
-            if f.pattern:
-                out.add(present & ~_fullmatch(s, f.pattern), f.name, "pattern", "warning", s,
-                        f"{f.name} does not match the expected pattern")
+        present = ~empty
+        if (r := kinds.get("required")) is not None:
+            out.add(empty, f.name, "required", r.severity, s, r.message)
+        if f.type in ("text", "uuid"):
+            if (r := kinds.get("pattern")) is not None:
+                out.add(present & ~_fullmatch(s, r.params["regex"]), f.name, "pattern", r.severity, s, r.message)
             s = _as_objects(s)
             typed[f.name] = _blank_to_none(s, empty)
-            if f.allowed:
-                known = np.isin(s, np.array([str(a) for a in f.allowed], dtype=object))
-                out.add(present & ~known, f.name, "unknown_value", "warning", s, f"{f.name} is not one of the known values")
+            if (r := kinds.get("unknown_value")) is not None:
+                known = np.isin(s, np.array([str(a) for a in r.params["values"]], dtype=object))
+                out.add(present & ~known, f.name, "unknown_value", r.severity, s, r.message)
             continue
-        if f.type in ("multiselect", "boolean"):
+        if f.type == "datetime":
             s = _as_objects(s)
+            stamps = pd.to_datetime(pd.Series(s).where(present), errors="coerce", utc=True, format="ISO8601")
+            naive = np.array([bool(v) and not _has_offset(v) for v in s], dtype=bool)
+            bad = present & (stamps.isna().to_numpy() | naive)
+            if (r := kinds.get("type")) is not None:
+                out.add(bad, f.name, "type", r.severity, s, r.message)
+            typed[f.name] = stamps.where(~bad).to_numpy()
+            continue
         if f.type == "multiselect":
-            typed[f.name] = _multiselect(s, empty, f, out)
+            s = _as_objects(s)
+            if (r := kinds.get("allowed")) is not None:
+                allowed = {_fmt(float(a)) for a in r.params["values"]} | {str(a) for a in r.params["values"]}
+                bad = np.zeros(n, dtype=bool)
+                rows = np.flatnonzero(present)  # few rows carry an answer: check only those
+                if rows.size:
+                    bad[rows] = [any(tok not in allowed for tok in v.split()) for v in s[rows]]
+                out.add(bad, f.name, "allowed", r.severity, s, r.message)
+            typed[f.name] = _blank_to_none(s, empty)
             continue
         if f.type == "boolean":
+            s = _as_objects(s)
             lowered = np.array([v.lower() for v in s], dtype=object)
-            known = np.isin(lowered, np.array(list(_BOOLEAN), dtype=object))
-            out.add(~empty & ~known, f.name, "type", "error", s, f"{f.name} must be true or false")
+            is_bool = np.isin(lowered, np.array(list(_BOOLEAN), dtype=object))
+            if (r := kinds.get("type")) is not None:
+                out.add(present & ~is_bool, f.name, "type", r.severity, s, r.message)
             typed[f.name] = np.array([_BOOLEAN.get(v) for v in lowered], dtype=object)
             continue
         values = _numbers(s)
-        bad_type = ~empty & np.isnan(values)
+        bad_type = present & np.isnan(values)
+        allowed_values = kinds["allowed"].params["values"] if "allowed" in kinds else []
         if f.type in ("integer", "code"):
-            fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in f.allowed)
+            fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
             if f.type == "integer" or not fractional_codes:
                 with np.errstate(invalid="ignore"):
                     bad_type |= ~np.isnan(values) & (np.mod(values, 1) != 0)
-        if f.lenient:
-            out.add(bad_type, f.name, "type", "warning", s, f"{f.name} is not a number; the value was dropped")
-        else:
-            out.add(bad_type, f.name, "type", "error", s, f"{f.name} must be a number")
+        if (r := kinds.get("type")) is not None:
+            out.add(bad_type, f.name, "type", r.severity, s, r.message)
         values = np.where(bad_type, np.nan, values)
-        present = ~np.isnan(values)
-        if f.sentinels:
-            sentinel = present & np.isin(values, np.asarray(f.sentinels, dtype=float))
-            out.add(sentinel, f.name, "sentinel", "warning", s, f"{f.name} holds a 'not known' code")
-            checked = present & ~sentinel
-        else:
-            checked = present
-        if f.allowed:
-            allowed = np.asarray([float(a) for a in f.allowed])
-            out.add(checked & ~np.isin(values, allowed), f.name, "allowed", "error", s,
-                    f"{f.name} must be one of {', '.join(_fmt(a) for a in f.allowed)}")
-        if f.min_value is not None or f.max_value is not None:
-            lo = -np.inf if f.min_value is None else f.min_value
-            hi = np.inf if f.max_value is None else f.max_value
+        checked = ~np.isnan(values)
+        if (r := kinds.get("sentinel")) is not None:
+            sentinel = checked & np.isin(values, np.asarray(r.params["values"], dtype=float))
+            out.add(sentinel, f.name, "sentinel", r.severity, s, r.message)
+            checked = checked & ~sentinel
+        if (r := kinds.get("allowed")) is not None:
+            codes = np.asarray([float(a) for a in r.params["values"]])
+            out.add(checked & ~np.isin(values, codes), f.name, "allowed", r.severity, s, r.message)
+        if (r := kinds.get("range")) is not None:
+            lo = -np.inf if r.params.get("min") is None else r.params["min"]
+            hi = np.inf if r.params.get("max") is None else r.params["max"]
             with np.errstate(invalid="ignore"):
                 rng = checked & ((values < lo) | (values > hi))
-            out.add(rng, f.name, "range", "error", s, f"{f.name} must be between {_fmt(lo)} and {_fmt(hi)}")
+            out.add(rng, f.name, "range", r.severity, s, r.message)
             checked = checked & ~rng
-        if f.warn_max is not None:
+        if (r := kinds.get("outlier")) is not None:
             with np.errstate(invalid="ignore"):
-                out.add(checked & (values > f.warn_max), f.name, "outlier", "warning", s,
-                        f"{f.name} is unusually large (above {_fmt(f.warn_max)})")
+                out.add(checked & (values > r.params["max"]), f.name, "outlier", r.severity, s, r.message)
         typed[f.name] = values
-    _identities(typed, out, tol_abs, tol_rel)
+    _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC))
+    _statistical(typed, rules, out)
+    issues = out.frame()
     frame = pd.DataFrame(typed, index=index, copy=False)
-    return ValidationResult(typed=frame, issues=out.frame())
+    return ValidationResult(typed=frame, issues=issues, scores=quality_scores(issues, n, rules, set(typed) | set(columns)))
 
 
-def _multiselect(s: np.ndarray, empty: np.ndarray, f: FieldLike, out: _Collector) -> np.ndarray:
-    allowed = {_fmt(float(a)) for a in f.allowed} | {str(a) for a in f.allowed}
-    present = np.flatnonzero(~empty)
-    # Few rows carry a multi-select answer (22% and 65% in the extract): check only those.
-    bad = np.zeros(len(s), dtype=bool)
-    if present.size:
-        bad[present] = [any(tok not in allowed for tok in v.split()) for v in s[present]]
-    out.add(bad, f.name, "allowed", "error", s,
-            f"{f.name} must be space-separated codes from {', '.join(_fmt(a) for a in f.allowed)}")
-    return _blank_to_none(s, empty)
+def _has_offset(text: str) -> bool:
+    return text.endswith(("Z", "z")) or bool(re.search(r"[+-]\d\d:?\d\d$", text))
 
 
-def _identities(typed: dict[str, np.ndarray], out: _Collector, tol_abs: float, tol_rel: float) -> None:
-    def check(result: str, expected: np.ndarray, rule: str, message: str) -> None:
-        actual = typed[result]
+def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol_abs: float, tol_rel: float,
+              now: datetime) -> None:
+    def check(r: CompiledRule, actual: np.ndarray, expected: np.ndarray) -> None:
         with np.errstate(invalid="ignore"):
             bad = np.abs(actual - expected) > tol_abs + tol_rel * np.abs(actual)
-        out.add(bad, result, rule, "error", actual.astype(object), message)
+        out.add(bad, r.field, r.kind, r.severity, actual.astype(object), r.message)
 
-    for result, terms in contract.SUM_IDENTITIES:
-        if result not in typed or any(t not in typed for _, t in terms):
+    for r in rules.by_kind.get("sum_identity", ()):
+        terms = r.params["terms"]
+        if r.field in typed and all(t in typed for _, t in terms):
+            expected = np.zeros(len(typed[r.field]))
+            for sign, t in terms:
+                expected = expected + sign * typed[t]
+            check(r, typed[r.field], expected)
+    for r in rules.by_kind.get("per_day_identity", ()):
+        if r.field in typed and r.params["annual"] in typed:
+            check(r, typed[r.field], typed[r.params["annual"]] / 365.0)
+    for r in rules.by_kind.get("currency_identity", ()):
+        if r.field in typed and r.params["ugx"] in typed:
+            check(r, typed[r.field], typed[r.params["ugx"]] / r.params["rate"])
+    for r in rules.by_kind.get("gps_in_uganda", ()):
+        if "gps_lat" in typed and "gps_lon" in typed:
+            lat, lon = typed["gps_lat"].astype(float), typed["gps_lon"].astype(float)
+            p = r.params
+            with np.errstate(invalid="ignore"):
+                outside = ~np.isnan(lat) & ~np.isnan(lon) & (
+                    (lat < p["lat_min"]) | (lat > p["lat_max"]) | (lon < p["lon_min"]) | (lon > p["lon_max"]))
+            out.add(outside, r.field, r.kind, r.severity,
+                    np.array([f"{a},{b}" for a, b in zip(lat, lon, strict=True)], dtype=object), r.message)
+    for r in rules.by_kind.get("not_in_future", ()):
+        if r.field in typed:
+            limit = np.datetime64((now + timedelta(minutes=r.params.get("tolerance_minutes", 0))).replace(tzinfo=None))
+            stamps = pd.to_datetime(typed[r.field], utc=True).tz_localize(None).to_numpy()
+            future = ~pd.isna(stamps) & (stamps > limit)
+            out.add(future, r.field, r.kind, r.severity, typed[r.field].astype(str).astype(object), r.message)
+
+
+def _statistical(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector) -> None:
+    """Robust z-scores within each district (median and MAD, so the outliers do not hide themselves)."""
+    for r in rules.by_kind.get("robust_z", ()):
+        by = r.params.get("by", "district")
+        if r.field not in typed or by not in typed or len(typed[r.field]) < r.params.get("min_group", 20):
             continue
-        expected = np.zeros(len(typed[result]))
-        for sign, t in terms:
-            expected = expected + sign * typed[t]
-        formula = " ".join(("+ " if sign > 0 else "- ") + t for sign, t in terms).lstrip("+ ")
-        check(result, expected, "sum_identity", f"{result} must equal {formula}")
-    for result, annual in contract.PER_DAY_IDENTITIES:
-        if result in typed and annual in typed:
-            check(result, typed[annual] / 365.0, "per_day_identity", f"{result} must equal {annual} / 365")
-    for usd, ugx in contract.CURRENCY_PAIRS:
-        if usd in typed and ugx in typed:
-            check(usd, typed[ugx] / contract.UGX_PER_USD, "currency_identity",
-                  f"{usd} must equal {ugx} / {contract.UGX_PER_USD:.2f}")
+        frame = pd.DataFrame({"x": typed[r.field].astype(float), "g": typed[by]})
+        grouped = frame.groupby("g", dropna=True)["x"]
+        med = grouped.transform("median")
+        mad = (frame["x"] - med).abs().groupby(frame["g"]).transform("median")
+        size = grouped.transform("count")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = 0.6745 * (frame["x"] - med) / mad
+        flag = (size >= r.params.get("min_group", 20)) & (mad > 0) & (z.abs() > r.params.get("threshold", 5.0))
+        out.add(flag.fillna(False).to_numpy(dtype=bool), r.field, r.kind, r.severity,
+                typed[r.field].astype(object), r.message)
+
+
+SCORE_LEVELS = {"completeness": "structural", "validity": "semantic", "consistency": "business"}
+
+
+def quality_scores(issues: pd.DataFrame, n: int, rules: RuleSet, present: set[str]) -> pd.DataFrame:
+    """Per row: completeness (required fields present), validity (semantic rules passed),
+    consistency (business rules passed), each 0-1, and the weighted overall score."""
+    from django.conf import settings
+
+    weights = settings.RTV_QUALITY_WEIGHTS
+    out: dict[str, np.ndarray] = {}
+    level_of = rules.levels()
+    keys = (issues["rule"] + "." + issues["field"]).to_numpy(dtype=object) if len(issues) else np.array([], dtype=object)
+    issue_levels = np.array([level_of.get(k, "") for k in keys], dtype=object)
+    rows = issues["row"].to_numpy(dtype=np.int64) if len(issues) else np.array([], dtype=np.int64)
+    for name, level in SCORE_LEVELS.items():
+        if name == "completeness":
+            applicable = sum(1 for r in rules.by_kind.get("required", ()) if r.field in present)
+            failing = rows[(issue_levels == level) & (issues["rule"].to_numpy(dtype=object) == "required")] \
+                if len(issues) else rows
+        else:
+            applicable = sum(1 for r in rules.rules if r.level == level and r.field in present)
+            failing = rows[issue_levels == level] if len(issues) else rows
+        counts = np.bincount(failing, minlength=n)[:n] if n else np.zeros(0)
+        out[name] = np.clip(1.0 - counts / max(applicable, 1), 0.0, 1.0)
+    total = sum(weights.values())
+    out["score"] = sum(out[k] * w for k, w in weights.items()) / total
+    return pd.DataFrame(out)

@@ -65,6 +65,8 @@ def record_body(record: SurveyRecord, issues: list[RowIssue] | None = None) -> d
     """What the API says about a stored record; derived from stored state only, so a replay gets
     exactly the body the first receipt got."""
     if issues is None:
+        issues = getattr(record, "issue_list", None)
+    if issues is None:
         issues = list(record.issues.order_by("id"))
     return {
         "id": record.pk,
@@ -77,6 +79,8 @@ def record_body(record: SurveyRecord, issues: list[RowIssue] | None = None) -> d
         "label": {"progress_status": record.progress_status or None, "income_per_day": record.income_per_day,
                   "vulnerable": record.vulnerable},
         "quality": {
+            "score": record.quality_score, "completeness": record.completeness, "validity": record.validity,
+            "consistency": record.consistency, "auto_approved": record.auto_approved,
             "errors": 0,
             "warnings": record.warning_count,
             "issues": [{"field": i.field, "code": i.rule, "severity": i.severity, "message": i.message} for i in issues],

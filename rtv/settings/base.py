@@ -230,3 +230,8 @@ LOGGING = {
         "mlflow": {"level": "WARNING"},
     },
 }
+
+# Quality score = weighted mean of its parts (each 0-1).
+RTV_QUALITY_WEIGHTS = {"completeness": 0.4, "validity": 0.3, "consistency": 0.3}
+RTV_AUTO_APPROVE_SCORE = env.float("RTV_AUTO_APPROVE_SCORE", default=0.9)
+RTV_QUALITY_DROP_ALERT = env.float("RTV_QUALITY_DROP_ALERT", default=0.05)

@@ -1,0 +1,211 @@
+"""Rules as data: the initial rule set from the contract, compilation, and the one write path for
+editing a rule (with its revision history).
+
+The initial rules come from the survey contract and the real extract's profile: what the extract
+shows as normal (the household-id pattern, sentinels, rare large values) is a warning, never an
+error; what cannot be true (a household of zero, a code that does not exist, a sum that does not
+add up) is an error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection, transaction
+from django.db.models import Count, Max
+
+from rtv import contract
+
+# Uganda's bounding box (degrees), with a little slack for GPS error at the border.
+UGANDA_BOX = {"lat_min": -1.55, "lat_max": 4.30, "lon_min": 29.50, "lon_max": 35.10}
+ROBUST_Z_FIELDS = ("household_size", "agriculture_land", "time_to_opd", "time_to_water")
+NEAR_DUPLICATE_IGNORE = ("household_id",)
+
+
+def _fmt(v: Any) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def default_rules(specs: Iterable[contract.FieldSpec] = contract.ALL_FIELDS) -> list[dict[str, Any]]:
+    """The initial rule set, derived from the contract."""
+    out: list[dict[str, Any]] = []
+
+    def add(kind: str, level: str, severity: str, fld: str, message: str, **params: Any) -> None:
+        out.append({"code": f"{kind}.{fld}", "kind": kind, "level": level, "severity": severity, "field": fld,
+                    "message": message, "params": params})
+
+    for f in specs:
+        if f.required:
+            add("required", "structural", "error", f.name, f"{f.name} is required")
+        if f.type in ("integer", "decimal", "code", "boolean"):
+            if f.lenient:
+                add("type", "structural", "warning", f.name, f"{f.name} is not a number; the value was dropped")
+            elif f.type == "boolean":
+                add("type", "structural", "error", f.name, f"{f.name} must be true or false")
+            else:
+                add("type", "structural", "error", f.name, f"{f.name} must be a number")
+        if f.type == "datetime":
+            add("type", "structural", "error", f.name, f"{f.name} must be a date and time with a time zone offset")
+        if f.allowed and f.type in ("code", "decimal", "integer", "multiselect"):
+            codes = ", ".join(_fmt(a) for a in f.allowed)
+            msg = (f"{f.name} must be space-separated codes from {codes}" if f.type == "multiselect"
+                   else f"{f.name} must be one of {codes}")
+            add("allowed", "semantic", "error", f.name, msg, values=list(f.allowed))
+        if f.allowed and f.type == "text":
+            add("unknown_value", "semantic", "warning", f.name, f"{f.name} is not one of the known values",
+                values=list(f.allowed))
+        if f.min is not None or f.max is not None:
+            lo = "-inf" if f.min is None else _fmt(f.min)
+            hi = "inf" if f.max is None else _fmt(f.max)
+            add("range", "semantic", "error", f.name, f"{f.name} must be between {lo} and {hi}", min=f.min, max=f.max)
+        if f.pattern:
+            add("pattern", "semantic", "warning", f.name, f"{f.name} does not match the expected pattern",
+                regex=f.pattern)
+        if f.sentinels:
+            add("sentinel", "semantic", "warning", f.name, f"{f.name} holds a 'not known' code",
+                values=list(f.sentinels))
+        if f.warn_max is not None:
+            add("outlier", "semantic", "warning", f.name, f"{f.name} is unusually large (above {_fmt(f.warn_max)})",
+                max=f.warn_max)
+    for result, terms in contract.SUM_IDENTITIES:
+        formula = " ".join(("+ " if sign > 0 else "- ") + t for sign, t in terms).lstrip("+ ")
+        add("sum_identity", "business", "error", result, f"{result} must equal {formula}",
+            terms=[[sign, t] for sign, t in terms])
+    for result, annual in contract.PER_DAY_IDENTITIES:
+        add("per_day_identity", "business", "error", result, f"{result} must equal {annual} / 365", annual=annual)
+    for usd, ugx in contract.CURRENCY_PAIRS:
+        add("currency_identity", "business", "error", usd, f"{usd} must equal {ugx} / {contract.UGX_PER_USD:.2f}",
+            ugx=ugx, rate=contract.UGX_PER_USD)
+    add("gps_in_uganda", "business", "warning", "gps_lat", "the GPS point is outside Uganda", **UGANDA_BOX)
+    add("not_in_future", "business", "error", "collected_at", "collected_at is in the future", tolerance_minutes=10)
+    for name in ROBUST_Z_FIELDS:
+        add("robust_z", "statistical", "warning", name,
+            f"{name} is far from its district's usual values (robust z-score above 5)",
+            threshold=5.0, by="district", min_group=20)
+    add("duplicate_household", "statistical", "warning", "household_id",
+        "household_id appears more than once in this file")
+    add("near_duplicate", "statistical", "warning", "household_id",
+        "another household in the same village has identical answers", by="village",
+        ignore=list(NEAR_DUPLICATE_IGNORE))
+    return out
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    code: str
+    kind: str
+    level: str
+    severity: str
+    field: str
+    message: str
+    params: dict[str, Any]
+
+
+@dataclass
+class RuleSet:
+    rules: tuple[CompiledRule, ...]
+    by_field: dict[str, list[CompiledRule]] = field(default_factory=dict)
+    by_kind: dict[str, list[CompiledRule]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for r in self.rules:
+            self.by_field.setdefault(r.field, []).append(r)
+            self.by_kind.setdefault(r.kind, []).append(r)
+
+    def get(self, fld: str, kind: str) -> CompiledRule | None:
+        return next((r for r in self.by_field.get(fld, ()) if r.kind == kind), None)
+
+    def levels(self) -> dict[str, str]:
+        """kind.field -> level, for scoring findings."""
+        return {f"{r.kind}.{r.field}": r.level for r in self.rules}
+
+
+def compile_rules(rows: Iterable[Any]) -> RuleSet:
+    return RuleSet(tuple(CompiledRule(code=r.code if hasattr(r, "code") else r["code"],
+                                      kind=_get(r, "kind"), level=_get(r, "level"), severity=_get(r, "severity"),
+                                      field=_get(r, "field"), message=_get(r, "message"), params=_get(r, "params") or {})
+                         for r in rows if _get(r, "active", True)))
+
+
+def _get(r: Any, name: str, default: Any = None) -> Any:
+    return r.get(name, default) if isinstance(r, dict) else getattr(r, name, default)
+
+
+def contract_rules() -> RuleSet:
+    """The default rules without the database (tools and tests that run outside Django)."""
+    return compile_rules(default_rules())
+
+
+_CACHE: dict[str, tuple[float, tuple[int, Any], RuleSet]] = {}
+RULE_CACHE_SECONDS = 5.0
+
+
+def active_rules() -> RuleSet:
+    """The active rules, compiled once per change (checked at most every few seconds)."""
+    from .models import Rule
+
+    key = connection.alias + str(connection.settings_dict["NAME"])
+    now = time.monotonic()
+    hit = _CACHE.get(key)
+    if hit and now - hit[0] < RULE_CACHE_SECONDS:
+        return hit[2]
+    stamp = Rule.objects.aggregate(n=Count("id"), m=Max("updated_at"))
+    marker = (stamp["n"], stamp["m"])
+    if hit and hit[1] == marker:
+        _CACHE[key] = (now, marker, hit[2])
+        return hit[2]
+    ruleset = compile_rules(Rule.objects.filter(active=True))
+    _CACHE[key] = (now, marker, ruleset)
+    return ruleset
+
+
+def forget_rules() -> None:
+    _CACHE.clear()
+
+
+def rules_load_defaults(rule_model: Any = None, revision_model: Any = None) -> int:
+    """Create the default rules that do not exist yet (idempotent; the data migration calls it)."""
+    if rule_model is None:
+        from .models import Rule as rule_model
+        from .models import RuleRevision as revision_model
+    existing = set(rule_model.objects.values_list("code", flat=True))
+    new = [rule_model(**r) for r in default_rules() if r["code"] not in existing]
+    rule_model.objects.bulk_create(new)
+    created = rule_model.objects.filter(code__in=[r.code for r in new])
+    revision_model.objects.bulk_create([revision_model(rule=r, version=1, snapshot=snapshot(r), note="initial rule set")
+                                        for r in created])
+    return len(new)
+
+
+def snapshot(rule: Any) -> dict[str, Any]:
+    return {k: getattr(rule, k) for k in ("code", "kind", "level", "field", "severity", "params", "message", "active")}
+
+
+def rule_update(*, rule: Any, user: AbstractBaseUser | AnonymousUser | None, note: str = "", **changes: Any) -> Any:
+    """The one write path for changing a rule: new version, revision row, audit event."""
+    from rtv.services import audit_record
+
+    from .models import Rule, RuleRevision
+
+    allowed = {"severity", "params", "message", "active", "level"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"rules cannot change {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        locked = Rule.objects.select_for_update().get(pk=rule.pk)
+        before = snapshot(locked)
+        for k, v in changes.items():
+            setattr(locked, k, v)
+        locked.full_clean()
+        locked.version += 1
+        locked.save()
+        RuleRevision.objects.create(rule=locked, version=locked.version, snapshot=snapshot(locked),
+                                    changed_by=user if user is not None and user.is_authenticated else None, note=note)
+        diff = {k: [before[k], v] for k, v in snapshot(locked).items() if before[k] != v}
+        audit_record(actor=user, action="rule.changed", obj=locked, changes=diff)
+    forget_rules()
+    return locked
