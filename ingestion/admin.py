@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from rtv.admin import ReadOnlyAdmin
 
-from .models import Household, IngestionBatch, Partner, RowIssue, SurveyRecord
+from .models import Household, IngestionBatch, Partner, RowIssue
 
 
 @admin.register(IngestionBatch)
@@ -18,16 +18,6 @@ class HouseholdAdmin(ReadOnlyAdmin):
     list_display = ("household_id", "district", "village", "created_at")
     list_filter = ("district",)
     search_fields = ("household_id", "village")
-
-
-@admin.register(SurveyRecord)
-class SurveyRecordAdmin(ReadOnlyAdmin):
-    list_display = ("household", "district", "village", "version", "progress_status", "review_status", "warning_count",
-                    "received_at")
-    list_filter = ("district", "review_status", "progress_status")
-    search_fields = ("household__household_id", "village")
-    list_select_related = ("household",)
-    exclude = ("gps",)
 
 
 @admin.register(RowIssue)

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from ingestion.views import uploads_page
+from quality.views import rules_page, trend_page
 from rtv.api.auth import LogoutView
 from rtv.api.views import SchemaView
 
@@ -28,6 +29,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("uploads/", uploads_page, name="uploads-page"),
+    path("quality/", trend_page, name="quality-page"),
+    path("quality/rules/", rules_page, name="rules-page"),
     path("healthz", healthz, name="healthz"),
     path("", include("django_prometheus.urls")),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -179,6 +180,7 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "rtv.outbox_sweep", "schedule": 60.0},
     "resume-stale-chunks": {"task": "ingestion.resume_stale_chunks", "schedule": 120.0},
     "scan-partner-inboxes": {"task": "ingestion.scan_partner_inboxes", "schedule": 300.0},
+    "quality-daily-snapshot": {"task": "quality.daily_snapshot", "schedule": crontab(hour=1, minute=0)},
 }
 
 # ---- Domain configuration ---------------------------------------------------------------

@@ -1,0 +1,70 @@
+"""The active rule set as a Great Expectations-style expectation suite (JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .rules import CompiledRule, RuleSet
+
+_EXPECTATION = {
+    "required": "expect_column_values_to_not_be_null",
+    "type": "expect_column_values_to_be_in_type_list",
+    "range": "expect_column_values_to_be_between",
+    "allowed": "expect_column_values_to_be_in_set",
+    "unknown_value": "expect_column_values_to_be_in_set",
+    "pattern": "expect_column_values_to_match_regex",
+    "sentinel": "expect_column_values_to_not_be_in_set",
+    "outlier": "expect_column_values_to_be_between",
+    "sum_identity": "expect_multicolumn_sum_to_equal",
+    "per_day_identity": "expect_column_pair_values_to_be_equal",
+    "currency_identity": "expect_column_pair_values_to_be_equal",
+    "gps_in_uganda": "expect_column_values_to_be_between",
+    "not_in_future": "expect_column_values_to_be_between",
+    "robust_z": "expect_column_values_to_be_within_robust_z",
+    "duplicate_household": "expect_column_values_to_be_unique",
+    "near_duplicate": "expect_compound_columns_to_be_unique",
+}
+
+
+def _kwargs(r: CompiledRule) -> dict[str, Any]:
+    p = r.params
+    kw: dict[str, Any] = {"column": r.field}
+    if r.kind == "range":
+        kw.update(min_value=p.get("min"), max_value=p.get("max"))
+    elif r.kind == "outlier":
+        kw.update(max_value=p.get("max"))
+    elif r.kind in ("allowed", "unknown_value", "sentinel"):
+        kw["value_set"] = p.get("values")
+    elif r.kind == "pattern":
+        kw["regex"] = p.get("regex")
+    elif r.kind == "type":
+        kw["type_list"] = ["float", "int"]
+    elif r.kind == "sum_identity":
+        kw = {"column_list": [t for _, t in p["terms"]], "signs": [s for s, _ in p["terms"]], "sum_total_column": r.field}
+    elif r.kind == "per_day_identity":
+        kw = {"column_A": r.field, "column_B": p["annual"], "transform_B": "divide_by_365"}
+    elif r.kind == "currency_identity":
+        kw = {"column_A": r.field, "column_B": p["ugx"], "transform_B": f"divide_by_{p['rate']}"}
+    elif r.kind == "gps_in_uganda":
+        kw = {"column": "gps_lat", "min_value": p["lat_min"], "max_value": p["lat_max"],
+              "and": {"column": "gps_lon", "min_value": p["lon_min"], "max_value": p["lon_max"]}}
+    elif r.kind == "not_in_future":
+        kw.update(max_value="now", tolerance_minutes=p.get("tolerance_minutes"))
+    elif r.kind == "robust_z":
+        kw.update(threshold=p.get("threshold"), group_by=p.get("by"), min_group=p.get("min_group"))
+    elif r.kind == "near_duplicate":
+        kw = {"column_list": "all feature columns", "ignore": p.get("ignore"), "group_by": p.get("by")}
+    return kw
+
+
+def expectation_suite(rules: RuleSet, *, name: str = "rtv_ahs_survey") -> dict[str, Any]:
+    return {
+        "expectation_suite_name": name,
+        "meta": {"generated_by": "rtv quality.export", "rules": len(rules.rules)},
+        "expectations": [
+            {"expectation_type": _EXPECTATION.get(r.kind, f"expect_{r.kind}"), "kwargs": _kwargs(r),
+             "meta": {"rule": r.code, "level": r.level, "severity": r.severity, "message": r.message,
+                      "mostly": 1.0 if r.severity == "error" else None}}
+            for r in rules.rules
+        ],
+    }

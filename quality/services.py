@@ -1,0 +1,191 @@
+"""Review decisions, comments and corrections: one write path each, audited."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from ingestion.models import SURVEY_VALUE_FIELDS, RowIssue, SurveyRecord, SurveyValues
+from rtv.selectors import current_schema
+from rtv.services import audit_record
+
+from .engine import validate_frame
+from .models import ReviewComment, ReviewDecision
+
+Status = SurveyRecord.ReviewStatus
+TRANSITIONS: dict[str, set[str]] = {
+    Status.RECEIVED: {Status.HAS_ISSUES, Status.ON_HOLD, Status.APPROVED, Status.REJECTED},
+    Status.HAS_ISSUES: {Status.ON_HOLD, Status.APPROVED, Status.REJECTED},
+    Status.ON_HOLD: {Status.HAS_ISSUES, Status.APPROVED, Status.REJECTED},
+    Status.APPROVED: {Status.ON_HOLD, Status.REJECTED, Status.HAS_ISSUES},
+    Status.REJECTED: {Status.ON_HOLD, Status.APPROVED, Status.HAS_ISSUES},
+}
+
+
+class ReviewError(ValueError):
+    pass
+
+
+def review_decide(*, records: Iterable[SurveyRecord], to_status: str, reviewer: AbstractBaseUser | AnonymousUser,
+                  comment: str = "") -> int:
+    """Move records to a review state (bulk): a decision row and an audit event each, one transaction.
+    Records already in that state, or superseded by a correction, are left alone."""
+    if to_status not in TRANSITIONS:
+        raise ReviewError(f"unknown review state {to_status!r}")
+    user = reviewer if reviewer.is_authenticated else None
+    changed = 0
+    with transaction.atomic():
+        ids = [r.pk for r in records]
+        superseded = SurveyRecord.objects.filter(supersedes=OuterRef("pk"))
+        locked = list(SurveyRecord.objects.select_for_update().filter(pk__in=ids).exclude(Exists(superseded))
+                      .exclude(review_status=to_status).only("id", "review_status"))
+        moving = [r for r in locked if to_status in TRANSITIONS[r.review_status]]
+        if not moving:
+            return 0
+        ReviewDecision.objects.bulk_create([ReviewDecision(record=r, reviewer=user, from_status=r.review_status,
+                                                           to_status=to_status, comment=comment) for r in moving])
+        if comment:
+            ReviewComment.objects.bulk_create([ReviewComment(record=r, author=user, text=comment) for r in moving])
+        for r in moving:
+            audit_record(actor=reviewer, action="review.decided", obj=r,
+                         changes={"review_status": [r.review_status, to_status], "comment": comment})
+        changed = SurveyRecord.objects.filter(pk__in=[r.pk for r in moving]).update(
+            review_status=to_status, auto_approved=False)
+    return changed
+
+
+def review_comment(*, record: SurveyRecord, author: AbstractBaseUser | AnonymousUser, text: str) -> ReviewComment:
+    if not text.strip():
+        raise ReviewError("a comment needs text")
+    with transaction.atomic():
+        c = ReviewComment.objects.create(record=record, author=author if author.is_authenticated else None, text=text)
+        audit_record(actor=author, action="review.commented", obj=record, changes={"comment": text})
+    return c
+
+
+def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: AbstractBaseUser | AnonymousUser,
+                   comment: str = "") -> SurveyRecord:
+    """A reviewer's correction: a new version that supersedes the record, validated by the same
+    rules; the old version is kept untouched.  Raises ReviewError listing any error findings."""
+    unknown = set(changes) - set(SURVEY_VALUE_FIELDS)
+    if unknown:
+        raise ReviewError(f"not survey fields: {', '.join(sorted(unknown))}")
+    current = {**record.data, **changes}
+    raw = {k: ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)] for k, v in current.items()}
+    schema = current_schema()
+    result = validate_frame(raw, [f for f in schema.fields if f.name in raw],
+                            tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS, tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
+    errors = result.issues[result.issues["severity"] == "error"]
+    if len(errors):
+        raise ReviewError("; ".join(f"{r.field}: {r.message}" for r in errors.itertuples()))
+    from features.labels import income_per_day, is_vulnerable, progress_status
+
+    typed = result.typed
+    per_day = float(income_per_day(typed).iloc[0])
+    status = progress_status(pd.Series([per_day])).iloc[0]
+    score = result.scores.iloc[0]
+    values = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in typed.iloc[0].to_dict().items()
+              if k in SURVEY_VALUE_FIELDS}
+    with transaction.atomic():
+        old = SurveyRecord.objects.select_for_update().get(pk=record.pk)
+        if SurveyRecord.objects.filter(supersedes=old).exists():
+            raise ReviewError("this version was already corrected; correct the latest version")
+        new = SurveyRecord.objects.create(
+            household=old.household, batch=old.batch, row_number=old.row_number, survey_round=old.survey_round,
+            version=old.version + 1, supersedes=old, root_id=old.root_id or old.pk,
+            submission_id=uuid.uuid4() if old.submission_id else None, content_hash=old.content_hash + "+c",
+            district=values.get("district") or "", cluster=values.get("cluster") or "", village=values.get("village") or "",
+            household_size=values.get("household_size"), income_per_day=None if np.isnan(per_day) else per_day,
+            progress_status=status or "", vulnerable=is_vulnerable(pd.Series([status])).iloc[0],
+            review_status=Status.APPROVED, auto_approved=False, warning_count=int((result.issues["severity"] == "warning").sum()),
+            quality_score=float(score["score"]), completeness=float(score["completeness"]),
+            validity=float(score["validity"]), consistency=float(score["consistency"]),
+            collected_at=old.collected_at, form_version=old.form_version, device_id=old.device_id,
+            field_officer=old.field_officer, gps=old.gps, raw=old.raw)
+        SurveyValues.objects.create(record=new, **values)
+        RowIssue.objects.bulk_create([RowIssue(batch=old.batch, record=new, row_number=old.row_number or 0,
+                                               household_id=old.household.household_id, field=r.field, column=r.field,
+                                               rule=r.rule, severity=r.severity, value=r.value, message=r.message)
+                                      for r in result.issues.itertuples()])
+        ReviewDecision.objects.create(record=new, reviewer=reviewer if reviewer.is_authenticated else None,
+                                      from_status=old.review_status, to_status=Status.APPROVED,
+                                      comment=comment or "corrected")
+        before = old.data
+        after = new.data
+        diff = {k: [before.get(k), after.get(k)] for k in changes if before.get(k) != after.get(k)}
+        audit_record(actor=reviewer, action="review.corrected", obj=new, changes={"supersedes": old.pk, **diff})
+    return new
+
+
+
+
+def quality_snapshot_take(*, day: Any = None, since_hours: int = 24) -> Any:
+    """Re-validate the last day's records with the current rules and record the day's quality
+    (idempotent per day).  A drop in the mean score beyond the threshold raises an alert."""
+    from datetime import timedelta
+
+    from .models import QualityAlert, QualitySnapshot
+
+    day = day or timezone.localdate()
+    end = timezone.make_aware(datetime.combine(day, datetime.min.time()))
+    start = end - timedelta(hours=since_hours)
+    records = SurveyRecord.objects.filter(received_at__gte=start, received_at__lt=end, superseded_by__isnull=True)
+    rows = list(records.values_list("pk", "district", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+    by_rule: dict[str, int] = {}
+    by_district: dict[str, dict[str, Any]] = {}
+    errors = warnings = 0
+    scores = None
+    if rows:
+        frame = pd.DataFrame.from_records(rows, columns=["_pk", "_district", *SURVEY_VALUE_FIELDS])
+        raw = {c: _as_text(frame[c]) for c in SURVEY_VALUE_FIELDS}
+        schema = current_schema()
+        result = validate_frame(raw, [f for f in schema.fields if f.name in raw],
+                                tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS, tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
+        issues = result.issues
+        errors = int((issues["severity"] == "error").sum())
+        warnings = int((issues["severity"] == "warning").sum())
+        by_rule = {str(k): int(v) for k, v in issues.groupby(["rule"]).size().items()} if len(issues) else {}
+        scores = result.scores
+        per_district = scores.assign(d=frame["_district"].to_numpy()).groupby("d")["score"].agg(["mean", "count"])
+        by_district = {str(d): {"mean_score": float(r["mean"]), "records": int(r["count"])} for d, r in per_district.iterrows()}
+    with transaction.atomic():
+        snap, _ = QualitySnapshot.objects.update_or_create(day=day, defaults={
+            "records": len(rows), "errors": errors, "warnings": warnings,
+            "mean_score": None if scores is None else float(scores["score"].mean()),
+            "completeness": None if scores is None else float(scores["completeness"].mean()),
+            "validity": None if scores is None else float(scores["validity"].mean()),
+            "consistency": None if scores is None else float(scores["consistency"].mean()),
+            "by_rule": {str(k[0] if isinstance(k, tuple) else k): v for k, v in by_rule.items()},
+            "by_district": by_district})
+        previous = QualitySnapshot.objects.filter(day__lt=day, mean_score__isnull=False).order_by("-day").first()
+        threshold = settings.RTV_QUALITY_DROP_ALERT
+        if previous and snap.mean_score is not None and previous.mean_score - snap.mean_score > threshold:
+            QualityAlert.objects.create(
+                snapshot=snap, metric="mean_score", previous=previous.mean_score, current=snap.mean_score,
+                threshold=threshold,
+                message=f"Mean quality score fell from {previous.mean_score:.3f} ({previous.day}) to "
+                        f"{snap.mean_score:.3f} ({day}), more than {threshold:.2f}.")
+    return snap
+
+
+def _as_text(col: pd.Series) -> list[str]:
+    """Stored typed values back to text, as the validator reads them ('' for missing)."""
+    out = []
+    for v in col.tolist():
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out.append("")
+        elif isinstance(v, float) and v.is_integer():
+            out.append(str(int(v)))
+        else:
+            out.append(str(v))
+    return out

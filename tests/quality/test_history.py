@@ -1,0 +1,93 @@
+"""Quality history: the daily re-validation, the trend, alerts on a drop, the batch report."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from ingestion.models import SurveyRecord
+from ingestion.services import ingest_file
+from ingestion.synthetic.generator import generate, write
+from quality.models import QualityAlert, QualitySnapshot
+from quality.services import quality_snapshot_take
+from quality.tasks import daily_snapshot_task
+from rtv.models import PipelineRun
+
+pytestmark = pytest.mark.django_db
+
+
+def stored_on(tmp_path: Path, day: date, rows: int, seed: int, *, bad_ids: int = 0) -> None:
+    data, _ = generate(rows, seed=seed)
+    for i in range(bad_ids):
+        data.loc[i, "household_id"] = f"odd id {i}"
+    path = tmp_path / f"{day}-{seed}.csv"
+    write(data, data.iloc[0:0], path, "csv")
+    batch = ingest_file(path)
+    noon = timezone.make_aware(datetime.combine(day, datetime.min.time())) + timedelta(hours=12)
+    SurveyRecord.objects.filter(batch=batch).update(received_at=noon)
+
+
+def test_a_day_is_revalidated_with_the_current_rules_and_a_drop_raises_an_alert(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_QUALITY_DROP_ALERT = 0.001
+    d1, d2 = date(2026, 11, 20), date(2026, 11, 21)
+    stored_on(tmp_path, d1, 60, seed=1)
+    stored_on(tmp_path, d2, 60, seed=2, bad_ids=30)
+    first = quality_snapshot_take(day=d1 + timedelta(days=1))
+    second = quality_snapshot_take(day=d2 + timedelta(days=1))
+    assert (first.records, second.records) == (60, 60)
+    assert second.by_rule.get("pattern", 0) >= 30 > first.by_rule.get("pattern", 0)
+    assert second.mean_score < first.mean_score
+    alert = QualityAlert.objects.get()
+    assert alert.snapshot == second and alert.previous == first.mean_score and "fell" in alert.message
+    again = quality_snapshot_take(day=d2 + timedelta(days=1))  # idempotent per day
+    assert QualitySnapshot.objects.count() == 2 and again.pk == second.pk
+
+
+def test_no_alert_when_quality_holds(tmp_path: Path) -> None:
+    stored_on(tmp_path, date(2026, 11, 20), 40, seed=1)
+    stored_on(tmp_path, date(2026, 11, 21), 40, seed=2)
+    quality_snapshot_take(day=date(2026, 11, 21))
+    quality_snapshot_take(day=date(2026, 11, 22))
+    assert not QualityAlert.objects.exists()
+
+
+def test_the_scheduled_job_records_its_run() -> None:
+    assert daily_snapshot_task() == 0
+    assert PipelineRun.objects.get(job="quality_daily_snapshot").status == "succeeded"
+    from django.conf import settings
+
+    entry = settings.CELERY_BEAT_SCHEDULE["quality-daily-snapshot"]
+    assert entry["task"] == "quality.daily_snapshot" and entry["schedule"].hour == {1} and entry["schedule"].minute == {0}
+    assert settings.CELERY_TIMEZONE == "Africa/Kampala"
+
+
+def test_the_trend_endpoint_and_page_show_each_day(api, client, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stored_on(tmp_path, date(2026, 11, 20), 30, seed=1)
+    quality_snapshot_take(day=date(2026, 11, 21))
+    quality_snapshot_take(day=date(2026, 11, 22))
+    body = api("reviewer").get("/api/v1/quality/trend/?days=7").json()
+    assert [d["day"] for d in body["days"]] == ["2026-11-21", "2026-11-22"]
+    assert body["days"][0]["records"] == 30 and body["days"][1]["records"] == 0
+    assert api("field_officer").get("/api/v1/quality/trend/").status_code == 403
+    client.force_login(make_user("data_manager"))
+    page = client.get("/quality/")
+    assert page.status_code == 200 and b"<polyline" in page.content and b"2026-11-21" in page.content
+
+
+def test_the_batch_quality_report(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, errors = generate(300, seed=8, bad_rate=0.05)
+    path = tmp_path / "q.csv"
+    write(data, errors, path, "csv")
+    batch = ingest_file(path)
+    resp = api("data_manager").get(f"/api/v1/uploads/{batch.pk}/quality/")
+    assert resp.status_code == 200
+    report = resp.json()
+    injected = errors.groupby("rule").size().to_dict()
+    assert {k: v["error"] for k, v in report["by_rule"].items() if v["error"]} == injected
+    assert set(report["by_district"]) <= {"Rukungiri", "Mitooma", "Kanungu", "Rubanda"}
+    assert sum(d["records"] for d in report["by_district"].values()) == batch.accepted
+    assert 0 < report["scores"]["score"] <= 1
+    assert api("field_officer").get(f"/api/v1/uploads/{batch.pk}/quality/").status_code == 403

@@ -1,0 +1,147 @@
+"""Rules are data: loaded by migration, editable with history, and they decide what the validator does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from django.utils import timezone
+
+from ingestion.models import RowIssue, SurveyRecord
+from ingestion.services import ingest_file
+from ingestion.synthetic.generator import generate, write
+from quality.engine import validate_frame
+from quality.models import Rule, RuleRevision
+from quality.rules import active_rules, forget_rules, rule_update
+from rtv.models import AuditEvent
+from rtv.selectors import current_schema
+from tests.ingestion.test_submissions import body
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rules() -> None:
+    forget_rules()
+
+
+def validate(rows: pd.DataFrame):  # type: ignore[no-untyped-def]
+    raw = {c: ["" if pd.isna(v) else str(v) for v in rows[c]] for c in rows.columns}
+    schema = current_schema()
+    return validate_frame(raw, [f for f in schema.fields if f.name in raw])
+
+
+def test_the_initial_rule_set_covers_four_levels_with_history() -> None:
+    levels = set(Rule.objects.values_list("level", flat=True))
+    assert levels == {"structural", "semantic", "business", "statistical"}
+    assert Rule.objects.filter(code="range.household_size", severity="error", params__min=1).exists()
+    assert Rule.objects.get(code="pattern.household_id").severity == "warning"  # a quirk of the real data
+    assert Rule.objects.get(code="sentinel.phones_owned").severity == "warning"
+    assert RuleRevision.objects.count() == Rule.objects.count()
+
+
+def test_changing_a_rule_changes_validation_and_keeps_its_history(make_user) -> None:  # type: ignore[no-untyped-def]
+    data, _ = generate(30, seed=3)
+    data.loc[0, "household_size"] = 12
+    assert not ((validate(data).issues["rule"] == "range") & (validate(data).issues["field"] == "household_size")).any()
+    manager = make_user("data_manager")
+    rule = Rule.objects.get(code="range.household_size")
+    rule_update(rule=rule, user=manager, note="programme rule: at most 10", params={"min": 1, "max": 10},
+                message="household_size must be between 1 and 10")
+    issues = validate(data).issues
+    hit = issues[(issues["field"] == "household_size") & (issues["rule"] == "range")]
+    assert 0 in hit["row"].tolist() and set(hit["severity"]) == {"error"}
+    rule.refresh_from_db()
+    assert rule.version == 2
+    assert list(rule.revisions.values_list("version", "note"))[:1] == [(2, "programme rule: at most 10")]
+    event = AuditEvent.objects.get(action="rule.changed", object_id=str(rule.pk))
+    assert event.actor == manager and event.changes["params"][1] == {"min": 1, "max": 10}
+
+
+def test_a_deactivated_rule_reports_nothing() -> None:
+    data, _ = generate(40, seed=4)
+    data.loc[3, "household_id"] = "not-a-pattern"
+    assert "pattern" in set(validate(data).issues["rule"])
+    rule_update(rule=Rule.objects.get(code="pattern.household_id"), user=None, active=False)
+    assert "pattern" not in set(validate(data).issues["rule"])
+
+
+def test_rules_refuse_changes_to_their_identity() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        rule_update(rule=Rule.objects.get(code="range.household_size"), user=None, kind="allowed")
+
+
+def test_statistical_rules_flag_district_outliers_and_identical_households(tmp_path: Path) -> None:
+    data, _ = generate(400, seed=9)
+    district = data.loc[0, "district"]
+    data.loc[0, "time_to_water"] = 1000.0  # legal (max 1440) but far outside its district
+    data.loc[1] = data.loc[2]
+    data.loc[1, "household_id"] = "KAN-XXX-YYY-K99999"  # same village and answers, another id
+    path = tmp_path / "s.csv"
+    write(data, data.iloc[0:0], path, "csv")
+    ingest_file(path)
+    found = set(RowIssue.objects.values_list("row_number", "field", "rule"))
+    assert (2, "time_to_water", "robust_z") in found, district
+    assert {(3, "household_id", "near_duplicate"), (4, "household_id", "near_duplicate")} <= found
+
+
+def test_scores_fall_with_findings_and_decide_auto_approval() -> None:
+    data, _ = generate(50, seed=12)
+    data.loc[0, "village"] = None  # required: completeness falls
+    data.loc[1, "household_id"] = "odd id"  # a semantic warning: validity falls a little
+    scores = validate(data).scores
+    assert scores.loc[0, "completeness"] < 1.0 and scores.loc[1, "validity"] < 1.0
+    assert scores.loc[5, ["completeness", "validity", "consistency"]].tolist() == [1.0, 1.0, 1.0]
+    assert scores.loc[0, "score"] < scores.loc[1, "score"] < scores.loc[5, "score"] == 1.0
+
+
+def test_device_metadata_is_checked_by_business_rules(api) -> None:  # type: ignore[no-untyped-def]
+    officer = api("field_officer")
+    outside = body(1, location={"lat": 51.5, "lon": -0.12, "accuracy_m": 5})
+    resp = officer.post("/api/v1/submissions/", outside, format="json")
+    assert resp.status_code == 201
+    assert any(i["field"] == "gps_lat" and i["code"] == "gps_in_uganda" and i["severity"] == "warning"
+               for i in resp.json()["quality"]["issues"])
+    future = body(2, collected_at=(timezone.now() + timedelta(days=2)).isoformat())
+    resp = officer.post("/api/v1/submissions/", future, format="json")
+    assert resp.status_code == 400
+    assert {"field": "data.collected_at", "code": "not_in_future"} in [
+        {"field": e["field"], "code": e["code"]} for e in resp.json()["errors"]]
+
+
+def test_the_active_rule_set_exports_as_an_expectation_suite(api) -> None:  # type: ignore[no-untyped-def]
+    resp = api("data_scientist").get("/api/v1/quality/rules/expectations.json")
+    assert resp.status_code == 200
+    suite = resp.json()
+    assert len(suite["expectations"]) == Rule.objects.filter(active=True).count()
+    between = next(e for e in suite["expectations"] if e["meta"]["rule"] == "range.household_size")
+    assert between["expectation_type"] == "expect_column_values_to_be_between"
+    assert between["kwargs"] == {"column": "household_size", "min_value": 1, "max_value": 60}
+    assert api("field_officer").get("/api/v1/quality/rules/expectations.json").status_code == 403
+
+
+def test_the_rules_page_documents_every_rule(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    client.force_login(make_user("reviewer"))
+    page = client.get("/quality/rules/")
+    assert page.status_code == 200
+    assert page.content.count(b"<code>range.") == Rule.objects.filter(kind="range").count()
+    client.force_login(make_user("field_officer"))
+    assert client.get("/quality/rules/").status_code == 403
+
+
+def test_only_approved_records_train(tmp_path: Path) -> None:
+    from modelling.services import training_frame
+
+    data, _ = generate(120, seed=5)
+    write(data, data.iloc[0:0], tmp_path / "t.csv", "csv")
+    ingest_file(tmp_path / "t.csv")
+    assert SurveyRecord.objects.filter(review_status="approved").count() == 120
+    SurveyRecord.objects.filter(pk__in=list(SurveyRecord.objects.values_list("pk", flat=True)[:20])).update(
+        review_status="rejected")
+    first_ten = list(SurveyRecord.objects.filter(review_status="approved").values_list("pk", flat=True)[:10])
+    SurveyRecord.objects.filter(pk__in=first_ten).update(review_status="on_hold")
+    frame, y, _, _ = training_frame()
+    assert len(frame) == len(y) == 90
+    assert active_rules().get("household_size", "range") is not None
