@@ -472,7 +472,40 @@ def batch_quality_report(batch: IngestionBatch) -> dict[str, Any]:
     by_district = {row["district"]: {"records": row["n"], "mean_score": row["score"], "with_warnings": row["warned"]}
                    for row in records.values("district").annotate(
                        n=Count("id"), score=Avg("quality_score"), warned=Count("id", filter=Q(warning_count__gt=0)))}
-    return {"scores": scores, "by_rule": by_rule, "by_column": by_column, "by_district": by_district}
+    return {"scores": scores, "by_rule": by_rule, "by_column": by_column, "by_district": by_district,
+            "frequency_shift": frequency_shift(batch)}
+
+
+def _psi(current: dict[Any, int], reference: dict[Any, int]) -> float:
+    """Population stability index between two category counts (empty categories floored)."""
+    keys = set(current) | set(reference)
+    c_total, r_total = sum(current.values()) or 1, sum(reference.values()) or 1
+    psi = 0.0
+    for k in keys:
+        p = max(current.get(k, 0) / c_total, 1e-4)
+        q = max(reference.get(k, 0) / r_total, 1e-4)
+        psi += (p - q) * float(np.log(p / q))
+    return psi
+
+
+def frequency_shift(batch: IngestionBatch) -> dict[str, Any]:
+    """Answer frequencies of this batch against the stored history (grouped counts, two queries a
+    field).  A PSI above the rule's alert level is reported as a shift."""
+    rule = active_rules().get("district", "frequency_shift")
+    if rule is None or batch.dry_run:
+        return {}
+    history = SurveyValues.objects.exclude(record__batch=batch).filter(record__superseded_by__isnull=True)
+    if history.count() < rule.params.get("min_history", 200):
+        return {"skipped": "not enough history"}
+    mine = SurveyValues.objects.filter(record__batch=batch)
+    psi = {}
+    for name in rule.params.get("fields", []):
+        current = dict(mine.values_list(name).annotate(n=Count("record")).values_list(name, "n"))
+        reference = dict(history.values_list(name).annotate(n=Count("record")).values_list(name, "n"))
+        psi[name] = round(_psi(current, reference), 4)
+    alert = rule.params.get("psi_alert", 0.25)
+    return {"psi": psi, "shifted": sorted(k for k, v in psi.items() if v > alert), "psi_alert": alert,
+            "message": rule.message}
 
 
 def chunks_resume_stale(*, pending_older_than: timedelta = timedelta(minutes=10)) -> int:

@@ -72,7 +72,7 @@ class _Collector:
             if isinstance(text, pa.Array):
                 self.values.append(np.array(text.take(pa.array(idx)).to_pylist(), dtype=object))
             else:
-                self.values.append(np.asarray(text, dtype=object)[idx])
+                self.values.append(np.asarray(text)[idx].astype(object))
 
     def frame(self) -> pd.DataFrame:
         if not self.rows:
@@ -160,7 +160,14 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
                 out.add(np.ones(n, dtype=bool), f.name, "required", r.severity, np.full(n, "", dtype=object),
                         f"{r.message} (column missing)")
             continue
-        s = _strings(raw[f.name])
+        column = raw[f.name]
+        if f.type in ("integer", "decimal", "code") and _is_numeric(column):
+            # Already typed (stored values, Parquet): no text to parse, only the rules to apply.
+            values = np.asarray(column, dtype="float64")
+            _number_rules(f, kinds, values, ~np.isnan(values), np.zeros(n, dtype=bool), values, out)
+            typed[f.name] = values
+            continue
+        s = _strings(column)
         empty = pc.equal(s, "").to_numpy(zero_copy_only=False) if isinstance(s, pa.Array) else s == ""
         present = ~empty
         if (r := kinds.get("required")) is not None:
@@ -184,14 +191,10 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             typed[f.name] = stamps.where(~bad).to_numpy()
             continue
         if f.type == "multiselect":
-            s = _as_objects(s)
             if (r := kinds.get("allowed")) is not None:
-                allowed = {_fmt(float(a)) for a in r.params["values"]} | {str(a) for a in r.params["values"]}
-                bad = np.zeros(n, dtype=bool)
-                rows = np.flatnonzero(present)  # few rows carry an answer: check only those
-                if rows.size:
-                    bad[rows] = [any(tok not in allowed for tok in v.split()) for v in s[rows]]
-                out.add(bad, f.name, "allowed", r.severity, s, r.message)
+                allowed = sorted({_fmt(float(a)) for a in r.params["values"]} | {str(a) for a in r.params["values"]})
+                out.add(_bad_codes(s, present, allowed), f.name, "allowed", r.severity, s, r.message)
+            s = _as_objects(s)
             typed[f.name] = _blank_to_none(s, empty)
             continue
         if f.type == "boolean":
@@ -204,39 +207,69 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             continue
         values = _numbers(s)
         bad_type = present & np.isnan(values)
-        allowed_values = kinds["allowed"].params["values"] if "allowed" in kinds else []
-        if f.type in ("integer", "code"):
-            fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
-            if f.type == "integer" or not fractional_codes:
-                with np.errstate(invalid="ignore"):
-                    bad_type |= ~np.isnan(values) & (np.mod(values, 1) != 0)
-        if (r := kinds.get("type")) is not None:
-            out.add(bad_type, f.name, "type", r.severity, s, r.message)
-        values = np.where(bad_type, np.nan, values)
-        checked = ~np.isnan(values)
-        if (r := kinds.get("sentinel")) is not None:
-            sentinel = checked & np.isin(values, np.asarray(r.params["values"], dtype=float))
-            out.add(sentinel, f.name, "sentinel", r.severity, s, r.message)
-            checked = checked & ~sentinel
-        if (r := kinds.get("allowed")) is not None:
-            codes = np.asarray([float(a) for a in r.params["values"]])
-            out.add(checked & ~np.isin(values, codes), f.name, "allowed", r.severity, s, r.message)
-        if (r := kinds.get("range")) is not None:
-            lo = -np.inf if r.params.get("min") is None else r.params["min"]
-            hi = np.inf if r.params.get("max") is None else r.params["max"]
-            with np.errstate(invalid="ignore"):
-                rng = checked & ((values < lo) | (values > hi))
-            out.add(rng, f.name, "range", r.severity, s, r.message)
-            checked = checked & ~rng
-        if (r := kinds.get("outlier")) is not None:
-            with np.errstate(invalid="ignore"):
-                out.add(checked & (values > r.params["max"]), f.name, "outlier", r.severity, s, r.message)
-        typed[f.name] = values
+        typed[f.name] = _number_rules(f, kinds, values, present, bad_type, s, out)
     _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC))
     _statistical(typed, rules, out)
     issues = out.frame()
-    frame = pd.DataFrame(typed, index=index, copy=False)
+    # Object columns stay object: letting pandas re-infer them as Arrow strings cost ~20% of a run.
+    frame = pd.DataFrame({k: (pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v)
+                          for k, v in typed.items()}, index=index, copy=False)
     return ValidationResult(typed=frame, issues=issues, scores=quality_scores(issues, n, rules, set(typed) | set(columns)))
+
+
+def _bad_codes(s: np.ndarray | pa.Array, present: np.ndarray, allowed: list[str]) -> np.ndarray:
+    """Rows whose space-separated codes include one not allowed."""
+    bad = np.zeros(len(present), dtype=bool)
+    if isinstance(s, pa.Array):
+        tokens = pc.split_pattern_regex(s, r"\s+")
+        flat = pc.list_flatten(tokens)
+        owner = pc.list_parent_indices(tokens).to_numpy()
+        wrong = ~pc.is_in(flat, value_set=pa.array(allowed)).to_numpy(zero_copy_only=False)
+        wrong &= pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+        bad[np.unique(owner[wrong])] = True
+        return bad & present
+    allowed_set = set(allowed)
+    rows = np.flatnonzero(present)  # few rows carry an answer: check only those
+    if rows.size:
+        bad[rows] = [any(tok not in allowed_set for tok in v.split()) for v in s[rows]]
+    return bad
+
+
+def _is_numeric(column: object) -> bool:
+    dtype = getattr(column, "dtype", None)
+    return dtype is not None and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarray, present: np.ndarray,
+                  bad_type: np.ndarray, s: np.ndarray | pa.Array, out: _Collector) -> np.ndarray:
+    allowed_values = kinds["allowed"].params["values"] if "allowed" in kinds else []
+    if f.type in ("integer", "code"):
+        fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
+        if f.type == "integer" or not fractional_codes:
+            with np.errstate(invalid="ignore"):
+                bad_type = bad_type | (~np.isnan(values) & (np.mod(values, 1) != 0))
+    if (r := kinds.get("type")) is not None:
+        out.add(bad_type, f.name, "type", r.severity, s, r.message)
+    values = np.where(bad_type, np.nan, values)
+    checked = ~np.isnan(values)
+    if (r := kinds.get("sentinel")) is not None:
+        sentinel = checked & np.isin(values, np.asarray(r.params["values"], dtype=float))
+        out.add(sentinel, f.name, "sentinel", r.severity, s, r.message)
+        checked = checked & ~sentinel
+    if (r := kinds.get("allowed")) is not None:
+        codes = np.asarray([float(a) for a in r.params["values"]])
+        out.add(checked & ~np.isin(values, codes), f.name, "allowed", r.severity, s, r.message)
+    if (r := kinds.get("range")) is not None:
+        lo = -np.inf if r.params.get("min") is None else r.params["min"]
+        hi = np.inf if r.params.get("max") is None else r.params["max"]
+        with np.errstate(invalid="ignore"):
+            rng = checked & ((values < lo) | (values > hi))
+        out.add(rng, f.name, "range", r.severity, s, r.message)
+        checked = checked & ~rng
+    if (r := kinds.get("outlier")) is not None:
+        with np.errstate(invalid="ignore"):
+            out.add(checked & (values > r.params["max"]), f.name, "outlier", r.severity, s, r.message)
+    return values
 
 
 def _has_offset(text: str) -> bool:

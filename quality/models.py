@@ -35,6 +35,7 @@ class Rule(models.Model):
         GPS_IN_UGANDA = "gps_in_uganda"
         NOT_IN_FUTURE = "not_in_future"
         ROBUST_Z = "robust_z"
+        FREQUENCY_SHIFT = "frequency_shift"
         DUPLICATE_HOUSEHOLD = "duplicate_household"
         NEAR_DUPLICATE = "near_duplicate"
 

@@ -24,6 +24,7 @@ from rtv import contract
 UGANDA_BOX = {"lat_min": -1.55, "lat_max": 4.30, "lon_min": 29.50, "lon_max": 35.10}
 ROBUST_Z_FIELDS = ("household_size", "agriculture_land", "time_to_opd", "time_to_water")
 NEAR_DUPLICATE_IGNORE = ("household_id",)
+FREQUENCY_FIELDS = ("district", "hhh_sex", "work_salaried", "daily_meals", "household_fertilizer", "material_walls")
 
 
 def _fmt(v: Any) -> str:
@@ -86,6 +87,9 @@ def default_rules(specs: Iterable[contract.FieldSpec] = contract.ALL_FIELDS) -> 
         add("robust_z", "statistical", "warning", name,
             f"{name} is far from its district's usual values (robust z-score above 5)",
             threshold=5.0, by="district", min_group=20)
+    add("frequency_shift", "statistical", "warning", "district",
+        "the batch's answer frequencies differ from history (PSI above the alert level)",
+        fields=list(FREQUENCY_FIELDS), psi_alert=0.25, min_history=200)
     add("duplicate_household", "statistical", "warning", "household_id",
         "household_id appears more than once in this file")
     add("near_duplicate", "statistical", "warning", "household_id",

@@ -147,7 +147,7 @@ def quality_snapshot_take(*, day: Any = None, since_hours: int = 24) -> Any:
     scores = None
     if rows:
         frame = pd.DataFrame.from_records(rows, columns=["_pk", "_district", *SURVEY_VALUE_FIELDS])
-        raw = {c: _as_text(frame[c]) for c in SURVEY_VALUE_FIELDS}
+        raw = {c: frame[c] for c in SURVEY_VALUE_FIELDS}  # typed: the validator skips parsing
         schema = current_schema()
         result = validate_frame(raw, [f for f in schema.fields if f.name in raw],
                                 tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS, tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
@@ -176,16 +176,3 @@ def quality_snapshot_take(*, day: Any = None, since_hours: int = 24) -> Any:
                 message=f"Mean quality score fell from {previous.mean_score:.3f} ({previous.day}) to "
                         f"{snap.mean_score:.3f} ({day}), more than {threshold:.2f}.")
     return snap
-
-
-def _as_text(col: pd.Series) -> list[str]:
-    """Stored typed values back to text, as the validator reads them ('' for missing)."""
-    out = []
-    for v in col.tolist():
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            out.append("")
-        elif isinstance(v, float) and v.is_integer():
-            out.append(str(int(v)))
-        else:
-            out.append(str(v))
-    return out

@@ -12,4 +12,5 @@ if ! command -v wrk >/dev/null 2>&1; then
     || echo "bench: wrk is not installed; the API benchmarks will be skipped" >&2
 fi
 .venv/bin/python bench/ingest.py "$@"
+.venv/bin/python bench/quality.py
 if command -v wrk >/dev/null 2>&1; then .venv/bin/python bench/api.py; fi

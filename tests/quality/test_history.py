@@ -91,3 +91,17 @@ def test_the_batch_quality_report(api, tmp_path: Path) -> None:  # type: ignore[
     assert sum(d["records"] for d in report["by_district"].values()) == batch.accepted
     assert 0 < report["scores"]["score"] <= 1
     assert api("field_officer").get(f"/api/v1/uploads/{batch.pk}/quality/").status_code == 403
+
+
+def test_a_batch_whose_answers_shift_against_history_is_reported(tmp_path: Path) -> None:
+    history, _ = generate(400, seed=1)
+    write(history, history.iloc[0:0], tmp_path / "h.csv", "csv")
+    ingest_file(tmp_path / "h.csv")
+    same, _ = generate(120, seed=2)
+    write(same, same.iloc[0:0], tmp_path / "same.csv", "csv")
+    assert ingest_file(tmp_path / "same.csv").quality["frequency_shift"]["shifted"] == []
+    shifted, _ = generate(120, seed=3)
+    shifted["hhh_sex"] = 2  # every head of household reported female
+    write(shifted, shifted.iloc[0:0], tmp_path / "shift.csv", "csv")
+    report = ingest_file(tmp_path / "shift.csv").quality["frequency_shift"]
+    assert report["shifted"] == ["hhh_sex"] and report["psi"]["hhh_sex"] > 0.25
