@@ -44,3 +44,26 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.record_id}: {self.probability_vulnerable:.2f}"
+
+
+class ModelEvent(models.Model):
+    """A promotion or rollback of the champion: which versions, who, and the gate's evidence."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
+
+    name = models.CharField(max_length=120)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    from_version = models.PositiveIntegerField(null=True, blank=True)
+    to_version = models.PositiveIntegerField()
+    gate = models.JSONField(default=dict, blank=True)
+    forced = models.BooleanField(default=False)
+    actor = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.name} {self.from_version} -> {self.to_version}"

@@ -145,9 +145,7 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         version = int(info.registered_model_version)
         registry.set_alias(name, registry.CHALLENGER, version)
         aliases = [registry.CHALLENGER]
-        if registry.alias_version(name, registry.CHAMPION) is None:
-            registry.set_alias(name, registry.CHAMPION, version)
-            aliases.append(registry.CHAMPION)
+        first_model = registry.alias_version(name, registry.CHAMPION) is None
         with transaction.atomic():
             mv = ModelVersion.objects.create(
                 name=name, version=version, mlflow_run_id=mlrun.info.run_id, model_uri=f"models:/{name}/{version}",
@@ -162,6 +160,10 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
                     other.save(update_fields=["aliases"])
             audit_record(actor=user, action="model.registered", obj=mv,
                          changes={"version": version, "aliases": aliases, "roc_auc": best_metrics["roc_auc"]})
+        if first_model:  # the first model has no champion to beat: it becomes champion, through the gate
+            from .promotion import model_promote
+
+            mv = model_promote(version=version, user=user)
         run.counts = {"rows": len(y), "version": version, "train_seconds": round(cv_seconds, 2)}
     return mv
 

@@ -21,6 +21,7 @@ api_v1 = [
     path("auth/logout/", LogoutView.as_view(), name="logout"),
     path("schema/", SchemaView.as_view(), name="data-schema"),
     path("", include("ingestion.api.urls")),
+    path("", include("modelling.urls")),
 ]
 
 urlpatterns = [

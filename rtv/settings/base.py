@@ -203,6 +203,10 @@ RTV_CHUNK_ROWS = env.int("RTV_CHUNK_ROWS", default=20_000)
 RTV_CHUNK_LEASE_SECONDS = env.int("RTV_CHUNK_LEASE_SECONDS", default=900)
 RTV_TEST_CHUNK_DELAY = env.float("RTV_TEST_CHUNK_DELAY", default=0.0)
 RTV_MODEL_NAME = env.str("RTV_MODEL_NAME", default="rtv-vulnerability")
+# A challenger is promoted only if it beats the champion by these margins.
+RTV_PROMOTION_MARGIN_AUC = env.float("RTV_PROMOTION_MARGIN_AUC", default=0.0)
+RTV_PROMOTION_MARGIN_EXCLUSION = env.float("RTV_PROMOTION_MARGIN_EXCLUSION", default=0.0)
+RTV_PROMOTION_MARGIN_BRIER = env.float("RTV_PROMOTION_MARGIN_BRIER", default=0.005)
 
 # Fernet keys, comma-separated; the first one encrypts, all of them decrypt.
 FIELD_ENCRYPTION_KEYS = env.list(

@@ -1,0 +1,97 @@
+"""Promotion and rollback: the champion alias moves only through here, gated and audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+
+from rtv.services import audit_record
+
+from . import registry
+from .models import ModelEvent, ModelVersion
+
+
+class PromotionRefused(Exception):
+    def __init__(self, message: str, gate: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.gate = gate or {}
+
+
+def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> dict[str, Any]:
+    """A challenger must beat the champion on ROC-AUC and on exclusion error at 40% coverage,
+    without worse calibration (Brier), each by the configured margin."""
+    if champion is None:
+        return {"passed": True, "reason": "no champion yet", "checks": {}}
+    c, k = challenger.metrics, champion.metrics
+    m_auc = settings.RTV_PROMOTION_MARGIN_AUC
+    m_excl = settings.RTV_PROMOTION_MARGIN_EXCLUSION
+    m_brier = settings.RTV_PROMOTION_MARGIN_BRIER
+    checks = {
+        "roc_auc": {"challenger": c["roc_auc"], "champion": k["roc_auc"], "margin": m_auc,
+                    "passed": c["roc_auc"] >= k["roc_auc"] + m_auc},
+        "exclusion_error_at_40": {"challenger": c["exclusion_error_at_40"], "champion": k["exclusion_error_at_40"],
+                                  "margin": m_excl,
+                                  "passed": c["exclusion_error_at_40"] <= k["exclusion_error_at_40"] - m_excl},
+        "brier": {"challenger": c["brier"], "champion": k["brier"], "margin": m_brier,
+                  "passed": c["brier"] <= k["brier"] + m_brier},
+    }
+    passed = all(v["passed"] for v in checks.values())
+    failed = [name for name, v in checks.items() if not v["passed"]]
+    return {"passed": passed, "checks": checks,
+            "reason": "beats the champion" if passed else f"does not beat the champion on {', '.join(failed)}",
+            "basis": "cross-validated metrics of each version"}
+
+
+def _move(name: str, version: int) -> None:
+    registry.set_alias(name, registry.CHAMPION, version)
+    for mv in ModelVersion.objects.filter(name=name):
+        aliases = [a for a in mv.aliases if a != registry.CHAMPION]
+        if mv.version == version:
+            aliases.append(registry.CHAMPION)
+        if aliases != mv.aliases:
+            mv.aliases = aliases
+            mv.save(update_fields=["aliases"])
+
+
+def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool = False) -> ModelVersion:
+    name = settings.RTV_MODEL_NAME
+    target = ModelVersion.objects.filter(name=name, version=version).first()
+    if target is None:
+        raise PromotionRefused(f"{name} has no version {version}")
+    current = registry.alias_version(name, registry.CHAMPION)
+    if current == version:
+        raise PromotionRefused(f"version {version} is already the champion")
+    champion = ModelVersion.objects.filter(name=name, version=current).first() if current else None
+    gate = promotion_gate(target, champion)
+    if not gate["passed"] and not force:
+        raise PromotionRefused(f"version {version} {gate['reason']}", gate)
+    with transaction.atomic():
+        event = ModelEvent.objects.create(name=name, action=ModelEvent.Action.PROMOTE, from_version=current,
+                                          to_version=version, gate=gate, forced=force and not gate["passed"],
+                                          actor=user if user is not None and user.is_authenticated else None)
+        audit_record(actor=user, action="model.promoted", obj=target,
+                     changes={"champion": [current, version], "forced": event.forced, "gate": gate["reason"]})
+        _move(name, version)  # last: an alias move is outside the database transaction
+    target.refresh_from_db()
+    return target
+
+
+def model_rollback(*, user: AbstractBaseUser | AnonymousUser | None) -> ModelVersion:
+    """Give the champion alias back to the version it had before the last promotion."""
+    name = settings.RTV_MODEL_NAME
+    current = registry.alias_version(name, registry.CHAMPION)
+    last = ModelEvent.objects.filter(name=name, action=ModelEvent.Action.PROMOTE, to_version=current).first()
+    if last is None or last.from_version is None:
+        raise PromotionRefused("there is no earlier champion to roll back to")
+    target = ModelVersion.objects.get(name=name, version=last.from_version)
+    with transaction.atomic():
+        ModelEvent.objects.create(name=name, action=ModelEvent.Action.ROLLBACK, from_version=current,
+                                  to_version=target.version,
+                                  actor=user if user is not None and user.is_authenticated else None)
+        audit_record(actor=user, action="model.rolled_back", obj=target, changes={"champion": [current, target.version]})
+        _move(name, target.version)
+    target.refresh_from_db()
+    return target
