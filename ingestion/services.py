@@ -32,7 +32,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.db.models import Avg, Count, F, Q, Sum
+from django.db.models import Avg, Count, F, Q, Subquery, Sum
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
@@ -494,7 +494,11 @@ def frequency_shift(batch: IngestionBatch) -> dict[str, Any]:
     rule = active_rules().get("district", "frequency_shift")
     if rule is None or batch.dry_run:
         return {}
-    history = SurveyValues.objects.exclude(record__batch=batch).filter(record__superseded_by__isnull=True)
+    # A bounded window of the most recent history: finalising a batch must not scan every record
+    # ever stored (it did, and took 20 s once a million rows were in).
+    recent = (SurveyRecord.objects.exclude(batch=batch).filter(superseded_by__isnull=True)
+              .order_by("-id").values("id")[: rule.params.get("history_rows", 20_000)])
+    history = SurveyValues.objects.filter(record_id__in=Subquery(recent))
     if history.count() < rule.params.get("min_history", 200):
         return {"skipped": "not enough history"}
     mine = SurveyValues.objects.filter(record__batch=batch)

@@ -14,9 +14,10 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from features.pipeline import LeakageError, assert_leak_free, build_model_pipeline, input_fields
@@ -25,13 +26,15 @@ from rtv.bulk import copy_frame
 from rtv.services import audit_record, pipeline_run
 
 from . import registry
+from .calibration import SigmoidCalibrated
+from .evaluation import evaluate
 from .models import ModelVersion, Prediction
 
 log = logging.getLogger(__name__)
 
 LEAKAGE_ACCURACY = 0.95
 PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "pandas==3.1.1", "numpy", "skops==0.16.0"]
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "features.", "collections.", "pandas.")
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "features.", "modelling.", "collections.", "pandas.")
 
 
 class NotEnoughData(ValueError):
@@ -60,33 +63,23 @@ def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
     qs = (SurveyRecord.objects.exclude(progress_status="").filter(review_status=SurveyRecord.ReviewStatus.APPROVED)
           .filter(superseded_by__isnull=True))
     cutoff = qs.aggregate(m=Max("received_at"))["m"]
-    rows = list(qs.values_list("vulnerable", "village", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+    rows = list(qs.values_list("vulnerable", "village", "progress_status",
+                               *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
     if not rows:
         return pd.DataFrame(), np.array([]), np.array([]), cutoff
-    frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", *SURVEY_VALUE_FIELDS])
+    frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", "_status", *SURVEY_VALUE_FIELDS])
     y = frame.pop("_vulnerable").astype(bool).to_numpy().astype(int)
     groups = frame.pop("_group").to_numpy(dtype=object)
+    frame.attrs["status"] = frame.pop("_status").to_numpy(dtype=object)  # the 4-class label, for evaluation
     return frame, y, groups, cutoff
 
 
-def evaluate(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    pred = proba >= 0.5
-    order = np.argsort(-proba)
-    metrics = {
-        "roc_auc": float(roc_auc_score(y, proba)),
-        "brier": float(brier_score_loss(y, proba)),
-        "log_loss": float(log_loss(y, np.clip(proba, 1e-6, 1 - 1e-6))),
-        "accuracy": float(accuracy_score(y, pred)),
-        "positive_rate": float(y.mean()),
-    }
-    for coverage in (0.2, 0.4):
-        k = max(1, round(coverage * len(y)))
-        selected = np.zeros(len(y), dtype=bool)
-        selected[order[:k]] = True
-        vulnerable = y == 1
-        metrics[f"exclusion_error_at_{int(coverage * 100)}"] = float(1 - (selected & vulnerable).sum() / max(1, vulnerable.sum()))
-        metrics[f"inclusion_error_at_{int(coverage * 100)}"] = float((selected & ~vulnerable).sum() / k)
-    return metrics
+def _cross_fitted_calibration(oof: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Calibrated out-of-fold probabilities: each fold's sigmoid is fitted on the other folds only."""
+    out = np.empty_like(oof)
+    for train, test in splits:
+        out[test] = SigmoidCalibrated.from_oof(None, oof[train], y[train]).calibrate(oof[test])
+    return out
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -112,18 +105,32 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         assert_leak_free(fields)
         n_groups = len(set(groups))
         cv = GroupKFold(n_splits=min(folds, n_groups))
-        results: list[tuple[Candidate, dict[str, float]]] = []
+        splits = list(cv.split(X, y, groups))
+        status = X.attrs.get("status")
+        district = X["district"].to_numpy(dtype=object) if "district" in X else None
+        sex = X["hhh_sex"].to_numpy(dtype=object) if "hhh_sex" in X else None
+        results: list[tuple[Candidate, dict[str, Any], np.ndarray]] = []
         for cand in candidates():
             pipe = build_model_pipeline(cand.estimator, X, scale=cand.scale, fields=fields)
-            proba = cross_val_predict(pipe, X, y, groups=groups, cv=cv, method="predict_proba")[:, 1]
-            metrics = evaluate(y, proba)
-            results.append((cand, metrics))
-            log.info("candidate evaluated", extra={"candidate": cand.name, **metrics})
-        best, best_metrics = max(results, key=lambda r: r[1]["roc_auc"])
+            raw = cross_val_predict(pipe, X, y, groups=groups, cv=splits, method="predict_proba")[:, 1]
+            proba = _cross_fitted_calibration(raw, y, splits)
+            metrics = evaluate(y, proba, district=district, sex=sex)
+            results.append((cand, metrics, raw))
+            log.info("candidate evaluated", extra={"candidate": cand.name, "roc_auc": metrics["roc_auc"],
+                                                   "brier": metrics["brier"]})
+        best, best_metrics, best_raw = max(results, key=lambda r: r[1]["roc_auc"])
+        if status is not None:
+            # The four statuses, from a multi-class twin of the chosen algorithm (same folds).
+            twin = build_model_pipeline(clone(best.estimator), X, scale=best.scale, fields=fields)
+            if any(name == "target" for name, _, _ in twin.named_steps["pre"].transformers):
+                twin.set_params(pre__target__target_type="multiclass")
+            four = cross_val_predict(twin, X, status.astype(str), groups=groups, cv=splits)
+            best_metrics["macro_f1_4class"] = float(f1_score(status.astype(str), four, average="macro"))
         if best_metrics["accuracy"] > LEAKAGE_ACCURACY:
             raise LeakageError(f"cross-validated accuracy {best_metrics['accuracy']:.3f} > {LEAKAGE_ACCURACY}: "
                                "a label leak is likelier than a breakthrough; registration refused")
-        final = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y)
+        fitted = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y)
+        final = SigmoidCalibrated.from_oof(fitted, best_raw, y)
         cv_seconds = time.perf_counter() - t0
 
         registry.configure()
@@ -134,8 +141,9 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         with mlflow.start_run(experiment_id=registry.experiment_id()) as mlrun:
             mlflow.log_params({"algorithm": best.name, "folds": cv.n_splits, "rows": len(y), "features": len(fields),
                                "cv": "GroupKFold(village)"})
-            mlflow.log_metrics({f"cv_{k}": v for k, v in best_metrics.items()})
-            for cand, metrics in results:
+            mlflow.log_metrics({f"cv_{k}": v for k, v in best_metrics.items() if isinstance(v, float | int)})
+            mlflow.log_dict(best_metrics, "evaluation.json")
+            for cand, metrics, _ in results:
                 mlflow.log_metrics({f"{cand.name}_roc_auc": metrics["roc_auc"]})
             info = mlflow.sklearn.log_model(
                 final, name="model", pip_requirements=PIP_REQUIREMENTS, serialization_format="skops",
@@ -150,7 +158,8 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
             mv = ModelVersion.objects.create(
                 name=name, version=version, mlflow_run_id=mlrun.info.run_id, model_uri=f"models:/{name}/{version}",
                 algorithm=best.name, features=fields,
-                metrics={**best_metrics, "candidates": {c.name: m for c, m in results}},
+                metrics={**best_metrics, "candidates": {c.name: {k: v for k, v in m.items() if isinstance(v, float)}
+                                                        for c, m, _ in results}},
                 training_rows=len(y), training_cutoff=cutoff, aliases=aliases,
             )
             for other in ModelVersion.objects.filter(name=name).exclude(pk=mv.pk):

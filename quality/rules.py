@@ -89,7 +89,7 @@ def default_rules(specs: Iterable[contract.FieldSpec] = contract.ALL_FIELDS) -> 
             threshold=5.0, by="district", min_group=20)
     add("frequency_shift", "statistical", "warning", "district",
         "the batch's answer frequencies differ from history (PSI above the alert level)",
-        fields=list(FREQUENCY_FIELDS), psi_alert=0.25, min_history=200)
+        fields=list(FREQUENCY_FIELDS), psi_alert=0.25, min_history=200, history_rows=20_000)
     add("duplicate_household", "statistical", "warning", "household_id",
         "household_id appears more than once in this file")
     add("near_duplicate", "statistical", "warning", "household_id",
