@@ -13,4 +13,5 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 .venv/bin/python bench/ingest.py "$@"
 .venv/bin/python bench/quality.py
+.venv/bin/python bench/features.py
 if command -v wrk >/dev/null 2>&1; then .venv/bin/python bench/api.py; fi
