@@ -1,8 +1,10 @@
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from rtv.admin import ReadOnlyAdmin
+from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_SCIENTIST, has_role
 
 from .models import ModelEvent, ModelVersion, Prediction
@@ -12,7 +14,13 @@ from .promotion import PromotionRefused, model_promote
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ("name", "version", "algorithm", "aliases", "training_rows", "created_at")
-    actions = ["promote"]
+    actions = ["promote", "retrain"]
+
+    @admin.action(description="Train a new version now (queued; the selection is ignored)")
+    def retrain(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        with transaction.atomic():
+            outbox_enqueue("modelling.train_and_score")
+        self.message_user(request, "Training queued; the new version appears here as challenger.", messages.SUCCESS)
 
     @admin.action(description="Promote to champion (if it passes the gate)")
     def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:

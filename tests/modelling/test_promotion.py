@@ -124,3 +124,17 @@ def test_retrain_is_queued_through_the_outbox(api) -> None:  # type: ignore[no-u
     resp = api("data_scientist").post("/api/v1/models/retrain/", {}, format="json")
     assert resp.status_code == 202
     assert OutboxMessage.objects.filter(task="modelling.train_and_score").exists()
+
+
+def test_the_admin_queues_training_and_promotes_through_the_gate(client, make_user, two_versions) -> None:  # type: ignore[no-untyped-def]
+    from rtv.models import OutboxMessage
+
+    first, second = two_versions
+    set_metrics(first, roc_auc=0.80, exclusion_error_at_40=0.30, brier=0.18)
+    set_metrics(second, roc_auc=0.70, exclusion_error_at_40=0.50, brier=0.25)
+    client.force_login(make_user("admin"))
+    url = "/admin/modelling/modelversion/"
+    client.post(url, {"action": "retrain", "_selected_action": [second.pk]})
+    assert OutboxMessage.objects.filter(task="modelling.train_and_score").exists()
+    client.post(url, {"action": "promote", "_selected_action": [second.pk]})
+    assert registry.alias_version(NAME, registry.CHAMPION) == first.version  # refused by the gate
