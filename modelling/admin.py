@@ -7,7 +7,7 @@ from rtv.admin import ReadOnlyAdmin
 from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_SCIENTIST, has_role
 
-from .models import ModelEvent, ModelVersion, Prediction
+from .models import ModelEvent, ModelVersion, Prediction, RetrainDecision
 from .promotion import PromotionRefused, model_promote
 
 
@@ -47,3 +47,8 @@ class ModelEventAdmin(ReadOnlyAdmin):
 class PredictionAdmin(ReadOnlyAdmin):
     list_display = ("record", "model_version", "probability_vulnerable", "predicted_vulnerable", "variant", "created_at")
     list_select_related = ("record", "model_version")
+
+
+@admin.register(RetrainDecision)
+class RetrainDecisionAdmin(ReadOnlyAdmin):
+    list_display = ("evaluated_at", "champion_version", "fired", "retrain_queued")

@@ -17,8 +17,9 @@ from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, REVIEWER, HasRole
 
 from . import registry
-from .models import ModelEvent, ModelVersion
+from .models import ModelEvent, ModelVersion, RetrainDecision
 from .promotion import PromotionRefused, model_promote, model_rollback
+from .triggers import retrain_triggers_evaluate
 
 SEE = HasRole.of(DATA_SCIENTIST, DATA_MANAGER, REVIEWER, ADMIN)
 MANAGE = HasRole.of(DATA_SCIENTIST, ADMIN)
@@ -39,12 +40,15 @@ class ModelListView(APIView):
         name = settings.RTV_MODEL_NAME
         versions = ModelVersion.objects.filter(name=name).order_by("-version")
         events = ModelEvent.objects.filter(name=name).select_related("actor")[:20]
+        decisions = RetrainDecision.objects.all()[:10]
         return Response({
             "name": name, "champion": registry.alias_version(name, registry.CHAMPION) if versions else None,
             "versions": [version_body(v) for v in versions],
             "events": [{"action": e.action, "from_version": e.from_version, "to_version": e.to_version,
                         "forced": e.forced, "by": e.actor.get_username() if e.actor else None,
                         "at": e.created_at.isoformat(), "gate": e.gate} for e in events],
+            "retrain_decisions": [{"at": d.evaluated_at.isoformat(), "fired": d.fired, "queued": d.retrain_queued}
+                                  for d in decisions],
         })
 
 
@@ -76,6 +80,18 @@ class RollbackView(APIView):
         except PromotionRefused as exc:
             raise ApiError("rollback_refused", str(exc), status_code=409) from exc
         return Response(version_body(mv))
+
+
+class TriggersView(APIView):
+    """Evaluate the retraining triggers now (the manual trigger fires); the decision is stored."""
+
+    permission_classes = [MANAGE]
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        d = retrain_triggers_evaluate(manual=True)
+        return Response({"fired": d.fired, "retrain_queued": d.retrain_queued, "inputs": d.inputs,
+                         "evaluated_at": d.evaluated_at.isoformat()})
 
 
 class RetrainView(APIView):

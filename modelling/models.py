@@ -67,3 +67,26 @@ class ModelEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.name} {self.from_version} -> {self.to_version}"
+
+
+class RetrainDecision(models.Model):
+    """One evaluation of the retraining triggers, with what it looked at and what it decided."""
+
+    class Trigger(models.TextChoices):
+        NEW_SAMPLES = "new_samples"
+        DEGRADATION = "degradation"
+        DRIFT = "drift"
+        SCHEDULE = "schedule"
+        MANUAL = "manual"
+
+    evaluated_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    champion_version = models.PositiveIntegerField(null=True, blank=True)
+    fired = models.JSONField(default=list, help_text="the triggers that fired")
+    inputs = models.JSONField(default=dict, help_text="what each trigger measured")
+    retrain_queued = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-evaluated_at"]
+
+    def __str__(self) -> str:
+        return f"{self.evaluated_at:%Y-%m-%d %H:%M}: {', '.join(self.fired) or 'no trigger'}"

@@ -29,6 +29,7 @@ from . import registry
 from .calibration import SigmoidCalibrated
 from .evaluation import evaluate
 from .models import ModelVersion, Prediction
+from .triggers import top_features
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         if best_metrics["accuracy"] > LEAKAGE_ACCURACY:
             raise LeakageError(f"cross-validated accuracy {best_metrics['accuracy']:.3f} > {LEAKAGE_ACCURACY}: "
                                "a label leak is likelier than a breakthrough; registration refused")
+        best_metrics["top_features"] = top_features(X, y)
         fitted = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y)
         final = SigmoidCalibrated.from_oof(fitted, best_raw, y)
         cv_seconds = time.perf_counter() - t0
@@ -141,7 +143,8 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         with mlflow.start_run(experiment_id=registry.experiment_id()) as mlrun:
             mlflow.log_params({"algorithm": best.name, "folds": cv.n_splits, "rows": len(y), "features": len(fields),
                                "cv": "GroupKFold(village)"})
-            mlflow.log_metrics({f"cv_{k}": v for k, v in best_metrics.items() if isinstance(v, float | int)})
+            mlflow.log_metrics({f"cv_{k}": v for k, v in best_metrics.items()
+                                if isinstance(v, float | int) and not isinstance(v, bool)})
             mlflow.log_dict(best_metrics, "evaluation.json")
             for cand, metrics, _ in results:
                 mlflow.log_metrics({f"{cand.name}_roc_auc": metrics["roc_auc"]})

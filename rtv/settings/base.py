@@ -181,6 +181,7 @@ CELERY_BEAT_SCHEDULE = {
     "resume-stale-chunks": {"task": "ingestion.resume_stale_chunks", "schedule": 120.0},
     "scan-partner-inboxes": {"task": "ingestion.scan_partner_inboxes", "schedule": 300.0},
     "quality-daily-snapshot": {"task": "quality.daily_snapshot", "schedule": crontab(hour=1, minute=0)},
+    "retrain-triggers": {"task": "modelling.evaluate_triggers", "schedule": crontab(hour=2, minute=0)},
 }
 
 # ---- Domain configuration ---------------------------------------------------------------
@@ -207,6 +208,9 @@ RTV_MODEL_NAME = env.str("RTV_MODEL_NAME", default="rtv-vulnerability")
 RTV_PROMOTION_MARGIN_AUC = env.float("RTV_PROMOTION_MARGIN_AUC", default=0.0)
 RTV_PROMOTION_MARGIN_EXCLUSION = env.float("RTV_PROMOTION_MARGIN_EXCLUSION", default=0.0)
 RTV_PROMOTION_MARGIN_BRIER = env.float("RTV_PROMOTION_MARGIN_BRIER", default=0.005)
+RTV_RETRAIN_NEW_SAMPLES = env.int("RTV_RETRAIN_NEW_SAMPLES", default=50)
+RTV_RETRAIN_MIN_EVAL = env.int("RTV_RETRAIN_MIN_EVAL", default=50)
+RTV_RETRAIN_AUC_TOLERANCE = env.float("RTV_RETRAIN_AUC_TOLERANCE", default=0.05)
 
 # Fernet keys, comma-separated; the first one encrypts, all of them decrypt.
 FIELD_ENCRYPTION_KEYS = env.list(

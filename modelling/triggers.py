@@ -1,0 +1,132 @@
+"""Retraining triggers, evaluated by a scheduled job and on demand; every decision is stored with
+its inputs.  Drift is decided on effect sizes (PSI), not p-values (stack.md: at survey sizes a
+KS test flags trivial shifts)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from sklearn.metrics import roc_auc_score
+
+from features.pipeline import input_fields
+from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord
+from rtv.outbox import outbox_enqueue
+
+from . import registry
+from .models import ModelVersion, RetrainDecision
+
+PSI_MODERATE, PSI_MAJOR = 0.1, 0.25
+NUMERIC_BINS = 10
+
+
+def psi_numeric(reference: np.ndarray, current: np.ndarray, bins: int = NUMERIC_BINS) -> float:
+    """PSI with quantile bins from the reference; empty bins floored so the log stays finite."""
+    reference, current = reference[~np.isnan(reference)], current[~np.isnan(current)]
+    if len(reference) == 0 or len(current) == 0:
+        return 0.0
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    r = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
+    c = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1) / len(current)
+    r, c = np.maximum(r, 1e-4), np.maximum(c, 1e-4)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def psi_categorical(reference: pd.Series, current: pd.Series) -> float:
+    r = reference.fillna("∅").astype(str).value_counts(normalize=True)
+    c = current.fillna("∅").astype(str).value_counts(normalize=True)
+    keys = r.index.union(c.index)
+    rv = np.maximum(r.reindex(keys, fill_value=0).to_numpy(), 1e-4)
+    cv = np.maximum(c.reindex(keys, fill_value=0).to_numpy(), 1e-4)
+    return float(np.sum((cv - rv) * np.log(cv / rv)))
+
+
+def _frame(qs: Any) -> pd.DataFrame:
+    rows = list(qs.values_list("pk", "vulnerable", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+    return pd.DataFrame.from_records(rows, columns=["_pk", "_vulnerable", *SURVEY_VALUE_FIELDS])
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, top: list[str]) -> dict[str, Any]:
+    psi: dict[str, float] = {}
+    for name in input_fields():
+        if name not in reference or name not in current:
+            continue
+        if pd.api.types.is_numeric_dtype(reference[name]) and pd.api.types.is_numeric_dtype(current[name]):
+            psi[name] = round(psi_numeric(reference[name].to_numpy(float), current[name].to_numpy(float)), 4)
+        else:
+            psi[name] = round(psi_categorical(reference[name], current[name]), 4)
+    major = sorted(k for k, v in psi.items() if v >= PSI_MAJOR)
+    moderate = sorted(k for k, v in psi.items() if PSI_MODERATE <= v < PSI_MAJOR)
+    top_major = sorted(set(top) & set(major))
+    drift = bool(psi) and (len(major) >= len(psi) / 2 or bool(top_major))
+    return {"psi": psi, "major": major, "moderate": moderate, "top_features": top, "top_major": top_major,
+            "drift": drift}
+
+
+def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True) -> RetrainDecision:
+    name = settings.RTV_MODEL_NAME
+    version = registry.alias_version(name, registry.CHAMPION) if ModelVersion.objects.filter(name=name).exists() else None
+    champion = ModelVersion.objects.filter(name=name, version=version).first() if version else None
+    fired: list[str] = []
+    inputs: dict[str, Any] = {}
+    if manual:
+        fired.append(RetrainDecision.Trigger.MANUAL)
+    labelled = (SurveyRecord.objects.exclude(progress_status="").filter(review_status="approved")
+                .filter(superseded_by__isnull=True))
+    if champion is None:
+        inputs["champion"] = None
+        fired.append(RetrainDecision.Trigger.NEW_SAMPLES)  # nothing trained yet: any approved data is new
+    else:
+        cutoff = champion.training_cutoff
+        new = labelled.filter(received_at__gt=cutoff) if cutoff else labelled.none()
+        n_new = new.count()
+        inputs["new_samples"] = {"count": n_new, "threshold": settings.RTV_RETRAIN_NEW_SAMPLES,
+                                 "since": cutoff.isoformat() if cutoff else None}
+        if n_new >= settings.RTV_RETRAIN_NEW_SAMPLES:
+            fired.append(RetrainDecision.Trigger.NEW_SAMPLES)
+        age = timezone.now() - champion.created_at
+        inputs["schedule"] = {"age_days": round(age.total_seconds() / 86400, 2), "every_days": 7}
+        if age >= timedelta(days=7):
+            fired.append(RetrainDecision.Trigger.SCHEDULE)
+        if n_new >= settings.RTV_RETRAIN_MIN_EVAL:
+            current = _frame(new)
+            reference = _frame(labelled.filter(received_at__lte=cutoff))
+            y = current["_vulnerable"].astype(bool).to_numpy().astype(int)
+            if len(set(y)) == 2:
+                model = registry.load_model(champion.name, champion.version)
+                auc = float(roc_auc_score(y, model.predict_proba(current[list(SURVEY_VALUE_FIELDS)])[:, 1]))
+                drop = champion.metrics["roc_auc"] - auc
+                inputs["degradation"] = {"new_auc": round(auc, 4), "trained_auc": round(champion.metrics["roc_auc"], 4),
+                                         "drop": round(drop, 4), "tolerance": settings.RTV_RETRAIN_AUC_TOLERANCE}
+                if drop > settings.RTV_RETRAIN_AUC_TOLERANCE:
+                    fired.append(RetrainDecision.Trigger.DEGRADATION)
+            report = drift_report(reference, current, champion.metrics.get("top_features", []))
+            inputs["drift"] = report
+            if report["drift"]:
+                fired.append(RetrainDecision.Trigger.DRIFT)
+    with transaction.atomic():
+        decision = RetrainDecision.objects.create(champion_version=version, fired=[str(f) for f in fired],
+                                                  inputs=inputs, retrain_queued=bool(fired) and enqueue)
+        if decision.retrain_queued:
+            outbox_enqueue("modelling.train_and_score")
+    return decision
+
+
+def top_features(X: pd.DataFrame, y: np.ndarray, k: int = 5) -> list[str]:
+    """The inputs most associated with the label on their own (|AUC - 0.5|), a cheap, model-free
+    ranking for the drift rule 'any of the top five features shifts'."""
+    scores: dict[str, float] = {}
+    for name in input_fields():
+        if name not in X or not pd.api.types.is_numeric_dtype(X[name]):
+            continue
+        v = X[name].to_numpy(float)
+        m = ~np.isnan(v)
+        if m.sum() < 20 or len(set(y[m])) < 2 or len(set(v[m])) < 2:
+            continue
+        scores[name] = abs(float(roc_auc_score(y[m], v[m])) - 0.5)
+    return [n for n, _ in sorted(scores.items(), key=lambda kv: -kv[1])[:k]]
