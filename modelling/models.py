@@ -16,6 +16,8 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict)
     training_rows = models.IntegerField(default=0)
     training_cutoff = models.DateTimeField(null=True, blank=True, help_text="newest record used for training")
+    snapshot = models.ForeignKey("features.FeatureSnapshot", null=True, blank=True, on_delete=models.PROTECT,
+                                 help_text="the processed rows it was trained on")
     aliases = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

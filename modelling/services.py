@@ -21,6 +21,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from features.pipeline import LeakageError, assert_leak_free, build_model_pipeline, input_fields
+from features.snapshots import snapshot_write
 from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord
 from rtv.bulk import copy_frame
 from rtv.services import audit_record, pipeline_run
@@ -64,11 +65,14 @@ def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
     qs = (SurveyRecord.objects.exclude(progress_status="").filter(review_status=SurveyRecord.ReviewStatus.APPROVED)
           .filter(superseded_by__isnull=True))
     cutoff = qs.aggregate(m=Max("received_at"))["m"]
-    rows = list(qs.values_list("vulnerable", "village", "progress_status",
+    rows = list(qs.values_list("vulnerable", "village", "progress_status", "pk", "batch_id",
                                *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
     if not rows:
         return pd.DataFrame(), np.array([]), np.array([]), cutoff
-    frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", "_status", *SURVEY_VALUE_FIELDS])
+    frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", "_status", "_record", "_batch",
+                                                     *SURVEY_VALUE_FIELDS])
+    frame.attrs["record_ids"] = frame.pop("_record").to_numpy()
+    frame.attrs["batch_ids"] = frame.pop("_batch").astype(str).to_numpy()
     y = frame.pop("_vulnerable").astype(bool).to_numpy().astype(int)
     groups = frame.pop("_group").to_numpy(dtype=object)
     frame.attrs["status"] = frame.pop("_status").to_numpy(dtype=object)  # the 4-class label, for evaluation
@@ -104,6 +108,9 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
             raise NotEnoughData(f"{len(y)} labelled records; at least {min_rows} are needed to train")
         fields = [f for f in input_fields() if f in X.columns]
         assert_leak_free(fields)
+        snapshot = snapshot_write(
+            X[fields].assign(record_id=X.attrs["record_ids"], vulnerable=y, progress_status=X.attrs.get("status")),
+            source_batches=list(X.attrs["batch_ids"]))
         n_groups = len(set(groups))
         cv = GroupKFold(n_splits=min(folds, n_groups))
         splits = list(cv.split(X, y, groups))
@@ -146,6 +153,7 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
             mlflow.log_metrics({f"cv_{k}": v for k, v in best_metrics.items()
                                 if isinstance(v, float | int) and not isinstance(v, bool)})
             mlflow.log_dict(best_metrics, "evaluation.json")
+            mlflow.log_params({"snapshot": str(snapshot.pk), "snapshot_sha256": snapshot.sha256})
             for cand, metrics, _ in results:
                 mlflow.log_metrics({f"{cand.name}_roc_auc": metrics["roc_auc"]})
             info = mlflow.sklearn.log_model(
@@ -163,7 +171,7 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
                 algorithm=best.name, features=fields,
                 metrics={**best_metrics, "candidates": {c.name: {k: v for k, v in m.items() if isinstance(v, float)}
                                                         for c, m, _ in results}},
-                training_rows=len(y), training_cutoff=cutoff, aliases=aliases,
+                training_rows=len(y), training_cutoff=cutoff, aliases=aliases, snapshot=snapshot,
             )
             for other in ModelVersion.objects.filter(name=name).exclude(pk=mv.pk):
                 kept = [a for a in other.aliases if a not in aliases]

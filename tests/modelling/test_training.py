@@ -91,3 +91,24 @@ def test_training_refuses_with_too_few_labelled_records() -> None:
 
     with pytest.raises(CommandError, match="at least"):
         call_command("train_model", stdout=StringIO())
+
+
+def test_training_keeps_a_processed_snapshot_with_its_manifest(stored_records: int) -> None:
+    import hashlib
+
+    from django.core.files.storage import default_storage
+
+    from features.snapshots import snapshot_read
+    from ingestion.models import IngestionBatch
+
+    call_command("train_model", "--no-score", stdout=StringIO())
+    mv = ModelVersion.objects.get()
+    snap = mv.snapshot
+    assert snap is not None and snap.file_key.startswith("processed/")
+    with default_storage.open(snap.file_key, "rb") as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == snap.sha256
+    frame = snapshot_read(snap)
+    assert len(frame) == snap.rows == mv.training_rows == stored_records
+    assert set(frame.columns) == set(mv.features) | {"record_id", "vulnerable", "progress_status"}
+    assert set(frame.columns).isdisjoint(FORBIDDEN)
+    assert snap.source_batches == [str(IngestionBatch.objects.get().pk)]
