@@ -26,6 +26,12 @@ def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> d
     if champion is None:
         return {"passed": True, "reason": "no champion yet", "checks": {}}
     c, k = challenger.metrics, champion.metrics
+    basis = "cross-validated metrics of each version"
+    same = challenger.metrics.get("comparison")
+    if same and same.get("champion_version") == champion.version:
+        # Preferred: both models scored on the same rows, which neither was trained on.
+        c, k = same["challenger"], same["champion"]
+        basis = f"the same holdout of {same['holdout_rows']} records received after the champion's cut-off"
     m_auc = settings.RTV_PROMOTION_MARGIN_AUC
     m_excl = settings.RTV_PROMOTION_MARGIN_EXCLUSION
     m_brier = settings.RTV_PROMOTION_MARGIN_BRIER
@@ -42,7 +48,7 @@ def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> d
     failed = [name for name, v in checks.items() if not v["passed"]]
     return {"passed": passed, "checks": checks,
             "reason": "beats the champion" if passed else f"does not beat the champion on {', '.join(failed)}",
-            "basis": "cross-validated metrics of each version"}
+            "basis": basis}
 
 
 def _move(name: str, version: int) -> None:

@@ -65,12 +65,13 @@ def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
     qs = (SurveyRecord.objects.exclude(progress_status="").filter(review_status=SurveyRecord.ReviewStatus.APPROVED)
           .filter(superseded_by__isnull=True))
     cutoff = qs.aggregate(m=Max("received_at"))["m"]
-    rows = list(qs.values_list("vulnerable", "village", "progress_status", "pk", "batch_id",
+    rows = list(qs.values_list("vulnerable", "village", "progress_status", "pk", "batch_id", "received_at",
                                *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
     if not rows:
         return pd.DataFrame(), np.array([]), np.array([]), cutoff
     frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", "_status", "_record", "_batch",
-                                                     *SURVEY_VALUE_FIELDS])
+                                                     "_received", *SURVEY_VALUE_FIELDS])
+    frame.attrs["received_at"] = frame.pop("_received").to_numpy()
     frame.attrs["record_ids"] = frame.pop("_record").to_numpy()
     frame.attrs["batch_ids"] = frame.pop("_batch").astype(str).to_numpy()
     y = frame.pop("_vulnerable").astype(bool).to_numpy().astype(int)
@@ -85,6 +86,24 @@ def _cross_fitted_calibration(oof: np.ndarray, y: np.ndarray, splits: list[tuple
     for train, test in splits:
         out[test] = SigmoidCalibrated.from_oof(None, oof[train], y[train]).calibrate(oof[test])
     return out
+
+
+def _compare_with_champion(X: pd.DataFrame, y: np.ndarray, challenger_oof: np.ndarray) -> dict[str, Any] | None:
+    """Both models on the same holdout: the records the champion never saw (received after its
+    cut-off).  The challenger's scores there are out-of-fold, so neither model has seen them."""
+    champion = champion_version()
+    if champion is None or champion.training_cutoff is None:
+        return None
+    received = pd.to_datetime(X.attrs["received_at"], utc=True)
+    holdout = np.asarray(received > pd.Timestamp(champion.training_cutoff))
+    if holdout.sum() < settings.RTV_RETRAIN_MIN_EVAL or len(set(y[holdout])) < 2:
+        return None
+    model = registry.load_model(champion.name, champion.version)
+    champion_proba = model.predict_proba(X.loc[holdout, list(SURVEY_VALUE_FIELDS)])[:, 1]
+    keep = ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy")
+    return {"holdout_rows": int(holdout.sum()), "champion_version": champion.version,
+            "challenger": {k: v for k, v in evaluate(y[holdout], challenger_oof[holdout]).items() if k in keep},
+            "champion": {k: v for k, v in evaluate(y[holdout], champion_proba).items() if k in keep}}
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -138,6 +157,9 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
             raise LeakageError(f"cross-validated accuracy {best_metrics['accuracy']:.3f} > {LEAKAGE_ACCURACY}: "
                                "a label leak is likelier than a breakthrough; registration refused")
         best_metrics["top_features"] = top_features(X, y)
+        comparison = _compare_with_champion(X, y, _cross_fitted_calibration(best_raw, y, splits))
+        if comparison:
+            best_metrics["comparison"] = comparison
         fitted = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y)
         final = SigmoidCalibrated.from_oof(fitted, best_raw, y)
         cv_seconds = time.perf_counter() - t0

@@ -138,3 +138,22 @@ def test_the_admin_queues_training_and_promotes_through_the_gate(client, make_us
     assert OutboxMessage.objects.filter(task="modelling.train_and_score").exists()
     client.post(url, {"action": "promote", "_selected_action": [second.pk]})
     assert registry.alias_version(NAME, registry.CHAMPION) == first.version  # refused by the gate
+
+
+def test_a_challenger_is_compared_with_the_champion_on_the_same_unseen_records(tmp_path: Path) -> None:
+    data, _ = generate(300, seed=41)
+    write(data, data.iloc[0:0], tmp_path / "old.csv", "csv")
+    ingest_file(tmp_path / "old.csv")
+    first = model_train(folds=2)
+    newer, _ = generate(120, seed=42)
+    write(newer, newer.iloc[0:0], tmp_path / "new.csv", "csv")
+    ingest_file(tmp_path / "new.csv")
+    second = model_train(folds=2)
+    comparison = second.metrics["comparison"]
+    assert comparison["holdout_rows"] == 120 and comparison["champion_version"] == first.version
+    assert set(comparison["champion"]) >= {"roc_auc", "brier", "exclusion_error_at_40"}
+    from modelling.promotion import promotion_gate
+
+    gate = promotion_gate(second, first)
+    assert gate["basis"].startswith("the same holdout of 120 records")
+    assert gate["checks"]["roc_auc"]["champion"] == comparison["champion"]["roc_auc"]
