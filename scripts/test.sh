@@ -12,4 +12,4 @@ echo "== ruff" >&2
 echo "== mypy" >&2
 .venv/bin/mypy rtv ingestion quality features modelling
 echo "== pytest" >&2
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=10 "$@"
