@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from ingestion.models import SURVEY_VALUE_FIELDS, RowIssue, SurveyRecord, SurveyValues
 from rtv.selectors import current_schema
-from rtv.services import audit_record
+from rtv.services import audit_record, audit_record_many
 
 from .engine import validate_frame
 from .models import ReviewComment, ReviewDecision
@@ -56,9 +56,8 @@ def review_decide(*, records: Iterable[SurveyRecord], to_status: str, reviewer: 
                                                            to_status=to_status, comment=comment) for r in moving])
         if comment:
             ReviewComment.objects.bulk_create([ReviewComment(record=r, author=user, text=comment) for r in moving])
-        for r in moving:
-            audit_record(actor=reviewer, action="review.decided", obj=r,
-                         changes={"review_status": [r.review_status, to_status], "comment": comment})
+        audit_record_many(actor=reviewer, action="review.decided", objs=moving,
+                          changes=[{"review_status": [r.review_status, to_status], "comment": comment} for r in moving])
         changed = SurveyRecord.objects.filter(pk__in=[r.pk for r in moving]).update(
             review_status=to_status, auto_approved=False)
     return changed

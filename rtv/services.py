@@ -37,6 +37,17 @@ def audit_record(*, actor: AbstractBaseUser | AnonymousUser | None, action: str,
     )
 
 
+def audit_record_many(*, actor: AbstractBaseUser | AnonymousUser | None, action: str, objs: list[Any],
+                      changes: list[dict[str, Any]], system: str = "system") -> list[AuditEvent]:
+    """One audit event per object, written in a single INSERT (bulk review decisions)."""
+    user = actor if actor is not None and actor.is_authenticated else None
+    label = user.get_username() if user is not None else system
+    rid = current_request_id() or ""
+    return AuditEvent.objects.bulk_create([
+        AuditEvent(actor=user, actor_label=label, action=action, object_type=o._meta.label_lower, object_id=str(o.pk),
+                   changes=c, request_id=rid) for o, c in zip(objs, changes, strict=True)])
+
+
 @contextmanager
 def pipeline_run(job: str, *, user: AbstractBaseUser | AnonymousUser | None = None) -> Iterator[PipelineRun]:
     """Record a job's run: running while the block executes, then succeeded or failed with the error."""

@@ -141,3 +141,15 @@ def test_staff_roles_see_the_queue_and_only_reviewers_decide(client, make_user, 
 def test_non_staff_roles_cannot_open_the_admin(client, make_user, role: str | None) -> None:  # type: ignore[no-untyped-def]
     client.force_login(make_user(role))
     assert client.get(CHANGELIST).status_code == 302  # to the admin login
+
+
+def test_a_bulk_decision_costs_the_same_queries_for_ten_records_as_for_two(make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    records = stored(tmp_path, 12)
+    SurveyRecord.objects.update(review_status="has_issues")
+    reviewer = make_user("reviewer")
+    with CaptureQueriesContext(connection) as two:
+        review_decide(records=records[:2], to_status="approved", reviewer=reviewer, comment="ok")
+    with CaptureQueriesContext(connection) as ten:
+        review_decide(records=records[2:], to_status="approved", reviewer=reviewer, comment="ok")
+    assert len(two.captured_queries) == len(ten.captured_queries)
+    assert AuditEvent.objects.filter(action="review.decided").count() == 12
