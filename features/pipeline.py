@@ -3,12 +3,25 @@ model, so serving cannot drift from training.
 
 Only fields whose contract role is ``feature`` or ``location`` may enter.  Money, derived, label,
 identifier and metadata fields are refused (``assert_leak_free``): the label is an exact sum of
-the money columns, which is how public solutions reach a meaningless 95-99% accuracy.
+the money columns, which is how public solutions reach a meaningless 95-99% accuracy.  The one
+exception is the collection dates in ``TEMPORAL_INPUTS``: they are read only to derive the
+temporal features (month, season, time since the previous survey), never passed on as such.
+
+Speed: ``SurveyFeatures.transform`` works on whole columns with numpy (text columns are factorised
+once, so the per-value work runs over the few distinct values), and ``FastColumnTransformer`` is
+a ``ColumnTransformer`` whose ``transform`` reads the fitted state of the sklearn parts (imputer,
+scaler, one-hot and target encoders) and computes the same numbers in a few array passes.  Fitting,
+including ``TargetEncoder``'s out-of-fold ``fit_transform``, is sklearn's own, unchanged.
+
+Output names (``get_feature_names_out()`` of the preprocessor) are sklearn's defaults with
+``verbose_feature_names_out=False``; ``feature_sources`` maps each back to the field it came from.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +32,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
+from sklearn.utils._set_output import _get_output_config
+from sklearn.utils.validation import check_is_fitted
 
 from rtv import contract
 
@@ -29,15 +44,31 @@ WASH_FLAGS = ("latrine_constructed", "tippy_tap_available", "soap_ash_available"
 FARMING_FLAGS = ("perennial_cropping", "apply_liquid_manure", "soil_management", "postharvest_food_storage",
                  "water_control_practise")
 
+# Collection dates: metadata, not contract features.  Read (when present) only to derive TEMPORAL_FEATURES.
+TEMPORAL_INPUTS = ("collected_at", "previous_collected_at")
+TEMPORAL_FEATURES = ("collected_month_sin", "collected_month_cos", "rainy_season", "days_since_previous_survey")
+RAINY_MONTHS = (3, 4, 5, 9, 10, 11)  # Uganda's two rainy seasons: March-May and September-November
+LOCAL_UTC_OFFSET = pd.Timedelta(hours=3)  # months are taken in East Africa Time (UTC+3, no daylight saving)
+# Every feature computed from other columns (not a contract field): its own source in feature_sources.
+DERIVED_FEATURES = ("land_per_member", "crop_diversity", "wash_index", "farming_index", "uses_fertilizer",
+                    *TEMPORAL_FEATURES)
+MISSING_INDICATOR_PREFIX = "missingindicator_"
+
+_MONTH = np.arange(13, dtype=np.float64)  # index 1..12 is the calendar month
+MONTH_SIN = np.sin(2 * np.pi * _MONTH / 12)
+MONTH_COS = np.cos(2 * np.pi * _MONTH / 12)
+RAINY = np.isin(np.arange(13), RAINY_MONTHS).astype(np.float64)
+
 
 class LeakageError(ValueError):
     """A field that is the label, or computes it, was offered to a model."""
 
 
 def assert_leak_free(columns: Iterable[str], roles: dict[str, str] | None = None) -> None:
-    """Refuse any input column whose contract role is not an allowed model input."""
+    """Refuse any input column whose contract role is not an allowed model input (the collection
+    dates in TEMPORAL_INPUTS excepted: only month, season and elapsed days are derived from them)."""
     roles = roles or {f.name: f.role for f in contract.ALL_FIELDS}
-    bad = sorted(c for c in columns if roles.get(c) not in contract.MODEL_INPUT_ROLES)
+    bad = sorted(c for c in columns if c not in TEMPORAL_INPUTS and roles.get(c) not in contract.MODEL_INPUT_ROLES)
     if bad:
         raise LeakageError(f"fields not allowed as model inputs (role not feature/location): {', '.join(bad)}")
 
@@ -47,11 +78,181 @@ def input_fields(specs: Sequence[contract.FieldSpec] = contract.SURVEY_FIELDS) -
     return [f.name for f in specs if f.role in contract.MODEL_INPUT_ROLES]
 
 
+def feature_sources(names: Sequence[str]) -> list[str]:
+    """The source of each transformed column name: the contract field it was computed from, or, for a
+    derived feature (``land_per_member``, ``rainy_season``, ...), the derived feature's own name.
+
+    Names are those of ``get_feature_names_out()``: ``household_size``,
+    ``missingindicator_household_size``, ``district_Kanungu``, ``loan_from_97``, ``loan_from_missing``,
+    ``village`` (``village_<class>`` for a multi-class target encoding), ``land_per_member``.
+    """
+    fields = set(contract.FIELDS_BY_NAME)
+    # Longest prefix first: a field whose name extends another's must win ("x_y_1" -> "x_y", not "x").
+    prefixed = sorted((f for f in fields if contract.FIELDS_BY_NAME[f].role in contract.MODEL_INPUT_ROLES),
+                      key=len, reverse=True)
+    sources = []
+    for name in names:
+        base = name[len(MISSING_INDICATOR_PREFIX):] if name.startswith(MISSING_INDICATOR_PREFIX) else name
+        if base in DERIVED_FEATURES or base in fields:
+            sources.append(base)
+            continue
+        match = next((f for f in prefixed if base.startswith(f + "_")), None)
+        if match is None:
+            raise ValueError(f"transformed column {name!r} has no known source field")
+        sources.append(match)
+    return sources
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each output column of SurveyFeatures comes from, for one list of fields."""
+
+    categorical: tuple[str, ...]
+    numeric: tuple[tuple[str, int, tuple[float, ...]], ...]  # (field, row in the numeric block, sentinels)
+    multiselect: tuple[tuple[str, int, tuple[str, ...]], ...]  # (field, first row, codes as text)
+    numeric_names: tuple[str, ...]  # rows of the numeric block, in output order
+    columns: tuple[str, ...]  # every output column, in order
+
+
+@functools.lru_cache(maxsize=32)
+def _layout(fields: tuple[str, ...]) -> _Layout:
+    specs = contract.FIELDS_BY_NAME
+    order: list[str] = []
+    numeric_names: list[str] = []
+    categorical: list[str] = []
+    numeric: list[tuple[str, int, tuple[float, ...]]] = []
+    multiselect: list[tuple[str, int, tuple[str, ...]]] = []
+    for name in fields:
+        if name in TEMPORAL_INPUTS:
+            continue
+        spec = specs[name]
+        if name in LOW_CARDINALITY or name in HIGH_CARDINALITY:
+            categorical.append(name)
+            order.append(name)
+        elif spec.type == "multiselect":
+            names = [f"{name}_{code}" for code in spec.allowed] + [f"{name}_missing"]
+            multiselect.append((name, len(numeric_names), tuple(f"{code}" for code in spec.allowed)))
+            numeric_names += names
+            order += names
+        elif spec.type in ("integer", "decimal", "code"):
+            numeric.append((name, len(numeric_names), tuple(float(s) for s in spec.sentinels)))
+            numeric_names.append(name)
+            order.append(name)
+    derived: list[str] = []
+    if "household_size" in numeric_names:
+        if "agriculture_land" in numeric_names:
+            derived.append("land_per_member")
+        derived.append("crop_diversity")
+    if any(c in numeric_names for c in WASH_FLAGS):
+        derived.append("wash_index")
+    if any(c in numeric_names for c in FARMING_FLAGS):
+        derived.append("farming_index")
+    if "household_fertilizer" in numeric_names:
+        derived.append("uses_fertilizer")
+    derived += TEMPORAL_FEATURES
+    numeric_names += derived
+    order += derived
+    return _Layout(tuple(categorical), tuple(numeric), tuple(multiselect), tuple(numeric_names), tuple(order))
+
+
+_FACTORISE_SAFE = {"string", "empty", "integer", "boolean"}
+
+
+def _factorise(col: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
+    """Codes (-1: missing) and the distinct values, when distinct values cannot collide (1 == 1.0 == True
+    would, yet their text differs).  None: the column must be handled value by value."""
+    kind = col.dtype.kind
+    if kind == "O":
+        if pd.api.types.infer_dtype(col, skipna=True) not in _FACTORISE_SAFE:
+            return None
+    elif not (pd.api.types.is_string_dtype(col.dtype) or kind in "iub"):
+        return None
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.intp), pd.Series(uniques)
+
+
+def _as_text(values: pd.Series, missing: str) -> list[str]:
+    """Exactly ``values.astype(object).where(values.notna(), missing).astype(str)``, as a list."""
+    return values.astype(object).where(values.notna(), missing).astype(str).tolist()
+
+
+def _text_column(col: pd.Series, missing: str) -> tuple[np.ndarray, list[str]]:
+    """(codes, texts): row i's text is texts[codes[i]]; missing values read as ``missing``."""
+    found = _factorise(col)
+    if found is None:
+        texts = _as_text(col, missing)
+        return np.arange(len(texts), dtype=np.intp), texts
+    codes, uniques = found
+    texts = _as_text(uniques, missing)
+    texts.append(missing)  # code -1 picks the last entry
+    return codes, texts
+
+
+def _numeric_column(col: pd.Series) -> np.ndarray:
+    """Exactly ``pd.to_numeric(col, errors="coerce").astype("float64")``, as an array."""
+    kind = col.dtype.kind
+    if kind in "iufb":
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_string_dtype(col.dtype):
+        found = _factorise(col)
+        if found is not None:
+            codes, uniques = found
+            values = pd.to_numeric(uniques, errors="coerce").astype("float64").to_numpy()
+            return np.append(values, np.nan)[codes]
+    return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
+
+
+def _epoch_ns(X: pd.DataFrame, name: str, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """UTC nanoseconds since the epoch and a missing mask; None when the column is absent."""
+    if name not in X:
+        return None
+    when = pd.to_datetime(X[name], utc=True, errors="coerce")
+    missing = when.isna().to_numpy()
+    ns = when.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+    return ns, missing
+
+
+def _temporal(X: pd.DataFrame, block: np.ndarray, start: int) -> None:
+    """Fill the four TEMPORAL_FEATURES rows of the block from the optional collection dates."""
+    n = block.shape[1]
+    rows = block[start:start + len(TEMPORAL_FEATURES)]
+    rows.fill(np.nan)
+    current = _epoch_ns(X, "collected_at", n)
+    if current is None:
+        return
+    ns, missing = current
+    local = pd.DatetimeIndex(np.where(missing, 0, ns).astype("datetime64[ns]")) + LOCAL_UTC_OFFSET
+    month = np.asarray(local.month, dtype=np.intp)
+    month[missing] = 0
+    rows[0] = MONTH_SIN[month]
+    rows[1] = MONTH_COS[month]
+    rows[2] = RAINY[month]
+    rows[0:3, missing] = np.nan
+    previous = _epoch_ns(X, "previous_collected_at", n)
+    if previous is not None:
+        pns, pmissing = previous
+        days = (ns - pns).astype(np.float64) / 86_400e9
+        days[missing | pmissing] = np.nan
+        rows[3] = days
+
+
+def _nan_sum(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise (over the first axis) sum skipping NaN, and the count of values present."""
+    present = ~np.isnan(rows)
+    total = np.zeros(rows.shape[1])
+    for row, ok in zip(rows, present, strict=True):
+        total += np.where(ok, row, 0.0)
+    return total, present.sum(axis=0)
+
+
 class SurveyFeatures(TransformerMixin, BaseEstimator):
     """Raw typed survey values -> numeric features plus the categorical columns.
 
     Sentinels become missing, text counts become numbers, multi-select codes become indicator
-    columns, and a few ratios and indices are derived.  Stateless: safe to share by design.
+    columns, and a few ratios and indices are derived; so are month, season and days since the
+    previous survey from the optional ``collected_at`` / ``previous_collected_at`` columns (all
+    missing when absent, so training and serving always have the same columns).  Stateless: safe
+    to share by design.
     """
 
     def __init__(self, fields: Sequence[str] | None = None) -> None:
@@ -63,42 +264,209 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        specs = contract.FIELDS_BY_NAME
-        out: dict[str, pd.Series | np.ndarray] = {}
+        check_is_fitted(self, "fields_")
+        layout = _layout(tuple(self.fields_))
         index = X.index
-        for name in self.fields_:
-            spec = specs[name]
-            col = X[name] if name in X else pd.Series(np.nan, index=index)
-            if name in LOW_CARDINALITY or name in HIGH_CARDINALITY:
-                out[name] = col.astype(object).where(col.notna(), "missing").astype(str)
-            elif spec.type == "multiselect":
-                text = col.astype(object).where(col.notna(), "").astype(str)
-                tokens = " " + text.str.replace(r"\s+", " ", regex=True) + " "
-                for code in spec.allowed:
-                    out[f"{name}_{code}"] = tokens.str.contains(f" {code} ", regex=False).astype("float64")
-                out[f"{name}_missing"] = (text == "").astype("float64")
-            elif spec.type in ("integer", "decimal", "code"):
-                values = pd.to_numeric(col, errors="coerce").astype("float64")
-                if spec.sentinels:
-                    values = values.mask(values.isin(list(spec.sentinels)))
-                out[name] = values
-        frame = pd.DataFrame(out, index=index)
-        # Derived indices: fewer, steadier signals than their many 0/1 parts.
-        size = frame.get("household_size")
-        if size is not None:
-            if "agriculture_land" in frame:
-                frame["land_per_member"] = frame["agriculture_land"] / size.clip(lower=1)
-            crops = [c for c in ("season1_crops_planted", "season2_crops_planted", "perennial_crops_grown") if c in frame]
-            frame["crop_diversity"] = frame[crops].sum(axis=1, min_count=1)
-        wash = [c for c in WASH_FLAGS if c in frame]
-        if wash:
-            frame["wash_index"] = frame[wash].mean(axis=1)
-        farming = [c for c in FARMING_FLAGS if c in frame]
-        if farming:
-            frame["farming_index"] = frame[farming].mean(axis=1)
-        if "household_fertilizer" in frame:
-            frame["uses_fertilizer"] = frame["household_fertilizer"].isin([1, 2, 3]).astype("float64")
-        return frame
+        n = len(index)
+        # One row per numeric output column: each is written once, contiguously.
+        block = np.empty((len(layout.numeric_names), n))
+        position = {name: i for i, name in enumerate(layout.numeric_names)}
+        for name, row, sentinels in layout.numeric:
+            if name not in X:
+                block[row] = np.nan
+                continue
+            block[row] = _numeric_column(X[name])
+            if sentinels:
+                block[row, np.isin(block[row], sentinels)] = np.nan
+        for name, start, codes in layout.multiselect:
+            if name in X:
+                row_codes, texts = _text_column(X[name], "")
+            else:
+                row_codes, texts = np.full(n, -1, dtype=np.intp), [""]
+            # Each distinct text is split once: a code is present when it is one of the whitespace-separated tokens.
+            table = np.zeros((len(texts), len(codes) + 1))
+            for i, text in enumerate(texts):
+                tokens = set(text.split())
+                table[i, :-1] = [code in tokens for code in codes]
+                table[i, -1] = text == ""
+            block[start:start + len(codes) + 1] = table[row_codes].T
+        categorical: dict[str, np.ndarray] = {}
+        for name in layout.categorical:
+            if name in X:
+                row_codes, texts = _text_column(X[name], "missing")
+                categorical[name] = np.asarray(texts, dtype=object)[row_codes]
+            else:
+                categorical[name] = np.full(n, "missing", dtype=object)
+        self._derive(block, position)
+        _temporal(X, block, position[TEMPORAL_FEATURES[0]])
+        numeric = pd.DataFrame(block.T, index=index, columns=list(layout.numeric_names), copy=False)
+        if not categorical:
+            return numeric
+        frame = pd.concat([pd.DataFrame(categorical, index=index, dtype=object), numeric], axis=1)
+        columns = list(layout.columns)
+        return frame if list(frame.columns) == columns else frame[columns]
+
+    @staticmethod
+    def _derive(block: np.ndarray, position: dict[str, int]) -> None:
+        """Derived indices: fewer, steadier signals than their many 0/1 parts."""
+        def row(name: str) -> np.ndarray:
+            return block[position[name]]
+
+        if "land_per_member" in position:
+            row("land_per_member")[:] = row("agriculture_land") / np.maximum(row("household_size"), 1)
+        if "crop_diversity" in position:
+            crops = [position[c] for c in ("season1_crops_planted", "season2_crops_planted", "perennial_crops_grown")
+                     if c in position]
+            total, count = _nan_sum(block[crops])
+            row("crop_diversity")[:] = np.where(count >= 1, total, np.nan)
+        for index, flags in (("wash_index", WASH_FLAGS), ("farming_index", FARMING_FLAGS)):
+            if index in position:
+                total, count = _nan_sum(block[[position[c] for c in flags if c in position]])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    row(index)[:] = total / count
+        if "uses_fertilizer" in position:
+            row("uses_fertilizer")[:] = np.isin(row("household_fertilizer"), (1, 2, 3))
+
+
+def _category_index(column: pd.Series, categories: np.ndarray) -> np.ndarray:
+    """Position of each value among the fitted categories; -1 when unknown (or missing).
+
+    The column is factorised first, so the categories are looked up once per distinct value."""
+    codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=True)
+    lookup = pd.Index(categories, dtype=object).get_indexer(pd.Index(uniques, dtype=object))
+    return np.append(lookup, -1)[codes]
+
+
+def _plain_categories(categories: np.ndarray) -> bool:
+    return bool(categories.dtype == object and not pd.isna(categories).any())
+
+
+class FastColumnTransformer(ColumnTransformer):
+    """``ColumnTransformer`` with the same fit (sklearn's) and a fast ``transform``.
+
+    For the layout ``build_preprocessor`` makes (median imputer with indicators, optional standard
+    scaler, one-hot encoder ignoring unknowns, target encoder), ``transform`` reads the fitted
+    statistics, categories and encodings and writes the same numbers straight into one output
+    array, without the per-transformer validation, copies and stacking.  The array is returned in
+    column-major order (each output column contiguous); values are identical.  Any other
+    configuration (or a non-DataFrame input, or pandas output) goes through
+    ``ColumnTransformer.transform`` unchanged.
+    """
+
+    def transform(self, X: Any, **params: Any) -> Any:
+        out = None if params else self._fast_transform(X)
+        return super().transform(X, **params) if out is None else out
+
+    def _fast_transform(self, X: Any) -> np.ndarray | None:
+        check_is_fitted(self)
+        if not isinstance(X, pd.DataFrame) or not hasattr(self, "feature_names_in_") or self.sparse_output_:
+            return None
+        if _get_output_config("transform", self)["dense"] != "default":
+            return None
+        parts: list[tuple[Any, list[str], int]] = []
+        width = 0
+        for _name, trans, columns in self.transformers_:
+            if isinstance(trans, str):
+                if trans != "drop":
+                    return None
+                continue
+            columns = [columns] if isinstance(columns, str) else list(columns)
+            if not columns:
+                continue
+            if not all(isinstance(c, str) and c in X.columns for c in columns):
+                return None
+            size = self._width(trans)
+            if size is None:
+                return None
+            parts.append((trans, columns, size))
+            width += size
+        if not parts:
+            return None
+        out = np.empty((width, len(X)))  # one row per output column; returned transposed
+        row = 0
+        for trans, columns, size in parts:
+            if not self._fill(trans, X, columns, out[row:row + size]):
+                return None
+            row += size
+        return out.T
+
+    @staticmethod
+    def _numeric_steps(trans: Any) -> tuple[SimpleImputer, StandardScaler | None] | None:
+        steps = [s for _, s in trans.steps] if isinstance(trans, Pipeline) else [trans]
+        imputer, scaler = steps[0], steps[1] if len(steps) == 2 else None
+        if (type(imputer) is not SimpleImputer or len(steps) > 2 or not imputer.keep_empty_features
+                or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))):
+            return None
+        if scaler is not None and type(scaler) is not StandardScaler:
+            return None
+        return imputer, scaler
+
+    @classmethod
+    def _width(cls, trans: Any) -> int | None:
+        """How many output columns the fitted transformer makes; None if the fast path cannot do it."""
+        numeric = cls._numeric_steps(trans)
+        if numeric is not None:
+            imputer = numeric[0]
+            indicators = len(imputer.indicator_.features_) if imputer.add_indicator else 0
+            return len(imputer.statistics_) + indicators
+        if type(trans) is OneHotEncoder:
+            if (trans.handle_unknown != "ignore" or trans.drop_idx_ is not None or trans.sparse_output
+                    or trans._infrequent_enabled or np.dtype(trans.dtype) != np.float64
+                    or not all(_plain_categories(c) for c in trans.categories_)):
+                return None
+            return sum(len(c) for c in trans.categories_)
+        if type(trans) is TargetEncoder:
+            if not all(_plain_categories(c) for c in trans.categories_):
+                return None
+            return len(trans.encodings_)
+        return None
+
+    @classmethod
+    def _fill(cls, trans: Any, X: pd.DataFrame, columns: list[str], out: np.ndarray) -> bool:
+        """Write the transformer's output columns into the rows of ``out``; False: use sklearn."""
+        numeric = cls._numeric_steps(trans)
+        if numeric is not None:
+            imputer, scaler = numeric
+            k = len(columns)
+            values = out[:k]
+            for i, column in enumerate(columns):
+                array = X[column].to_numpy()
+                if array.dtype != np.float64:
+                    return False
+                values[i] = array
+            if np.isinf(values).any():
+                return False  # sklearn refuses infinity: let it say so
+            missing = np.isnan(values)
+            np.copyto(values, imputer.statistics_.astype(np.float64)[:, None], where=missing)
+            if imputer.add_indicator:
+                out[k:] = missing[imputer.indicator_.features_]
+            if scaler is not None:
+                if scaler.with_mean:
+                    out -= scaler.mean_[:, None]
+                if scaler.with_std:
+                    out /= scaler.scale_[:, None]
+            return True
+        if type(trans) is OneHotEncoder:
+            out.fill(0.0)
+            offset = 0
+            n = out.shape[1]
+            for column, categories in zip(columns, trans.categories_, strict=True):
+                index = _category_index(X[column], categories)
+                known = np.flatnonzero(index >= 0)
+                out[offset + index[known], known] = 1.0
+                offset += len(categories)
+            return offset == len(out) and n == len(X)
+        if type(trans) is TargetEncoder:
+            n_classes = len(trans.classes_) if trans.target_type_ == "multiclass" else 1
+            means = np.atleast_1d(np.asarray(trans.target_mean_, dtype=np.float64))
+            for f, (column, categories) in enumerate(zip(columns, trans.categories_, strict=True)):
+                index = _category_index(X[column], categories)
+                unknown = index < 0
+                for c in range(n_classes):
+                    encoding = trans.encodings_[f * n_classes + c]
+                    out[f * n_classes + c] = np.where(unknown, means[c], encoding[index])
+            return True
+        return False
 
 
 def build_preprocessor(feature_frame: pd.DataFrame, *, scale: bool = True) -> ColumnTransformer:
@@ -114,7 +482,7 @@ def build_preprocessor(feature_frame: pd.DataFrame, *, scale: bool = True) -> Co
     if high:
         # Out-of-fold target encoding: TargetEncoder.fit_transform cross-fits internally.
         transformers.append(("target", TargetEncoder(target_type="binary", cv=KFold(5, shuffle=True, random_state=0)), high))
-    return ColumnTransformer(transformers, verbose_feature_names_out=False)
+    return FastColumnTransformer(transformers, verbose_feature_names_out=False)
 
 
 def build_model_pipeline(estimator: Any, sample: pd.DataFrame, *, scale: bool = True,
