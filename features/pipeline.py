@@ -176,14 +176,38 @@ def _as_text(values: pd.Series, missing: str) -> list[str]:
     return values.astype(object).where(values.notna(), missing).astype(str).tolist()
 
 
+def _plain_texts(items: list[Any], missing: str) -> list[str] | None:
+    """``_as_text`` for the usual values (str, int, missing) without pandas; None for anything else."""
+    texts = []
+    for v in items:
+        kind = type(v)
+        if kind is str:
+            texts.append(v)
+        elif kind is int:
+            texts.append(str(v))
+        elif v is None or v is pd.NA or (kind is float and v != v):
+            texts.append(missing)
+        else:
+            return None
+    return texts
+
+
+SMALL_BATCH = 64  # rows: below this, text values are converted one by one rather than factorised first
+
+
 def _text_column(col: pd.Series, missing: str) -> tuple[np.ndarray, list[str]]:
     """(codes, texts): row i's text is texts[codes[i]]; missing values read as ``missing``."""
+    if len(col) <= SMALL_BATCH:
+        texts = _plain_texts(col.tolist(), missing)
+        if texts is None:
+            texts = _as_text(col, missing)
+        return np.arange(len(texts), dtype=np.intp), texts
     found = _factorise(col)
     if found is None:
         texts = _as_text(col, missing)
         return np.arange(len(texts), dtype=np.intp), texts
     codes, uniques = found
-    texts = _as_text(uniques, missing)
+    texts = _plain_texts(uniques.tolist(), missing) or _as_text(uniques, missing)
     texts.append(missing)  # code -1 picks the last entry
     return codes, texts
 
@@ -193,7 +217,7 @@ def _numeric_column(col: pd.Series) -> np.ndarray:
     kind = col.dtype.kind
     if kind in "iufb":
         return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    if pd.api.types.is_string_dtype(col.dtype):
+    if len(col) > SMALL_BATCH and pd.api.types.is_string_dtype(col.dtype):
         found = _factorise(col)
         if found is not None:
             codes, uniques = found
@@ -289,7 +313,8 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
                 tokens = set(text.split())
                 table[i, :-1] = [code in tokens for code in codes]
                 table[i, -1] = text == ""
-            block[start:start + len(codes) + 1] = table[row_codes].T
+            for j in range(len(codes) + 1):
+                block[start + j] = table[:, j][row_codes]
         categorical: dict[str, np.ndarray] = {}
         for name in layout.categorical:
             if name in X:
@@ -429,17 +454,30 @@ class FastColumnTransformer(ColumnTransformer):
             imputer, scaler = numeric
             k = len(columns)
             values = out[:k]
-            for i, column in enumerate(columns):
-                array = X[column].to_numpy()
-                if array.dtype != np.float64:
+            if out.shape[1] <= SMALL_BATCH:  # a few rows: one selection beats a column-by-column copy
+                selected = X[columns]
+                if not (selected.dtypes == np.float64).all():
                     return False
-                values[i] = array
-            if np.isinf(values).any():
-                return False  # sklearn refuses infinity: let it say so
-            missing = np.isnan(values)
-            np.copyto(values, imputer.statistics_.astype(np.float64)[:, None], where=missing)
+                values[:] = selected.to_numpy(dtype=np.float64).T
+            else:
+                for i, column in enumerate(columns):
+                    array = X[column].to_numpy()
+                    if array.dtype != np.float64:
+                        return False
+                    values[i] = array
+            statistics = imputer.statistics_.astype(np.float64)
+            indicator = dict.fromkeys(range(k), -1)
             if imputer.add_indicator:
-                out[k:] = missing[imputer.indicator_.features_]
+                indicator.update({int(f): k + j for j, f in enumerate(imputer.indicator_.features_)})
+            # Feature by feature: the temporary masks stay small (and in cache) however many rows.
+            for i in range(k):
+                row = values[i]
+                missing = np.isnan(row)
+                if np.isinf(row).any():
+                    return False  # sklearn refuses infinity: let it say so
+                if indicator[i] >= 0:
+                    out[indicator[i]] = missing
+                np.copyto(row, statistics[i], where=missing)
             if scaler is not None:
                 if scaler.with_mean:
                     out -= scaler.mean_[:, None]

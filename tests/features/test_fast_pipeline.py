@@ -67,8 +67,9 @@ def test_features_match_the_reference_on_generated_households(households: pd.Dat
     pd.testing.assert_frame_equal(fast[expected.columns], expected, check_dtype=False, atol=1e-9)
 
 
-def test_features_match_the_reference_on_messy_python_values(households: pd.DataFrame) -> None:
-    frame = messy(households.head(400))
+@pytest.mark.parametrize("rows", [400, 12])  # large batches are factorised first, small ones are not
+def test_features_match_the_reference_on_messy_python_values(households: pd.DataFrame, rows: int) -> None:
+    frame = messy(households.head(rows))
     fields = fields_of(frame)
     fast = SurveyFeatures(fields).fit(frame).transform(frame)
     expected = reference_features(frame, fields)
@@ -99,7 +100,7 @@ def test_fast_transform_equals_column_transformer_on_the_same_fitted_state(
     pipe.fit(households.head(2000), labels[:2000])
     pre = pipe.named_steps["pre"]
     assert isinstance(pre, FastColumnTransformer)
-    for frame in (households.tail(1000), messy(households.tail(300)), households.head(1)):
+    for frame in (households.tail(1000), messy(households.tail(300)), messy(households.tail(20)), households.head(1)):
         features = pipe.named_steps["features"].transform(frame)
         fast = pre.transform(features)
         slow = ColumnTransformer.transform(pre, features)
