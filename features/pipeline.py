@@ -226,7 +226,7 @@ def _numeric_column(col: pd.Series) -> np.ndarray:
     return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
 
 
-def _epoch_ns(X: pd.DataFrame, name: str, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _epoch_ns(X: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     """UTC nanoseconds since the epoch and a missing mask; None when the column is absent."""
     if name not in X:
         return None
@@ -238,10 +238,9 @@ def _epoch_ns(X: pd.DataFrame, name: str, n: int) -> tuple[np.ndarray, np.ndarra
 
 def _temporal(X: pd.DataFrame, block: np.ndarray, start: int) -> None:
     """Fill the four TEMPORAL_FEATURES rows of the block from the optional collection dates."""
-    n = block.shape[1]
     rows = block[start:start + len(TEMPORAL_FEATURES)]
     rows.fill(np.nan)
-    current = _epoch_ns(X, "collected_at", n)
+    current = _epoch_ns(X, "collected_at")
     if current is None:
         return
     ns, missing = current
@@ -252,7 +251,7 @@ def _temporal(X: pd.DataFrame, block: np.ndarray, start: int) -> None:
     rows[1] = MONTH_COS[month]
     rows[2] = RAINY[month]
     rows[0:3, missing] = np.nan
-    previous = _epoch_ns(X, "previous_collected_at", n)
+    previous = _epoch_ns(X, "previous_collected_at")
     if previous is not None:
         pns, pmissing = previous
         days = (ns - pns).astype(np.float64) / 86_400e9
@@ -487,13 +486,12 @@ class FastColumnTransformer(ColumnTransformer):
         if type(trans) is OneHotEncoder:
             out.fill(0.0)
             offset = 0
-            n = out.shape[1]
             for column, categories in zip(columns, trans.categories_, strict=True):
                 index = _category_index(X[column], categories)
                 known = np.flatnonzero(index >= 0)
                 out[offset + index[known], known] = 1.0
                 offset += len(categories)
-            return offset == len(out) and n == len(X)
+            return True
         if type(trans) is TargetEncoder:
             n_classes = len(trans.classes_) if trans.target_type_ == "multiclass" else 1
             means = np.atleast_1d(np.asarray(trans.target_mean_, dtype=np.float64))
