@@ -330,6 +330,11 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
         columns = list(layout.columns)
         return frame if list(frame.columns) == columns else frame[columns]
 
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """The output columns of ``transform``, in order."""
+        check_is_fitted(self, "fields_")
+        return np.asarray(_layout(tuple(self.fields_)).columns, dtype=object)
+
     @staticmethod
     def _derive(block: np.ndarray, position: dict[str, int]) -> None:
         """Derived indices: fewer, steadier signals than their many 0/1 parts."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from features.pipeline import FARMING_FLAGS, HIGH_CARDINALITY, LOW_CARDINALITY, WASH_FLAGS
 from rtv import contract
@@ -48,3 +49,16 @@ def reference_features(X: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
     if "household_fertilizer" in frame:
         frame["uses_fertilizer"] = frame["household_fertilizer"].isin([1, 2, 3]).astype("float64")
     return frame
+
+
+class ReferenceFeatures(TransformerMixin, BaseEstimator):
+    """``reference_features`` as a pipeline step: the feature step as it was first written."""
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self.fields = fields
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> ReferenceFeatures:
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        return reference_features(X, self.fields)

@@ -13,17 +13,19 @@ import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
 from features.pipeline import (
     TEMPORAL_FEATURES,
     FastColumnTransformer,
     SurveyFeatures,
     build_model_pipeline,
+    build_preprocessor,
     input_fields,
 )
 from ingestion.synthetic.generator import generate
 
-from .reference import reference_features
+from .reference import ReferenceFeatures, reference_features
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,7 @@ def test_fast_transform_equals_column_transformer_on_the_same_fitted_state(
     assert isinstance(pre, FastColumnTransformer)
     for frame in (households.tail(1000), messy(households.tail(300)), messy(households.tail(20)), households.head(1)):
         features = pipe.named_steps["features"].transform(frame)
+        assert list(features.columns) == list(pipe.named_steps["features"].get_feature_names_out())
         fast = pre.transform(features)
         slow = ColumnTransformer.transform(pre, features)
         assert fast.shape == slow.shape
@@ -163,3 +166,25 @@ def test_the_fitted_pipeline_round_trips_through_skops(households: pd.DataFrame,
     assert all(t.startswith(("sklearn.", "numpy.", "builtins.", "features.", "collections.")) for t in untrusted)
     loaded = skops_io.loads(blob, trusted=untrusted)
     assert np.array_equal(loaded[:-1].transform(households.head(100)), pipe[:-1].transform(households.head(100)))
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_the_whole_feature_pipeline_equals_the_original_one(
+        households: pd.DataFrame, labels: np.ndarray, scale: bool) -> None:
+    """The original pipeline (reference features + plain ColumnTransformer), fitted on the same rows,
+    gives the same numbers for every column it has; the new pipeline only adds the temporal ones."""
+    fields = fields_of(households)
+    train, test = households.head(2000), messy(households.tail(500))
+    new = build_model_pipeline(LogisticRegression(), households, scale=scale, fields=fields)[:-1]
+    pre = build_preprocessor(reference_features(households, fields), scale=scale)
+    old = Pipeline([("features", ReferenceFeatures(fields)),
+                    ("pre", ColumnTransformer(pre.transformers, verbose_feature_names_out=False))])
+    fitted_new, fitted_old = new.fit_transform(train, labels[:2000]), old.fit_transform(train, labels[:2000])
+    new_names = list(new.get_feature_names_out())
+    old_names = list(old.named_steps["pre"].get_feature_names_out())
+    assert [n for n in new_names if n in old_names] == old_names
+    assert set(new_names) - set(old_names) == {
+        *TEMPORAL_FEATURES, *(f"missingindicator_{t}" for t in TEMPORAL_FEATURES)}
+    same = [new_names.index(n) for n in old_names]
+    assert np.array_equal(fitted_new[:, same], fitted_old)  # out-of-fold target encoding included
+    np.testing.assert_allclose(new.transform(test)[:, same], old.transform(test), rtol=0, atol=1e-9)
