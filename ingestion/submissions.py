@@ -93,6 +93,23 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, 
         result.issues, unknown
 
 
+def _item_errors(issues: list[dict[str, Any]], unknown: list[str]) -> list[dict[str, Any]]:
+    errors = [{"field": f"data.{r['field']}", "code": r["rule"], "message": r["message"]}
+              for r in issues if r["severity"] == "error"]
+    return errors + [{"field": f"data.{k}", "code": "unknown_field", "message": f"{k} is not a field of the survey"}
+                     for k in unknown]
+
+
+def payloads_check(envelopes: list[Envelope]) -> tuple[pd.DataFrame, list[list[dict[str, Any]]]]:
+    """Receipt's validation with nothing written (the prediction API scores unsaved payloads):
+    the typed values, and each item's errors in the API's shape (empty when it is valid)."""
+    typed, issues, unknown = _validate(envelopes, current_schema())
+    by_row: dict[int, list[dict[str, Any]]] = {}
+    for issue in issues.to_dict("records"):
+        by_row.setdefault(int(issue["row"]), []).append(issue)
+    return typed, [_item_errors(by_row.get(i, []), unknown[i]) for i in range(len(envelopes))]
+
+
 def _lock_all(ids: list[uuid.UUID]) -> None:
     """Serialise concurrent uploads of the same submissions (sorted: no lock-order deadlocks)."""
     if connection.vendor == "postgresql" and ids:
@@ -123,10 +140,7 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     hashes = [e.content_hash() for e in envelopes]
     candidates: list[int] = []
     for i in range(len(envelopes)):
-        errors = [{"field": f"data.{r['field']}", "code": r["rule"], "message": r["message"]}
-                  for r in by_row.get(i, []) if r["severity"] == "error"]
-        errors += [{"field": f"data.{k}", "code": "unknown_field", "message": f"{k} is not a field of the survey"}
-                   for k in unknown[i]]
+        errors = _item_errors(by_row.get(i, []), unknown[i])
         if errors:
             warnings = [_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"]
             outcomes[i] = Outcome("invalid", 400, code="invalid_submission",

@@ -17,15 +17,13 @@ def ingest_path_task(path: str, dry_run: bool = False, source: str = "") -> str:
 def after_submissions_task(record_ids: list[int]) -> int:
     """Downstream work for stored device submissions: a score by the champion.
     Safe to run twice: records already scored by that version are skipped."""
-    from modelling.models import Prediction
-    from modelling.services import champion_version, predictions_score
+    from modelling.batch import predictions_batch
+    from modelling.serving import NoChampion
 
-    mv = champion_version()
-    if mv is None:
+    try:
+        return int(predictions_batch(record_ids=record_ids, export=False)["scored"])
+    except NoChampion:
         return 0
-    done = set(Prediction.objects.filter(record_id__in=record_ids, model_version=mv).values_list("record_id", flat=True))
-    todo = [r for r in record_ids if r not in done]
-    return predictions_score(mv, record_ids=todo) if todo else 0
 
 
 @shared_task(name="ingestion.plan_batch", time_limit=1800, soft_time_limit=1750, acks_late=True)

@@ -1,13 +1,20 @@
+import json
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from rtv.admin import ReadOnlyAdmin
 from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_SCIENTIST, has_role
+from rtv.services import audit_record
 
-from .models import ModelEvent, ModelVersion, Prediction, RetrainDecision
+from . import serving
+from .experiments import experiment_end, experiment_report, experiment_start
+from .models import Experiment, ModelAlert, ModelEvent, ModelVersion, MonitoringRun, Prediction, RetrainDecision
 from .promotion import PromotionRefused, model_promote
 
 
@@ -45,10 +52,79 @@ class ModelEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Prediction)
 class PredictionAdmin(ReadOnlyAdmin):
-    list_display = ("record", "model_version", "probability_vulnerable", "predicted_vulnerable", "variant", "created_at")
-    list_select_related = ("record", "model_version")
+    list_display = ("record", "household_id", "model_version", "probability_vulnerable", "predicted_status", "borderline",
+                    "variant", "experiment", "bucket", "source", "created_at")
+    list_filter = ("variant", "source", "borderline", "predicted_status")
+    list_select_related = ("record", "model_version", "experiment")
 
 
 @admin.register(RetrainDecision)
 class RetrainDecisionAdmin(ReadOnlyAdmin):
     list_display = ("evaluated_at", "champion_version", "fired", "retrain_queued")
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    """Start (against the current champion), ramp and end A/B or shadow experiments."""
+
+    list_display = ("name", "champion", "challenger", "traffic_share", "shadow", "active", "started_at", "ended_at")
+    list_filter = ("active", "shadow")
+    actions = ["end"]
+
+    def get_fields(self, request: HttpRequest, obj: Experiment | None = None) -> Any:
+        if obj is None:
+            return ("name", "challenger", "traffic_share", "shadow")
+        return ("name", "champion", "challenger", "traffic_share", "shadow", "active", "started_at", "ended_at", "report")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> Any:
+        if obj is None:
+            return ()
+        return ("name", "champion", "challenger", "active", "started_at", "ended_at", "report")
+
+    @admin.display(description="Comparison report")
+    def report(self, obj: Experiment) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(experiment_report(obj), indent=2, default=str))
+
+    def save_model(self, request: HttpRequest, obj: Experiment, form: Any, change: bool) -> None:
+        if not change:
+            started = experiment_start(name=obj.name, challenger=obj.challenger, traffic_share=obj.traffic_share,
+                                       shadow=obj.shadow, user=request.user)
+            obj.pk = started.pk
+            obj.champion = started.champion
+            return
+        with transaction.atomic():  # ramping the share or switching shadow: audited, effective at once here
+            obj.save(update_fields=["traffic_share", "shadow"])
+            audit_record(actor=request.user, action="experiment.changed", obj=obj,
+                         changes={"traffic_share": obj.traffic_share, "shadow": obj.shadow})
+        serving.forget()
+
+    @admin.action(description="End the selected experiments")
+    def end(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        for exp in queryset.filter(active=True):
+            experiment_end(experiment=exp, user=request.user)
+        self.message_user(request, "Ended; the champion answers every household again.", messages.SUCCESS)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, DATA_SCIENTIST, ADMIN)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return has_role(request.user, DATA_SCIENTIST, ADMIN)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, DATA_SCIENTIST, ADMIN)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return has_role(request.user, DATA_SCIENTIST, ADMIN)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(MonitoringRun)
+class MonitoringRunAdmin(ReadOnlyAdmin):
+    list_display = ("ran_at", "model_version", "rows", "feature_psi_max", "prediction_psi", "roc_auc", "drift")
+
+
+@admin.register(ModelAlert)
+class ModelAlertAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "metric", "scope", "value", "threshold", "message", "delivered_at")

@@ -60,6 +60,9 @@ def _move(name: str, version: int) -> None:
         if aliases != mv.aliases:
             mv.aliases = aliases
             mv.save(update_fields=["aliases"])
+    from . import serving
+
+    serving.forget()  # this process answers with the new champion at once; others within the TTL
 
 
 def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool = False) -> ModelVersion:

@@ -4,14 +4,36 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .services import model_train, predictions_score
+from .batch import predictions_batch
+from .services import model_train
 
 
 @shared_task(name="modelling.train_and_score", time_limit=3600, soft_time_limit=3500, acks_late=True)
 def train_and_score_task() -> int:
+    """Train; then score what the champion (maybe the new version) has not scored yet."""
     mv = model_train()
-    predictions_score(mv)
+    predictions_batch()
     return mv.version
+
+
+@shared_task(name="modelling.predict_batch", time_limit=3600, soft_time_limit=3500, acks_late=True)
+def predict_batch_task(everything: bool = False) -> int:
+    """Nightly (and after a champion change): score every record without a current prediction."""
+    from .serving import NoChampion
+
+    try:
+        return int(predictions_batch(everything=everything)["scored"])
+    except NoChampion:
+        return 0
+
+
+@shared_task(name="modelling.monitor", time_limit=3600, soft_time_limit=3500)
+def monitor_task() -> int | None:
+    """Daily 03:00 Africa/Kampala: drift of inputs and predictions, performance on new labels."""
+    from .monitoring import monitoring_run
+
+    run = monitoring_run()
+    return run.pk if run is not None else None
 
 
 @shared_task(name="modelling.evaluate_triggers", time_limit=1800, soft_time_limit=1750)

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from ingestion.views import uploads_page
+from modelling.views import monitoring_page
 from quality.views import rules_page, trend_page
 from rtv.api.auth import LogoutView
 from rtv.api.views import SchemaView
@@ -32,6 +33,7 @@ urlpatterns = [
     path("uploads/", uploads_page, name="uploads-page"),
     path("quality/", trend_page, name="quality-page"),
     path("quality/rules/", rules_page, name="rules-page"),
+    path("models/monitoring/", monitoring_page, name="monitoring-page"),
     path("healthz", healthz, name="healthz"),
     path("", include("django_prometheus.urls")),
 ]

@@ -24,10 +24,11 @@ def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:  # type: igno
     # (pytest-django's settings fixture fires setting_changed, which resets default_storage.)
     settings.MLFLOW_TRACKING_URI = f"sqlite:///{tmp_path / 'mlflow.sqlite3'}"
     settings.MLFLOW_ARTIFACT_ROOT = str(tmp_path / "mlartifacts")
-    from modelling import registry
+    from modelling import registry, serving
     from rtv.selectors import forget_schema
 
     registry._load.cache_clear()
+    serving.forget()  # alias resolutions and experiments are per process; each test has its own
     forget_schema()  # each test's database may hold its own copy of the contract
     yield
 

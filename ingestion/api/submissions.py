@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -14,10 +15,13 @@ from rest_framework.views import APIView
 from ingestion.models import RowIssue, SurveyRecord
 from ingestion.selectors import access_submission
 from ingestion.submissions import Envelope, Outcome, field_diff, submissions_receive, version_chain
+from modelling import serving
+from modelling.models import Prediction
 from rtv.errors import ApiError
 from rtv.roles import ADMIN, DATA_MANAGER, FIELD_OFFICER, HasRole
 
 CAN_SUBMIT = HasRole.of(FIELD_OFFICER, DATA_MANAGER, ADMIN)
+log = logging.getLogger(__name__)
 
 
 class LocationIn(serializers.Serializer):
@@ -94,14 +98,38 @@ def _limit(request: Request, limit: int) -> None:
         raise ApiError("payload_too_large", f"The body is {length} bytes; the limit is {limit}.", status_code=413)
 
 
+def provisional_predictions(outcomes: list[Outcome | None]) -> dict[int, dict[str, Any]]:
+    """Each stored record's prediction: new records are scored now by the model that answers their
+    household (and the prediction stored); replays get the latest stored one.  Scoring is a
+    courtesy: when it fails the receipt still stands, and the after-commit job scores later."""
+    stored = [o.record for o in outcomes if o is not None and o.result in ("created", "replayed") and o.record is not None]
+    latest = serving.latest_predictions([r.pk for r in stored])  # a replay's, or the after-commit job's
+    answers = {pk: serving.prediction_body(p) for pk, p in latest.items()}
+    todo = [r.pk for r in stored if r.pk not in latest]
+    if todo:
+        try:
+            frame = serving.records_frame(SurveyRecord.objects.filter(pk__in=todo).order_by("pk"))
+            for answer in serving.predictions_make(frame, household_ids=frame["_household_id"].tolist(),
+                                                   record_ids=frame["_record"].tolist(),
+                                                   source=Prediction.Source.SUBMISSION):
+                answers[answer["record_id"]] = answer
+        except serving.NoChampion:
+            pass
+        except Exception:  # the record is safe; only the courtesy score failed
+            log.exception("provisional prediction failed", extra={"records": todo})
+    return answers
+
+
 def _answer(outcome: Outcome) -> Response:
     if outcome.result in ("created", "replayed"):
         assert outcome.record is not None
-        return Response(record_body(outcome.record), status=outcome.http_status)
-    body: dict[str, Any] = {"code": outcome.code, "message": outcome.message, "errors": outcome.errors}
+        body = record_body(outcome.record)
+        body["prediction"] = provisional_predictions([outcome]).get(outcome.record.pk)
+        return Response(body, status=outcome.http_status)
+    refusal: dict[str, Any] = {"code": outcome.code, "message": outcome.message, "errors": outcome.errors}
     if outcome.record is not None:
-        body["record"] = {"id": outcome.record.pk, "submission_id": str(outcome.record.submission_id)}
-    return Response(body, status=outcome.http_status)
+        refusal["record"] = {"id": outcome.record.pk, "submission_id": str(outcome.record.submission_id)}
+    return Response(refusal, status=outcome.http_status)
 
 
 class SubmissionCreateView(APIView):
@@ -149,12 +177,14 @@ class SubmissionBatchView(APIView):
                               "code": "invalid_submission", "errors": _flatten(exc.detail)}
         outcomes = submissions_receive(user=request.user, envelopes=envelopes,
                                        user_agent=request.headers.get("User-Agent", ""))
+        predictions = provisional_predictions(outcomes)
         for pos, env, outcome in zip(positions, envelopes, outcomes, strict=True):
             assert outcome is not None
             entry: dict[str, Any] = {"index": pos, "result": outcome.result, "status": outcome.http_status,
                                      "submission_id": str(env.submission_id)}
             if outcome.record is not None and outcome.result in ("created", "replayed"):
                 entry["record"] = record_body(outcome.record)
+                entry["record"]["prediction"] = predictions.get(outcome.record.pk)
             else:
                 entry.update(code=outcome.code, message=outcome.message, errors=outcome.errors)
             results[pos] = entry
@@ -170,15 +200,12 @@ class SubmissionDetailView(APIView):
     def get(self, request: Request, submission_id: str) -> Response:
         record = access_submission(request.user, submission_id)
         chain = version_chain(record)
-        latest = record.predictions.select_related("model_version").order_by("-created_at").first()
+        latest = serving.latest_predictions([record.pk]).get(record.pk)
         body = record_body(record)
         body["versions"] = [{"version": r.version, "submission_id": str(r.submission_id) if r.submission_id else None,
                              "received_at": r.received_at.isoformat()} for r in chain]
         body["latest_version"] = chain[-1].version
-        body["prediction"] = None if latest is None else {
-            "probability_vulnerable": latest.probability_vulnerable, "predicted_vulnerable": latest.predicted_vulnerable,
-            "model": latest.model_version.name, "model_version": latest.model_version.version,
-            "variant": latest.variant, "created_at": latest.created_at.isoformat()}
+        body["prediction"] = None if latest is None else serving.prediction_body(latest)
         return Response(body)
 
 

@@ -182,6 +182,8 @@ CELERY_BEAT_SCHEDULE = {
     "scan-partner-inboxes": {"task": "ingestion.scan_partner_inboxes", "schedule": 300.0},
     "quality-daily-snapshot": {"task": "quality.daily_snapshot", "schedule": crontab(hour=1, minute=0)},
     "retrain-triggers": {"task": "modelling.evaluate_triggers", "schedule": crontab(hour=2, minute=0)},
+    "predict-batch": {"task": "modelling.predict_batch", "schedule": crontab(hour=2, minute=30)},
+    "model-monitoring": {"task": "modelling.monitor", "schedule": crontab(hour=3, minute=0)},
 }
 
 # ---- Domain configuration ---------------------------------------------------------------
@@ -211,6 +213,15 @@ RTV_PROMOTION_MARGIN_BRIER = env.float("RTV_PROMOTION_MARGIN_BRIER", default=0.0
 RTV_RETRAIN_NEW_SAMPLES = env.int("RTV_RETRAIN_NEW_SAMPLES", default=50)
 RTV_RETRAIN_MIN_EVAL = env.int("RTV_RETRAIN_MIN_EVAL", default=50)
 RTV_RETRAIN_AUC_TOLERANCE = env.float("RTV_RETRAIN_AUC_TOLERANCE", default=0.05)
+RTV_DECISION_THRESHOLD = env.float("RTV_DECISION_THRESHOLD", default=0.5)  # calibrated P(vulnerable) that flags
+RTV_BORDERLINE_MARGIN = env.float("RTV_BORDERLINE_MARGIN", default=0.1)  # |p - threshold| below: borderline
+RTV_CONFORMAL_ALPHA = env.float("RTV_CONFORMAL_ALPHA", default=0.1)  # prediction sets cover 1 - alpha
+RTV_MODEL_ALIAS_TTL = env.float("RTV_MODEL_ALIAS_TTL", default=30.0)  # seconds an alias resolution is trusted
+RTV_PREDICT_CHUNK_ROWS = env.int("RTV_PREDICT_CHUNK_ROWS", default=50_000)
+RTV_MONITOR_WINDOW_DAYS = env.int("RTV_MONITOR_WINDOW_DAYS", default=30)
+RTV_MONITOR_MIN_ROWS = env.int("RTV_MONITOR_MIN_ROWS", default=50)
+RTV_MONITOR_PSI_ALERT = env.float("RTV_MONITOR_PSI_ALERT", default=0.25)
+RTV_MONITOR_AUC_DROP_ALERT = env.float("RTV_MONITOR_AUC_DROP_ALERT", default=0.05)
 
 # Fernet keys, comma-separated; the first one encrypts, all of them decrypt.
 FIELD_ENCRYPTION_KEYS = env.list(

@@ -8,7 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from features.pipeline import LeakageError
-from modelling.services import NotEnoughData, model_train, predictions_score
+from modelling.batch import predictions_batch
+from modelling.services import NotEnoughData, model_train
 
 
 class Command(BaseCommand):
@@ -16,14 +17,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
-        parser.add_argument("--no-score", action="store_true", help="do not score the stored records")
+        parser.add_argument("--no-score", action="store_true", help="do not score the stored records with the champion")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         try:
             mv = model_train()
         except (NotEnoughData, LeakageError) as exc:
             raise CommandError(str(exc)) from exc
-        scored = 0 if opts["no_score"] else predictions_score(mv)
+        scored = 0 if opts["no_score"] else predictions_batch()["scored"]
         metrics = {k: v for k, v in mv.metrics.items() if not isinstance(v, dict)}
         summary = {"model": mv.name, "version": mv.version, "algorithm": mv.algorithm, "aliases": mv.aliases,
                    "rows": mv.training_rows, "scored": scored, "metrics": metrics}

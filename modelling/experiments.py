@@ -1,0 +1,101 @@
+"""A/B and shadow experiments: starting and ending them, and the comparison report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from ingestion.models import SurveyRecord
+from rtv.services import audit_record
+
+from . import serving
+from .evaluation import evaluate
+from .models import Experiment, ModelVersion, Prediction
+
+REPORT_MAX_RECORDS = 20_000
+
+
+def experiment_start(*, name: str, challenger: ModelVersion, traffic_share: float = 0.1, shadow: bool = False,
+                     champion: ModelVersion | None = None,
+                     user: AbstractBaseUser | AnonymousUser | None = None) -> Experiment:
+    """Start an experiment against the current champion (one runs at a time: the previous one ends)."""
+    champion = champion or serving.champion()
+    if champion is None:
+        raise serving.NoChampion("an experiment needs a champion")
+    actor = user if user is not None and user.is_authenticated else None
+    with transaction.atomic():
+        for old in Experiment.objects.select_for_update().filter(active=True):
+            experiment_end(experiment=old, user=user)
+        exp = Experiment(name=name, champion=champion, challenger=challenger, traffic_share=traffic_share,
+                         shadow=shadow, created_by=actor)
+        exp.full_clean()
+        exp.save()
+        audit_record(actor=user, action="experiment.started", obj=exp,
+                     changes={"champion": champion.version, "challenger": challenger.version,
+                              "traffic_share": traffic_share, "shadow": shadow})
+    serving.forget()
+    return exp
+
+
+def experiment_end(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None = None) -> Experiment:
+    with transaction.atomic():
+        experiment.active = False
+        experiment.ended_at = timezone.now()
+        experiment.save(update_fields=["active", "ended_at"])
+        audit_record(actor=user, action="experiment.ended", obj=experiment, changes={})
+    serving.forget()
+    return experiment
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float] | None:
+    if len(y) < 10 or len(set(y.tolist())) < 2:
+        return None
+    m = evaluate(y, p)
+    return {k: round(float(m[k]), 4) for k in ("roc_auc", "brier", "accuracy", "exclusion_error_at_40")}
+
+
+def experiment_report(experiment: Experiment) -> dict[str, Any]:
+    """What each arm answered, how often the two models agree, and how they compare on labelled records.
+
+    Agreement and the paired comparison score the experiment's records with both models now (the
+    same rows for both, so the difference is the models'); the per-arm figures use what was served."""
+    served = dict(Prediction.objects.filter(experiment=experiment).values_list("variant")
+                  .annotate(n=Count("id")).values_list("variant", "n"))
+    record_ids = list(Prediction.objects.filter(experiment=experiment, record__isnull=False)
+                      .values_list("record_id", flat=True).distinct()[:REPORT_MAX_RECORDS])
+    report: dict[str, Any] = {"experiment": experiment.name, "mode": "shadow" if experiment.shadow else "ab",
+                              "traffic_share": experiment.traffic_share, "active": experiment.active,
+                              "champion": experiment.champion.version, "challenger": experiment.challenger.version,
+                              "served": served, "records": len(record_ids)}
+    if not record_ids:
+        return report
+    frame = serving.records_frame(SurveyRecord.objects.filter(pk__in=record_ids).order_by("pk"))
+    champion = serving.model_for(experiment.champion).score(frame, explain=False)
+    challenger = serving.model_for(experiment.challenger).score(frame, explain=False)
+    report["agreement"] = {
+        "vulnerable": round(float((champion.predicted_vulnerable == challenger.predicted_vulnerable).mean()), 4),
+        "status": round(float((champion.predicted_status == challenger.predicted_status).mean()), 4),
+        "mean_abs_probability_difference": round(float(np.abs(champion.p_vulnerable - challenger.p_vulnerable).mean()), 4),
+    }
+    labels = dict(SurveyRecord.objects.filter(pk__in=record_ids, vulnerable__isnull=False).values_list("pk", "vulnerable"))
+    mask = frame["_record"].map(lambda r: r in labels).to_numpy(dtype=bool)
+    y = np.array([int(labels[r]) for r in frame["_record"][mask]])
+    ours, theirs = _metrics(y, champion.p_vulnerable[mask]), _metrics(y, challenger.p_vulnerable[mask])
+    paired: dict[str, Any] = {"labelled": int(mask.sum()), "champion": ours, "challenger": theirs}
+    if ours and theirs:
+        paired["difference"] = {k: round(theirs[k] - ours[k], 4) for k in ours}
+    report["paired"] = paired
+    arms: dict[str, Any] = {}
+    for variant in (Prediction.Variant.CHAMPION, Prediction.Variant.CHALLENGER, Prediction.Variant.SHADOW):
+        rows = list(Prediction.objects.filter(experiment=experiment, variant=variant, record__vulnerable__isnull=False)
+                    .values_list("probability_vulnerable", "record__vulnerable"))
+        if rows:
+            arr = np.array(rows, dtype=float)
+            arms[str(variant)] = {"labelled": len(rows), "metrics": _metrics(arr[:, 1].astype(int), arr[:, 0])}
+    report["served_on_labelled"] = arms
+    return report

@@ -1,0 +1,351 @@
+"""Serving: which model answers a household, the per-process model cache, and the one write path
+for predictions (real-time API, device submissions and the batch job all store through
+``predictions_write``).
+
+Models are loaded once per process per resolved version (``registry.load_model``); what an alias
+points to is trusted for ``RTV_MODEL_ALIAS_TTL`` seconds (30 by default), so promoting or rolling
+back takes effect in every worker within a minute, without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord
+from rtv.bulk import copy_frame
+
+from . import registry
+from .models import Experiment, ModelVersion, Prediction
+from .scoring import Scores, reason
+
+T = TypeVar("T")
+BUCKETS = 10_000
+TEMPORAL = ("collected_at", "previous_collected_at")
+
+
+class NoChampion(RuntimeError):
+    """Nothing to answer with: no model has been promoted yet."""
+
+
+# ---- the per-process cache ---------------------------------------------------------------------
+_cache: dict[str, tuple[float, Any]] = {}
+
+
+def _cached(key: str, load: Callable[[], T]) -> T:
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and now - hit[0] < settings.RTV_MODEL_ALIAS_TTL:
+        return hit[1]  # type: ignore[no-any-return]
+    value = load()
+    _cache[key] = (now, value)
+    return value
+
+
+def forget() -> None:
+    """Drop cached alias resolutions and experiments (this process only; others expire by TTL)."""
+    _cache.clear()
+
+
+def _resolve_champion() -> ModelVersion | None:
+    name = settings.RTV_MODEL_NAME
+    if not ModelVersion.objects.filter(name=name).exists():
+        return None
+    version = registry.alias_version(name, registry.CHAMPION)
+    return None if version is None else ModelVersion.objects.filter(name=name, version=version).first()
+
+
+def champion() -> ModelVersion | None:
+    return _cached("champion", _resolve_champion)
+
+
+def active_experiment() -> Experiment | None:
+    return _cached("experiment", lambda: Experiment.objects.filter(active=True)
+                   .select_related("champion", "challenger").first())
+
+
+def model_for(mv: ModelVersion) -> Any:
+    return registry.load_model(mv.name, mv.version)
+
+
+# ---- assignment ------------------------------------------------------------------------------------
+def bucket_of(experiment: str, household_id: str) -> int:
+    """Sticky and reproducible in every process (Python's ``hash()`` is salted: never use it here)."""
+    digest = hashlib.sha256(f"{experiment}:{household_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+@dataclass
+class Plan:
+    """Who answers each row, and who scores it in the shadow."""
+
+    answer: list[ModelVersion]
+    variant: list[str]
+    bucket: list[int | None]
+    experiment: Experiment | None
+    shadow: ModelVersion | None  # scores every row with a household id, answers none
+
+
+def plan(household_ids: Sequence[str | None]) -> Plan:
+    exp = active_experiment()
+    champ = exp.champion if exp is not None else champion()
+    if champ is None:
+        raise NoChampion("no model has been promoted to champion yet")
+    n = len(household_ids)
+    if exp is None:
+        return Plan([champ] * n, [Prediction.Variant.CHAMPION] * n, [None] * n, None, None)
+    buckets = [None if not h else bucket_of(exp.name, str(h)) for h in household_ids]
+    cut = round(exp.traffic_share * BUCKETS)
+    answer, variant = [], []
+    for b in buckets:
+        to_challenger = not exp.shadow and b is not None and b < cut
+        answer.append(exp.challenger if to_challenger else exp.champion)
+        variant.append(Prediction.Variant.CHALLENGER if to_challenger else Prediction.Variant.CHAMPION)
+    return Plan(answer, variant, buckets, exp, exp.challenger if exp.shadow else None)
+
+
+# ---- frames ------------------------------------------------------------------------------------------
+def with_previous_survey(frame: pd.DataFrame, household_pks: np.ndarray) -> pd.DataFrame:
+    """Add ``previous_collected_at``: the household's latest earlier survey date (one query)."""
+    out = frame.copy() if "collected_at" in frame else frame.assign(collected_at=pd.NaT)
+    out["collected_at"] = pd.to_datetime(out["collected_at"], utc=True)
+    known = out["collected_at"].notna().to_numpy()
+    previous = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
+    if known.any():
+        rows = list(SurveyRecord.objects.filter(household_id__in=set(household_pks[known].tolist()),
+                                                superseded_by__isnull=True, collected_at__isnull=False)
+                    .values_list("household_id", "collected_at"))
+        if rows:
+            history = pd.DataFrame(rows, columns=["h", "t"]).drop_duplicates()
+            history["t"] = pd.to_datetime(history["t"], utc=True)
+            history = history.sort_values(["h", "t"])
+            history["prev"] = history.groupby("h")["t"].shift()
+            lookup = history.set_index(["h", "t"])["prev"]
+            keys = pd.MultiIndex.from_arrays([household_pks, out["collected_at"]])
+            previous = pd.Series(lookup.reindex(keys).to_numpy(), index=out.index, dtype="datetime64[ns, UTC]")
+    out["previous_collected_at"] = previous
+    return out
+
+
+def records_frame(qs: QuerySet[SurveyRecord]) -> pd.DataFrame:
+    """Typed values of records, with what lineage and temporal features need (one query + one)."""
+    rows = list(qs.values_list("pk", "household_id", "household__household_id", "collected_at",
+                               *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+    frame = pd.DataFrame.from_records(rows, columns=["_record", "_household_pk", "_household_id", "collected_at",
+                                                     *SURVEY_VALUE_FIELDS])
+    return with_previous_survey(frame, frame["_household_pk"].to_numpy())
+
+
+# ---- answers -----------------------------------------------------------------------------------------
+def answer_body(row: dict[str, Any], mv: ModelVersion, experiment: Experiment | None) -> dict[str, Any]:
+    """The public shape of one prediction, from a stored row or a fresh one (same columns)."""
+    reasons = row["reasons"]
+    if isinstance(reasons, str):
+        reasons = json.loads(reasons)
+    probabilities = row["status_probabilities"]
+    if isinstance(probabilities, str):
+        probabilities = json.loads(probabilities)
+    prediction_set = row["prediction_set"]
+    if isinstance(prediction_set, str):
+        prediction_set = json.loads(prediction_set)
+    created = row.get("created_at")
+    bucket = row.get("bucket")
+    return {
+        "household_id": row.get("household_id") or None,
+        "record_id": None if _na(row.get("record_id")) else int(row["record_id"]),
+        "probabilities": probabilities,
+        "probability_vulnerable": round(float(row["probability_vulnerable"]), 6),
+        "predicted_status": row["predicted_status"],
+        "predicted_vulnerable": bool(row["predicted_vulnerable"]),
+        "confidence": {
+            "margin": None if _na(row["margin"]) else round(float(row["margin"]), 6),
+            "borderline": bool(row["borderline"]),
+            "prediction_set": prediction_set,
+            "coverage": round(1 - float(mv.metrics.get("conformal", {}).get("alpha", settings.RTV_CONFORMAL_ALPHA)), 4),
+        },
+        "reasons": [reason(f, v, c) for f, v, c in reasons if c != 0],
+        "model": {"name": mv.name, "version": mv.version, "variant": row["variant"],
+                  "experiment": experiment.name if experiment is not None else None,
+                  "bucket": None if bucket is None or _na(bucket) else int(bucket)},
+        "created_at": pd.Timestamp(created).isoformat() if created is not None else None,
+    }
+
+
+def _na(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
+def prediction_body(p: Prediction) -> dict[str, Any]:
+    row = {f: getattr(p, f) for f in ("household_id", "record_id", "status_probabilities", "probability_vulnerable",
+                                      "predicted_status", "predicted_vulnerable", "margin", "borderline",
+                                      "prediction_set", "reasons", "variant", "bucket", "created_at")}
+    return answer_body(row, p.model_version, p.experiment)
+
+
+def _numbers_json(values: np.ndarray, decimals: int | None = None) -> pa.Array:
+    """JSON numbers as text, formatted by Arrow (C++); NaN and infinities become null."""
+    v = np.asarray(values, dtype="float64")
+    if decimals is not None:
+        v = np.round(v, decimals)
+    arr = pa.array(np.where(np.isfinite(v), v, np.nan), from_pandas=True)
+    return pc.fill_null(pc.cast(arr, pa.string()), "null")
+
+
+def _json_column(values: pd.Series) -> np.ndarray:
+    """JSON text of each value of a column (object array), without a Python call per number."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return np.asarray(_numbers_json(values.to_numpy(dtype="float64", na_value=np.nan)).to_numpy(zero_copy_only=False),
+                          dtype=object)
+    uniques = {u: json.dumps(None if _na(u) else (u.isoformat() if isinstance(u, pd.Timestamp) else u), default=str)
+               for u in pd.unique(values.astype(object))}
+    return values.astype(object).map(uniques).to_numpy(dtype=object)
+
+
+def _join(*parts: Any) -> pa.Array:
+    return pc.binary_join_element_wise(*[p if isinstance(p, pa.Array) else pa.scalar(p, pa.string()) for p in parts], "")
+
+
+def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: Experiment | None,
+                 household_ids: Sequence[str | None], record_ids: Sequence[int | None],
+                 buckets: Sequence[int | None], now: Any) -> pd.DataFrame:
+    """The stored columns of a batch of predictions, built column-wise; the JSON columns are
+    assembled by Arrow's string kernels, not row by row."""
+    n = len(scores)
+    statuses = scores.statuses
+    parts: list[Any] = ["{"]
+    for j, s in enumerate(statuses):
+        parts += [(", " if j else "") + json.dumps(s) + ": ", _numbers_json(scores.status_proba[:, j], 6)]
+    probs = _join(*parts, "}") if n else pa.array([], pa.string())
+    code = scores.in_set.astype(np.int64) @ (1 << np.arange(len(statuses)))
+    set_text = np.array([json.dumps([s for j, s in enumerate(statuses) if c >> j & 1])
+                         for c in range(1 << len(statuses))], dtype=object)[code]
+    reasons: Any = pa.array(["[]"] * n, pa.string())
+    if (n and scores.reason_source is not None and scores.reason_contribution is not None
+            and scores.sources is not None):
+        used = np.unique(scores.reason_source)
+        row_of = np.full(len(scores.sources), -1)
+        row_of[used] = np.arange(len(used))
+        encoded = np.empty((len(used), n), dtype=object)
+        for r, j in enumerate(used):
+            source = scores.sources[j]
+            if scores.frame is not None and source in scores.frame:
+                encoded[r] = _json_column(scores.frame[source].reset_index(drop=True))
+            elif scores.features is not None and source in scores.features:
+                encoded[r] = _json_column(scores.features[source].reset_index(drop=True))
+            else:
+                encoded[r] = "null"
+        names = np.array([json.dumps(s) for s in scores.sources], dtype=object)
+        rows = np.arange(n)
+        parts = ["["]
+        for r in range(scores.reason_source.shape[1]):
+            src = scores.reason_source[:, r]
+            parts += [", [" if r else "[", pa.array(names[src], pa.string()), ", ",
+                      pa.array(encoded[row_of[src], rows], pa.string()), ", ",
+                      _numbers_json(scores.reason_contribution[:, r], 4), "]"]
+        reasons = _join(*parts, "]")
+    return pd.DataFrame({
+        "record_id": pd.array(list(record_ids), dtype="Int64"),
+        "household_id": [h or "" for h in household_ids],
+        "model_version_id": mv.pk,
+        "probability_vulnerable": scores.p_vulnerable,
+        "predicted_vulnerable": scores.predicted_vulnerable,
+        "predicted_status": scores.predicted_status.astype(str),
+        "status_probabilities": np.asarray(probs.to_numpy(zero_copy_only=False), dtype=object),
+        "margin": scores.margin,
+        "borderline": scores.borderline,
+        "prediction_set": set_text,
+        "reasons": np.asarray(reasons.to_numpy(zero_copy_only=False), dtype=object),
+        "variant": variant,
+        "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
+        "bucket": pd.array(list(buckets), dtype="Int64"),
+        "created_at": pd.Series(pd.Timestamp(now), index=range(n), dtype="datetime64[ns, UTC]"),
+    })
+
+
+def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None],
+                      record_ids: Sequence[int | None] | None = None, source: str = Prediction.Source.API,
+                      store: bool = True, user: Any = None, payloads: Sequence[Any] | None = None,
+                      ) -> tuple[pd.DataFrame, Plan]:
+    """Score rows with the model each household is assigned to (champion, A/B challenger, and the
+    shadow when one runs) and store them when asked.  Returns the predictions as stored (column
+    ``_row`` is the input row), shadow rows included, and the plan that routed them."""
+    n = len(frame)
+    frame = frame.reset_index(drop=True)
+    record_ids = list(record_ids) if record_ids is not None else [None] * n
+    pl = plan(household_ids)
+    now = timezone.now()
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, (mv, variant) in enumerate(zip(pl.answer, pl.variant, strict=True)):
+        groups.setdefault((mv.pk, variant), []).append(i)
+    versions = {mv.pk: mv for mv in pl.answer}
+    jobs = [(versions[pk], variant, idx) for (pk, variant), idx in groups.items()]
+    if pl.shadow is not None:
+        shadow_idx = [i for i in range(n) if pl.bucket[i] is not None]
+        if shadow_idx:
+            jobs.append((pl.shadow, Prediction.Variant.SHADOW, shadow_idx))
+    parts: list[pd.DataFrame] = []
+    for mv, variant, idx in jobs:
+        rows = frame.iloc[idx].reset_index(drop=True) if len(idx) < n else frame
+        part = scores_frame(model_for(mv).score(rows), mv=mv, variant=variant, experiment=pl.experiment,
+                            household_ids=[household_ids[i] for i in idx], record_ids=[record_ids[i] for i in idx],
+                            buckets=[pl.bucket[i] for i in idx], now=now)
+        part["_row"] = idx
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    out["source"] = source
+    out["payload"] = (None if payloads is None else
+                      [json.dumps(payloads[i], default=str) if payloads[i] is not None else None for i in out["_row"]])
+    out["requested_by_id"] = pd.array([getattr(user, "pk", None) if user is not None and user.is_authenticated
+                                       else None] * len(out), dtype="Int64")
+    if store:
+        predictions_write(out)
+    return out, pl
+
+
+def predictions_make(frame: pd.DataFrame, *, household_ids: Sequence[str | None],
+                     record_ids: Sequence[int | None] | None = None, source: str = Prediction.Source.API,
+                     store: bool = True, user: Any = None, payloads: Sequence[Any] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """``predictions_frame``, answered: one body per input row, from the model that answers it."""
+    out, pl = predictions_frame(frame, household_ids=household_ids, record_ids=record_ids, source=source,
+                                store=store, user=user, payloads=payloads)
+    answered = out[out["variant"] != Prediction.Variant.SHADOW].sort_values("_row")
+    versions = {mv.pk: mv for mv in pl.answer}
+    return [answer_body(row, versions[row["model_version_id"]], pl.experiment) for row in answered.to_dict("records")]
+
+
+PREDICTION_COLUMNS = ["record_id", "household_id", "model_version_id", "probability_vulnerable", "predicted_vulnerable",
+                      "predicted_status", "status_probabilities", "margin", "borderline", "prediction_set", "reasons",
+                      "variant", "experiment_id", "bucket", "source", "payload", "requested_by_id", "created_at"]
+
+
+def predictions_write(frame: pd.DataFrame) -> int:
+    """The one write path for predictions: COPY on PostgreSQL (bulk insert on SQLite)."""
+    with transaction.atomic():
+        return copy_frame(Prediction, frame, PREDICTION_COLUMNS,
+                          not_null_text=["household_id", "predicted_status", "variant", "source"])
+
+
+def latest_predictions(record_ids: Sequence[int]) -> dict[int, Prediction]:
+    """Each record's latest answered (not shadow) prediction, in one query."""
+    latest: dict[int, Prediction] = {}
+    if not record_ids:
+        return latest
+    qs = (Prediction.objects.filter(record_id__in=list(record_ids)).exclude(variant=Prediction.Variant.SHADOW)
+          .select_related("model_version", "experiment").order_by("record_id", "-created_at", "-id"))
+    for p in qs:
+        latest.setdefault(p.record_id, p)  # type: ignore[arg-type]
+    return latest

@@ -1,0 +1,235 @@
+"""Predictions: real-time answers with confidence and reasons, the household view with its lineage,
+batch scoring by COPY with a Parquet export, the per-process cache, A/B and shadow rollouts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+
+from ingestion.models import SurveyRecord
+from ingestion.services import ingest_file
+from ingestion.synthetic.generator import generate, write
+from modelling import registry, serving
+from modelling.batch import predictions_batch
+from modelling.experiments import experiment_start
+from modelling.models import Experiment, ModelVersion, Prediction
+from modelling.promotion import model_promote
+from modelling.services import model_train
+from rtv.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+STATUSES = {"On Track", "At Risk", "Struggling", "Severely Struggling"}
+ROWS = generate(30, seed=77, bad_rate=0.0)[0]
+
+
+def household(i: int = 0, **changes: Any) -> dict[str, Any]:
+    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in ROWS.iloc[i].to_dict().items()}
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    row = {k: (None if v is not None and str(v) == "<NA>" else v) for k, v in row.items()}
+    row.update(changes)
+    return row
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> int:
+    data, _ = generate(300, seed=31, bad_rate=0.0)
+    write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    return ingest_file(tmp_path / "a.csv").accepted
+
+
+@pytest.fixture
+def champion(records: int) -> ModelVersion:
+    serving.forget()
+    return model_train(folds=2)  # two folds: these tests are about serving, not the model's quality
+
+
+@pytest.fixture
+def challenger(champion: ModelVersion) -> ModelVersion:
+    return model_train(folds=2)
+
+
+def test_a_payload_is_scored_with_probabilities_confidence_reasons_and_the_model(api, champion) -> None:  # type: ignore[no-untyped-def]
+    resp = api("field_officer").post("/api/v1/predictions/", {"data": household(0)}, format="json")
+    assert resp.status_code == 200, resp.json()
+    out = resp.json()
+    assert set(out["probabilities"]) == STATUSES
+    assert math.isclose(sum(out["probabilities"].values()), 1, abs_tol=1e-5)
+    vulnerable = out["probabilities"]["Struggling"] + out["probabilities"]["Severely Struggling"]
+    assert math.isclose(vulnerable, out["probability_vulnerable"], abs_tol=1e-5)
+    assert out["predicted_status"] in STATUSES
+    assert out["predicted_vulnerable"] == (out["probability_vulnerable"] >= 0.5)
+    conf = out["confidence"]
+    assert math.isclose(conf["margin"], abs(out["probability_vulnerable"] - 0.5), abs_tol=1e-5)
+    assert conf["borderline"] == (conf["margin"] < 0.1)
+    assert conf["prediction_set"] and set(conf["prediction_set"]) <= STATUSES and conf["coverage"] == 0.9
+    assert 1 <= len(out["reasons"]) <= 5
+    for r in out["reasons"]:
+        assert set(r) == {"feature", "label", "value", "contribution", "direction", "text"}
+        assert r["text"].startswith(r["label"])
+    assert out["model"] == {"name": champion.name, "version": champion.version, "variant": "champion",
+                            "experiment": None, "bucket": None}
+    assert out["stored"] is False and not Prediction.objects.filter(source="api").exists()
+
+
+def test_a_prediction_is_stored_only_when_asked(api, champion) -> None:  # type: ignore[no-untyped-def]
+    client = api("reviewer")
+    resp = client.post("/api/v1/predictions/", {"household_id": "HH-NEW-1", "data": household(1), "store": True},
+                       format="json")
+    assert resp.status_code == 200 and resp.json()["stored"] is True
+    stored = Prediction.objects.get(source="api")
+    assert stored.household_id == "HH-NEW-1" and stored.requested_by == client.user and stored.record is None
+    assert stored.payload["household_size"] == household(1)["household_size"]
+    assert serving.prediction_body(stored)["reasons"] == resp.json()["reasons"]
+
+
+def test_bad_payloads_get_400_naming_the_field_and_no_model_gets_503(api, records) -> None:  # type: ignore[no-untyped-def]
+    client = api("field_officer")
+    resp = client.post("/api/v1/predictions/", {"data": household(0)}, format="json")
+    assert resp.status_code == 503 and resp.json()["code"] == "model_unavailable"
+    resp = client.post("/api/v1/predictions/", {"data": household(0, household_size="many", colour=1)}, format="json")
+    assert resp.status_code == 400
+    fields = {e["field"] for e in resp.json()["errors"]}
+    assert {"data.household_size", "data.colour"} <= fields
+    assert client.post("/api/v1/predictions/", {"data": "x"}, format="json").status_code == 400
+    assert api("partner").post("/api/v1/predictions/", {"data": household(0)}, format="json").status_code == 403
+
+
+def test_submissions_answer_with_a_provisional_prediction_and_replays_repeat_it(api, champion) -> None:  # type: ignore[no-untyped-def]
+    officer = api("field_officer")
+    payload = {"submission_id": str(uuid.uuid4()), "collected_at": "2026-11-20T10:15:00+03:00", "data": household(2)}
+    first = officer.post("/api/v1/submissions/", payload, format="json")
+    assert first.status_code == 201
+    prediction = first.json()["prediction"]
+    assert prediction["model"]["version"] == champion.version and prediction["record_id"] == first.json()["id"]
+    again = officer.post("/api/v1/submissions/", payload, format="json")
+    assert again.status_code == 200 and again.json()["prediction"] == prediction
+    assert Prediction.objects.filter(record_id=first.json()["id"], source="submission").count() == 1
+
+
+def test_the_household_view_shows_latest_record_status_prediction_and_lineage(api, champion) -> None:  # type: ignore[no-untyped-def]
+    predictions_batch(export=False)
+    record = SurveyRecord.objects.select_related("household", "batch").order_by("pk").first()
+    assert record is not None
+    hid = record.household.household_id
+    resp = api("reviewer").get(f"/api/v1/households/{hid}/")
+    assert resp.status_code == 200, resp.json()
+    out = resp.json()
+    assert out["record"]["id"] == record.pk and out["status"]["review"] == record.review_status
+    assert out["prediction"]["record_id"] == record.pk
+    lineage = out["lineage"]
+    assert lineage["record"]["version"] == record.version
+    assert lineage["ingestion_batch"]["id"] == str(record.batch_id) and lineage["ingestion_batch"]["sha256"]
+    assert lineage["feature_snapshot"]["id"] == str(champion.snapshot_id)
+    assert lineage["model_version"] == {"name": champion.name, "version": champion.version,
+                                        "mlflow_run_id": champion.mlflow_run_id, "algorithm": champion.algorithm}
+    assert api("reviewer").get("/api/v1/households/NOPE/").status_code == 404
+
+
+def test_batch_scoring_fills_the_gaps_then_rescores_all_when_the_champion_changes(records, challenger) -> None:  # type: ignore[no-untyped-def]
+    champion = ModelVersion.objects.get(version=1)
+    assert Prediction.objects.filter(model_version=champion).count() == 0  # training scored nothing by itself
+    first = predictions_batch(chunk=120)  # three chunks
+    assert first["scored"] == records == Prediction.objects.filter(model_version=champion).count()
+    with default_storage.open(first["export"], "rb") as fh:
+        exported = pd.read_parquet(io.BytesIO(fh.read()))
+    assert first["export"].startswith("predictions/") and len(exported) == records
+    assert set(exported["record_id"]) == set(SurveyRecord.objects.values_list("pk", flat=True))
+    assert json.loads(exported["reasons"].iloc[0])  # the reasons travel with the scores
+    assert predictions_batch()["scored"] == 0  # nothing stale: nothing scored twice
+    model_promote(version=challenger.version, user=None, force=True)
+    again = predictions_batch()
+    assert again["scored"] == records == Prediction.objects.filter(model_version=challenger).count()
+
+
+def test_predict_batch_command_reports_its_rate(records, champion) -> None:  # type: ignore[no-untyped-def]
+    out = io.StringIO()
+    call_command("predict_batch", "--json", "--no-export", stdout=out)
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert summary["scored"] == records and summary["export"] is None and summary["rows_per_s"] > 0
+
+
+def test_an_alias_move_takes_effect_within_the_ttl_without_a_restart(settings, challenger) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_MODEL_ALIAS_TTL = 0.3
+    serving.forget()
+    assert serving.champion().version == 1  # type: ignore[union-attr]
+    registry.set_alias(challenger.name, registry.CHAMPION, challenger.version)  # moved elsewhere (another process)
+    assert serving.champion().version == 1  # type: ignore[union-attr]  # still trusted
+    time.sleep(0.35)
+    assert serving.champion().version == challenger.version  # type: ignore[union-attr]
+    registry._load.cache_clear()
+    frame = serving.records_frame(SurveyRecord.objects.order_by("pk")[:3])
+    for _ in range(3):
+        serving.predictions_make(frame, household_ids=[None] * 3, store=False)
+    assert registry._load.cache_info().misses == 1  # loaded once for the resolved version, not per request
+
+
+def test_assignment_is_sticky_reproducible_and_ramps_without_sending_anyone_back() -> None:
+    digest = hashlib.sha256(b"exp-1:HH-42").digest()
+    assert serving.bucket_of("exp-1", "HH-42") == int.from_bytes(digest[:8], "big") % 10_000
+    ids = [f"HH-{i}" for i in range(4000)]
+    buckets = [serving.bucket_of("exp-1", h) for h in ids]
+    at_10 = {h for h, b in zip(ids, buckets, strict=True) if b < 1000}
+    at_20 = {h for h, b in zip(ids, buckets, strict=True) if b < 2000}
+    assert at_10 <= at_20 and 0.08 < len(at_10) / len(ids) < 0.12
+    assert buckets != [serving.bucket_of("exp-2", h) for h in ids]  # each experiment draws afresh
+
+
+def test_ab_traffic_goes_to_the_arm_its_bucket_says_and_every_prediction_records_it(api, challenger) -> None:  # type: ignore[no-untyped-def]
+    exp = experiment_start(name="ramp", challenger=challenger, traffic_share=0.5)
+    client = api("reviewer")
+    seen = {}
+    for i in range(12):
+        hid = f"HH-AB-{i}"
+        out = client.post("/api/v1/predictions/", {"household_id": hid, "data": household(i), "store": True},
+                          format="json").json()
+        bucket = serving.bucket_of("ramp", hid)
+        assert out["model"]["bucket"] == bucket and out["model"]["experiment"] == "ramp"
+        expected = "challenger" if bucket < 5000 else "champion"
+        assert out["model"]["variant"] == expected
+        assert out["model"]["version"] == (challenger.version if expected == "challenger" else exp.champion.version)
+        seen[hid] = out["model"]["variant"]
+    again = client.post("/api/v1/predictions/", {"household_id": "HH-AB-3", "data": household(3)}, format="json")
+    assert again.json()["model"]["variant"] == seen["HH-AB-3"]  # sticky
+    stored = Prediction.objects.filter(experiment=exp)
+    assert stored.count() == 12 and set(stored.values_list("variant", flat=True)) <= {"champion", "challenger"}
+    assert all(p.bucket == serving.bucket_of("ramp", p.household_id) for p in stored)
+    assert AuditEvent.objects.filter(action="experiment.started").exists()
+
+
+def test_shadow_mode_scores_both_and_answers_with_the_champion(api, challenger) -> None:  # type: ignore[no-untyped-def]
+    exp = experiment_start(name="shadow-1", challenger=challenger, traffic_share=1.0, shadow=True)
+    out = api("reviewer").post("/api/v1/predictions/", {"household_id": "HH-S", "data": household(4), "store": True},
+                               format="json").json()
+    assert out["model"]["variant"] == "champion" and out["model"]["version"] == exp.champion.version
+    stored = {p.variant: p for p in Prediction.objects.filter(experiment=exp)}
+    assert set(stored) == {"champion", "shadow"} and stored["shadow"].model_version == challenger
+    predictions_batch()
+    report = api("data_scientist").get(f"/api/v1/experiments/{exp.pk}/report/").json()
+    assert report["mode"] == "shadow" and report["records"] > 0
+    assert 0 <= report["agreement"]["vulnerable"] <= 1
+    assert report["paired"]["labelled"] > 0 and "difference" in report["paired"]
+    assert report["served"]["shadow"] >= report["records"]
+
+
+def test_experiments_are_started_and_ended_by_data_scientists_only(api, challenger) -> None:  # type: ignore[no-untyped-def]
+    body = {"name": "via-api", "challenger": challenger.version, "traffic_share": 0.2}
+    assert api("reviewer").post("/api/v1/experiments/", body, format="json").status_code == 403
+    scientist = api("data_scientist")
+    resp = scientist.post("/api/v1/experiments/", body, format="json")
+    assert resp.status_code == 201 and resp.json()["active"] is True
+    assert scientist.post("/api/v1/experiments/", body, format="json").status_code == 409  # names are never reused
+    bad = scientist.post("/api/v1/experiments/", {**body, "name": "x", "challenger": 99}, format="json")
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "challenger"
+    ended = scientist.post(f"/api/v1/experiments/{resp.json()['id']}/end/")
+    assert ended.status_code == 200 and not Experiment.objects.filter(active=True).exists()
