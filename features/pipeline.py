@@ -230,7 +230,8 @@ def _epoch_ns(X: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray] | Non
     """UTC nanoseconds since the epoch and a missing mask; None when the column is absent."""
     if name not in X:
         return None
-    when = pd.to_datetime(X[name], utc=True, errors="coerce")
+    # ISO 8601 in any of its spellings (with or without seconds, fractions, offset); naive reads as UTC.
+    when = pd.to_datetime(X[name], utc=True, errors="coerce", format="ISO8601")
     missing = when.isna().to_numpy()
     ns = when.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(np.int64)
     return ns, missing

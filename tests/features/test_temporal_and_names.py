@@ -85,13 +85,15 @@ def test_without_dates_the_temporal_columns_exist_and_are_missing(households: pd
     assert "collected_at" not in out and "previous_collected_at" not in out
 
 
-def test_unparseable_or_naive_dates(households: pd.DataFrame) -> None:
-    frame = households.head(3).copy()
-    frame["collected_at"] = ["2024-05-02T09:00:00+03:00", "not a date", None]
-    frame["previous_collected_at"] = ["2024-05-01 09:00", None, "2024-01-01"]  # naive: read as UTC
+def test_dates_as_iso_text_in_any_spelling_unparseable_ones_are_missing(households: pd.DataFrame) -> None:
+    frame = households.head(4).copy()
+    frame["collected_at"] = ["2024-05-02T09:00:00+03:00", "not a date", None, "2024-09-01T07:30:00.250+03:00"]
+    frame["previous_collected_at"] = ["2024-05-01 09:00", None, "2024-01-01", "2024-08-31"]  # naive: read as UTC
     out = SurveyFeatures(fields_of(frame)).fit(frame).transform(frame)
-    assert out["rainy_season"].tolist()[0] == 1.0 and out["rainy_season"].isna().tolist() == [False, True, True]
-    np.testing.assert_allclose(out["days_since_previous_survey"], [1 - 3 / 24, np.nan, np.nan])
+    assert out["rainy_season"].isna().tolist() == [False, True, True, False]
+    assert out["rainy_season"].tolist()[0] == 1.0 and out["rainy_season"].tolist()[3] == 1.0
+    np.testing.assert_allclose(out["days_since_previous_survey"],
+                               [1 - 3 / 24, np.nan, np.nan, 1 + (4.5 + 0.25 / 3600) / 24])
 
 
 def test_a_model_trained_without_dates_scores_dated_rows_and_vice_versa(
