@@ -6,6 +6,11 @@ row per finding (``row``: 0-based position, ``field``, ``rule``, ``severity``, `
 Columns are plain numpy arrays, not pandas Series, so a one-row device submission costs about a
 millisecond and a million-row file is parsed by Arrow's C++ kernels.
 
+Throughput (bench/quality.py): findings are built only for failing rows, straight into Arrow;
+repeating text (districts, code lists) is checked once per distinct value; typed numeric input is
+shared with the output frame (pandas copies on write) instead of copied; and big temporaries are
+avoided, since touching fresh memory costs about as much as the checks themselves on small VMs.
+
 Rule codes (stable; reports, the generator's sidecar and tests use them):
   errors:   required, type, range, allowed, sum_identity, per_day_identity, currency_identity
   warnings: type (lenient fields), sentinel, outlier, pattern, unknown_value, duplicate_household
@@ -14,7 +19,7 @@ Rule codes (stable; reports, the generator's sidecar and tests use them):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -59,33 +64,79 @@ class ValidationResult:
 
 @dataclass
 class _Collector:
+    """Findings as one chunk per (field, rule): the failing rows, their values as text, and the rule's
+    metadata.  Only failing rows are ever converted; the issues frame is built once, in Arrow."""
+
     rows: list[np.ndarray] = field(default_factory=list)
     meta: list[tuple[str, str, str, str]] = field(default_factory=list)
-    values: list[np.ndarray] = field(default_factory=list)
+    values: list[pa.Array] = field(default_factory=list)
 
-    def add(self, mask: np.ndarray, name: str, rule: str, severity: str, text: np.ndarray | pa.Array,
-            message: str) -> None:
+    def add(self, mask: np.ndarray, name: str, rule: str, severity: str,
+            text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
         idx = np.flatnonzero(mask)
         if idx.size:
             self.rows.append(idx)
             self.meta.append((name, rule, severity, message))
-            if isinstance(text, pa.Array):
-                self.values.append(np.array(text.take(pa.array(idx)).to_pylist(), dtype=object))
-            else:
-                self.values.append(np.asarray(text)[idx].astype(object))
+            self.values.append(_value_text(text, idx))
+
+    def failing(self, rules: RuleSet) -> dict[str, np.ndarray]:
+        """Each score's failing rows (see ``quality_scores``), from the chunks' levels: no per-finding work."""
+        level_of = rules.levels()
+        picked: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_LEVELS}
+        for rows, (name, rule, _, _) in zip(self.rows, self.meta, strict=True):
+            level = level_of.get(f"{rule}.{name}", "")
+            for score, wanted in SCORE_LEVELS.items():
+                if level == wanted and (score != "completeness" or rule == "required"):
+                    picked[score].append(rows)
+        return {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in picked.items()}
 
     def frame(self) -> pd.DataFrame:
         if not self.rows:
             return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "object") for c in ISSUE_COLUMNS})
-        sizes = [len(r) for r in self.rows]
+        sizes = np.array([len(r) for r in self.rows])
+        if _ARROW_STRINGS is None:  # pandas without Arrow-backed strings: the plain construction
+            return pd.DataFrame({
+                "row": np.concatenate(self.rows),
+                **{c: np.repeat([m[i] for m in self.meta], sizes) for i, c in enumerate(ISSUE_COLUMNS[1:4])},
+                "value": np.concatenate([np.asarray(v.to_pylist(), dtype=object) for v in self.values]).astype(str),
+                "message": np.repeat([m[3] for m in self.meta], sizes),
+            })
+        chunk = pa.array(np.repeat(np.arange(len(sizes), dtype=np.int32), sizes))
+
+        def repeated(i: int) -> pd.Series:
+            return _str_series(pc.take(pa.array([m[i] for m in self.meta], type=pa.large_string()), chunk))
+
         return pd.DataFrame({
             "row": np.concatenate(self.rows),
-            "field": np.repeat([m[0] for m in self.meta], sizes),
-            "rule": np.repeat([m[1] for m in self.meta], sizes),
-            "severity": np.repeat([m[2] for m in self.meta], sizes),
-            "value": np.concatenate(self.values).astype(str),
-            "message": np.repeat([m[3] for m in self.meta], sizes),
-        })
+            "field": repeated(0), "rule": repeated(1), "severity": repeated(2),
+            "value": _str_series(pa.concat_arrays([v.cast(pa.large_string()) for v in self.values])),
+            "message": repeated(3),
+        }, copy=False)
+
+
+def _str_series(arr: pa.Array) -> pd.Series:
+    """A pandas string column over an Arrow array, with the dtype pandas gives a column of str objects."""
+    assert _ARROW_STRINGS is not None
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=_ARROW_STRINGS), copy=False)
+
+
+def _inferred_string_dtype() -> pd.StringDtype | None:
+    dtype = pd.Series(np.array(["a"], dtype=object)).dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return dtype
+    return None
+
+
+_ARROW_STRINGS = _inferred_string_dtype()
+
+
+def _value_text(text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], idx: np.ndarray) -> pa.Array:
+    """The failing rows' values as text, as ``str(value)`` in a numpy unicode array would give them."""
+    if isinstance(text, _Text | pa.Array):
+        taken = text.take(idx) if isinstance(text, _Text) else text.take(pa.array(idx))
+        return pc.utf8_rtrim(taken, characters="\x00")  # numpy's unicode strings drop trailing NULs
+    picked = text(idx) if callable(text) else np.asarray(text)[idx]
+    return pa.array(np.asarray(picked).astype(object).astype(str), type=pa.string())
 
 
 def _fmt(v: float | int | str | None) -> str:
@@ -97,27 +148,158 @@ def _fmt(v: float | int | str | None) -> str:
 def _strings(col: pd.Series | np.ndarray | list[object]) -> np.ndarray | pa.Array:
     """Stripped text ('' for missing): an Arrow array for large inputs, an object array otherwise."""
     if len(col) >= ARROW_MIN_ROWS:
-        arr = pa.array(col, type=pa.string(), from_pandas=True)
-        if isinstance(arr, pa.ChunkedArray):  # pandas' Arrow-backed strings arrive chunked
-            arr = arr.combine_chunks()
-        return pc.utf8_trim_whitespace(pc.fill_null(arr, ""))
+        return _trimmed(_filled(_arrow(col)))[0]
     items = col.tolist() if isinstance(col, pd.Series | np.ndarray) else col
     return np.array(["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v).strip()
                      for v in items], dtype=object)
 
 
-def _numbers(text: np.ndarray | pa.Array) -> np.ndarray:
+def _arrow(col: object) -> pa.Array:
+    arr = pa.array(col, type=pa.large_string(), from_pandas=True)  # pandas' own type: no conversion
+    if isinstance(arr, pa.ChunkedArray):  # pandas' Arrow-backed strings arrive chunked
+        arr = arr.combine_chunks()
+    return arr
+
+
+def _filled(arr: pa.Array) -> pa.Array:
+    """Nulls as '' (a no-op without nulls, which fill_null would still copy)."""
+    return pc.fill_null(arr, "") if arr.null_count else arr
+
+
+def _layout(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (one more than the rows) and the UTF-8 bytes of a string array, as numpy views."""
+    buffers = arr.buffers()
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=width)[arr.offset:arr.offset + len(arr) + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    return offsets, data[offsets[0]:offsets[-1]] if len(offsets) else data[:0]
+
+
+def _trimmed(arr: pa.Array) -> tuple[pa.Array, bool]:
+    """``utf8_trim_whitespace``, skipped when no byte could be white space (ASCII controls, space and any
+    non-ASCII byte): one byte scan instead of a per-string pass.  Returns the text and whether it ran."""
+    _, data = _layout(arr)
+    if data.size and (int(data.min()) < 0x21 or int(data.max()) > 0x7E):  # reductions: no temporaries
+        return pc.utf8_trim_whitespace(arr), True
+    return arr, False
+
+
+def _blank(arr: pa.Array) -> np.ndarray:
+    """Rows holding '' (of a string array without nulls), from the offsets alone."""
+    offsets, _ = _layout(arr)
+    return offsets[1:] == offsets[:-1]
+
+
+def _numbers(text: np.ndarray | pa.Array, empty: np.ndarray | None = None) -> np.ndarray:
     """float64 of each string; NaN where empty or not a number (no 'nan', 'inf' or '1,5')."""
     if isinstance(text, pa.Array):
-        blank_to_null = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-        try:  # the common case: every value is a plain number, so one C++ cast does it all
-            parsed = pc.cast(blank_to_null, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if empty is None:
+            empty = _blank(text)
+        # Only strings made of digits, '.', 'e', 'E', '+' and '-' can be numbers: a byte scan finds the
+        # others and Arrow parses the rest, as nulls elsewhere (its grammar over these characters is
+        # the regex's: when it refuses one, the regex decides, as before).
+        offsets, data = _layout(text)
+        candidate = ~empty
+        if data.size and (int(data.min()) < 0x30 or int(data.max()) > 0x39):  # not all digits
+            number = (data >= 0x30) & (data <= 0x39)
+            for byte in b".eE+-":
+                number |= data == byte
+            odd = np.flatnonzero(~number) + offsets[0]
+            if odd.size:  # the row holding each odd byte (empty rows hold none)
+                candidate[np.searchsorted(offsets, odd, side="right") - 1] = False
+        buffers = text.buffers()
+        if text.offset:
+            candidate = np.concatenate([np.zeros(text.offset, dtype=bool), candidate])
+        masked = pa.Array.from_buffers(text.type, len(text), [pa.py_buffer(np.packbits(candidate, bitorder="little")),
+                                                              buffers[1], buffers[2]], offset=text.offset)
+        try:
+            parsed = pc.cast(masked, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. '1.2.3': the regex decides
             valid = pc.match_substring_regex(text, _NUMBER)
-            parsed = pc.cast(pc.if_else(valid, text, pa.scalar(None, pa.string())), pa.float64())
-        values = parsed.to_numpy(zero_copy_only=False).astype("float64", copy=False)
-        return np.where(np.isfinite(values), values, np.nan)  # 'nan'/'inf' spelled out are not data
+            parsed = pc.cast(pc.if_else(valid, text, pa.scalar(None, text.type)), pa.float64())
+        values = parsed.to_numpy(zero_copy_only=False, writable=True).astype("float64", copy=False)
+        infinite = np.isinf(values)
+        if infinite.any():  # 'inf' spelled out, or too large: not data
+            values[infinite] = np.nan
+        return values
     return np.array([float(s) if _NUMBER_RE.match(s) else np.nan for s in text], dtype="float64")
+
+
+class _Text:
+    """A large text column, stripped ('' for missing).  When values repeat (districts, villages, code
+    lists), held as its distinct values plus one code per row, so every check runs once per distinct
+    value; otherwise one Arrow array.  ``source``: the column's own str objects when they need no
+    stripping (re-validation of typed values), reused for the typed output instead of new strings."""
+
+    SAMPLE = 4096
+
+    def __init__(self, column: object) -> None:
+        self.codes: np.ndarray | None = None
+        self.blank = -1
+        self.source: np.ndarray | None = None
+        objects = _object_column(column)
+        if objects is not None and self._repeats(len(pd.unique(objects[:self.SAMPLE])), len(objects)):
+            codes, uniques = pd.factorize(objects)  # None and NaN: -1
+            self._coded(codes, pa.array(uniques, type=pa.string(), from_pandas=True))
+            return
+        arr = _arrow(column)
+        if self._repeats(len(arr.slice(0, self.SAMPLE).unique()), len(arr)):
+            encoded = arr.dictionary_encode()
+            self._coded(pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False), encoded.dictionary)
+            return
+        untrimmed = _filled(arr)
+        self.values, trimmed = _trimmed(untrimmed)
+        self.empty = _blank(self.values)
+        if (objects is not None and (not trimmed or _nbytes(self.values) == _nbytes(untrimmed))
+                and pd.api.types.infer_dtype(objects, skipna=True) == "string"):
+            self.source = objects
+
+    def _repeats(self, distinct: int, n: int) -> bool:
+        return distinct * 8 <= min(n, self.SAMPLE)
+
+    def _coded(self, codes: np.ndarray, dictionary: pa.Array) -> None:
+        words = pa.concat_arrays([pc.utf8_trim_whitespace(dictionary), pa.array([""], type=dictionary.type)])
+        remap, distinct = pd.factorize(words.to_numpy(zero_copy_only=False))  # stripping can merge values
+        codes = np.where(codes < 0, len(words) - 1, codes)
+        self.codes = remap[codes]
+        self.values = pa.array(distinct, type=pa.string())
+        self.blank = int(remap[-1])
+        self.empty = self.codes == self.blank
+
+    def rows(self, per_value: np.ndarray) -> np.ndarray:
+        """A per-value mask (over ``values``) as a per-row mask."""
+        return per_value if self.codes is None else per_value[self.codes]
+
+    def take(self, idx: np.ndarray) -> pa.Array:
+        return self.values.take(pa.array(idx if self.codes is None else self.codes[idx]))
+
+    def objects(self) -> np.ndarray:
+        """The typed column: str objects, None for blank."""
+        if self.codes is not None:
+            distinct = self.values.to_numpy(zero_copy_only=False).astype(object, copy=True)
+            distinct[self.blank] = None
+            return distinct[self.codes]
+        out = np.array(self.source if self.source is not None else self.values.to_numpy(zero_copy_only=False),
+                       dtype=object, copy=True)
+        out[self.empty] = None
+        return out
+
+    def groups(self) -> np.ndarray | None:
+        """Group codes of the typed values (-1 for blank), when coded."""
+        return None if self.codes is None else np.where(self.empty, -1, self.codes)
+
+
+def _object_column(column: object) -> np.ndarray | None:
+    if isinstance(column, pd.Series) and column.dtype == object:
+        return column.to_numpy()
+    if isinstance(column, np.ndarray) and column.dtype == object:
+        return column
+    return None
+
+
+def _nbytes(arr: pa.Array) -> int:
+    offsets, _ = _layout(arr)
+    return int(offsets[-1] - offsets[0]) if len(offsets) else 0
 
 
 def _blank_to_none(s: np.ndarray, empty: np.ndarray) -> np.ndarray:
@@ -153,6 +335,8 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     index = raw.index if isinstance(raw, pd.DataFrame) else pd.RangeIndex(n)
     out = _Collector()
     typed: dict[str, np.ndarray] = {}
+    texts: dict[str, _Text] = {}
+    shared: dict[str, pd.Series] = {}
     for f in fields:
         kinds = {r.kind: r for r in rules.by_field.get(f.name, ())}
         if f.name not in columns:
@@ -164,11 +348,19 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
         if f.type in ("integer", "decimal", "code") and _is_numeric(column):
             # Already typed (stored values, Parquet): no text to parse, only the rules to apply.
             values = np.asarray(column, dtype="float64")
-            _number_rules(f, kinds, values, ~np.isnan(values), np.zeros(n, dtype=bool), values, out)
-            typed[f.name] = values
+            typed[f.name] = checked = _number_rules(f, kinds, values, None, values, out)
+            if checked is values and (values is column or not values.flags.writeable):  # unchanged, not ours
+                if isinstance(column, pd.Series):
+                    shared[f.name] = column  # the frame shares it: pandas copies on write
+                else:
+                    typed[f.name] = values.copy()
+            continue
+        if n >= ARROW_MIN_ROWS and f.type in ("text", "uuid", "multiselect"):
+            texts[f.name] = text = _Text(column)
+            typed[f.name] = _text_rules(f, kinds, text, out)
             continue
         s = _strings(column)
-        empty = pc.equal(s, "").to_numpy(zero_copy_only=False) if isinstance(s, pa.Array) else s == ""
+        empty = _blank(s) if isinstance(s, pa.Array) else s == ""
         present = ~empty
         if (r := kinds.get("required")) is not None:
             out.add(empty, f.name, "required", r.severity, s, r.message)
@@ -192,8 +384,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             continue
         if f.type == "multiselect":
             if (r := kinds.get("allowed")) is not None:
-                allowed = sorted({_fmt(float(a)) for a in r.params["values"]} | {str(a) for a in r.params["values"]})
-                out.add(_bad_codes(s, present, allowed), f.name, "allowed", r.severity, s, r.message)
+                out.add(_bad_codes(s, present, _codes_allowed(r)), f.name, "allowed", r.severity, s, r.message)
             s = _as_objects(s)
             typed[f.name] = _blank_to_none(s, empty)
             continue
@@ -205,16 +396,40 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
                 out.add(present & ~is_bool, f.name, "type", r.severity, s, r.message)
             typed[f.name] = np.array([_BOOLEAN.get(v) for v in lowered], dtype=object)
             continue
-        values = _numbers(s)
-        bad_type = present & np.isnan(values)
-        typed[f.name] = _number_rules(f, kinds, values, present, bad_type, s, out)
+        values = _numbers(s, empty)
+        typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out)
     _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC))
-    _statistical(typed, rules, out)
+    _statistical(typed, texts, rules, out)
     issues = out.frame()
     # Object columns stay object: letting pandas re-infer them as Arrow strings cost ~20% of a run.
-    frame = pd.DataFrame({k: (pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v)
+    frame = pd.DataFrame({k: shared[k] if k in shared else
+                          (pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v)
                           for k, v in typed.items()}, index=index, copy=False)
-    return ValidationResult(typed=frame, issues=issues, scores=quality_scores(issues, n, rules, set(typed) | set(columns)))
+    return ValidationResult(typed=frame, issues=issues,
+                            scores=_scores(out.failing(rules), n, rules, set(typed) | set(columns)))
+
+
+def _codes_allowed(r: CompiledRule) -> list[str]:
+    return sorted({_fmt(float(a)) for a in r.params["values"]} | {str(a) for a in r.params["values"]})
+
+
+def _text_rules(f: FieldLike, kinds: dict[str, CompiledRule], text: _Text, out: _Collector) -> np.ndarray:
+    """Text, uuid and code-list columns of a large input: each check once per distinct value when coded."""
+    present = ~text.empty
+    if (r := kinds.get("required")) is not None:
+        out.add(text.empty, f.name, "required", r.severity, text, r.message)
+    if f.type in ("text", "uuid") and (r := kinds.get("pattern")) is not None:
+        out.add(present & ~text.rows(_fullmatch(text.values, r.params["regex"])), f.name, "pattern", r.severity,
+                text, r.message)
+    if f.type == "multiselect" and (r := kinds.get("allowed")) is not None:
+        every = np.ones(len(text.values), dtype=bool)
+        out.add(text.rows(_bad_codes(text.values, every, _codes_allowed(r))) & present, f.name, "allowed",
+                r.severity, text, r.message)
+    if f.type in ("text", "uuid") and (r := kinds.get("unknown_value")) is not None:
+        known = pc.is_in(text.values, value_set=pa.array([str(a) for a in r.params["values"]], type=text.values.type))
+        out.add(present & ~text.rows(known.to_numpy(zero_copy_only=False)), f.name, "unknown_value",
+                r.severity, text, r.message)
+    return text.objects()
 
 
 def _bad_codes(s: np.ndarray | pa.Array, present: np.ndarray, allowed: list[str]) -> np.ndarray:
@@ -240,35 +455,51 @@ def _is_numeric(column: object) -> bool:
     return dtype is not None and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
 
-def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarray, present: np.ndarray,
-                  bad_type: np.ndarray, s: np.ndarray | pa.Array, out: _Collector) -> np.ndarray:
+def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarray, bad_type: np.ndarray | None,
+                  s: np.ndarray | pa.Array, out: _Collector) -> np.ndarray:
+    """The number checks of one column; returns the typed values (NaN where missing or not a number):
+    ``values`` itself when no row was set to NaN."""
+    nan = np.isnan(values)
     allowed_values = kinds["allowed"].params["values"] if "allowed" in kinds else []
     if f.type in ("integer", "code"):
         fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
         if f.type == "integer" or not fractional_codes:
+            # x - rint(x) is 0 exactly for whole numbers, NaN for +-inf and NaN: as x % 1 != 0, cheaper.
             with np.errstate(invalid="ignore"):
-                bad_type = bad_type | (~np.isnan(values) & (np.mod(values, 1) != 0))
-    if (r := kinds.get("type")) is not None:
+                whole = np.rint(values)
+                np.subtract(values, whole, out=whole)
+            fraction = (whole != 0) & ~nan
+            bad_type = fraction if bad_type is None else bad_type | fraction
+    if bad_type is not None and (r := kinds.get("type")) is not None:
         out.add(bad_type, f.name, "type", r.severity, s, r.message)
-    values = np.where(bad_type, np.nan, values)
-    checked = ~np.isnan(values)
+    if bad_type is not None and bad_type.any():
+        if values.flags.writeable and values is not s:  # this call's own array (parsed from text)
+            values[bad_type] = np.nan
+        else:
+            values = np.where(bad_type, np.nan, values)
+        nan |= bad_type
+    checked = ~nan
     if (r := kinds.get("sentinel")) is not None:
         sentinel = checked & np.isin(values, np.asarray(r.params["values"], dtype=float))
         out.add(sentinel, f.name, "sentinel", r.severity, s, r.message)
-        checked = checked & ~sentinel
+        checked &= ~sentinel
     if (r := kinds.get("allowed")) is not None:
         codes = np.asarray([float(a) for a in r.params["values"]])
         out.add(checked & ~np.isin(values, codes), f.name, "allowed", r.severity, s, r.message)
     if (r := kinds.get("range")) is not None:
         lo = -np.inf if r.params.get("min") is None else r.params["min"]
         hi = np.inf if r.params.get("max") is None else r.params["max"]
-        with np.errstate(invalid="ignore"):
-            rng = checked & ((values < lo) | (values > hi))
-        out.add(rng, f.name, "range", r.severity, s, r.message)
-        checked = checked & ~rng
+        outside: np.ndarray | None = None  # comparisons with NaN are False: no warnings, no extra mask
+        if lo > -np.inf:
+            outside = values < lo
+        if hi < np.inf:
+            outside = values > hi if outside is None else outside | (values > hi)
+        if outside is not None:
+            rng = checked & outside
+            out.add(rng, f.name, "range", r.severity, s, r.message)
+            checked &= ~rng
     if (r := kinds.get("outlier")) is not None:
-        with np.errstate(invalid="ignore"):
-            out.add(checked & (values > r.params["max"]), f.name, "outlier", r.severity, s, r.message)
+        out.add(checked & (values > r.params["max"]), f.name, "outlier", r.severity, s, r.message)
     return values
 
 
@@ -279,16 +510,27 @@ def _has_offset(text: str) -> bool:
 def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol_abs: float, tol_rel: float,
               now: datetime) -> None:
     def check(r: CompiledRule, actual: np.ndarray, expected: np.ndarray) -> None:
+        # |actual - expected| > tol_abs + tol_rel * |actual|, in place (same operations, same order)
         with np.errstate(invalid="ignore"):
-            bad = np.abs(actual - expected) > tol_abs + tol_rel * np.abs(actual)
-        out.add(bad, r.field, r.kind, r.severity, actual.astype(object), r.message)
+            np.subtract(actual, expected, out=expected)
+            np.abs(expected, out=expected)
+            limit = np.abs(actual)
+            np.multiply(limit, tol_rel, out=limit)
+            np.add(limit, tol_abs, out=limit)
+            bad = expected > limit
+        out.add(bad, r.field, r.kind, r.severity, actual, r.message)
 
     for r in rules.by_kind.get("sum_identity", ()):
         terms = r.params["terms"]
         if r.field in typed and all(t in typed for _, t in terms):
             expected = np.zeros(len(typed[r.field]))
-            for sign, t in terms:
-                expected = expected + sign * typed[t]
+            for sign, t in terms:  # 0 + x, then + or - each term: sign * x exactly as before
+                if sign == 1:
+                    np.add(expected, typed[t], out=expected)
+                elif sign == -1:
+                    np.subtract(expected, typed[t], out=expected)
+                else:
+                    np.add(expected, sign * typed[t], out=expected)
             check(r, typed[r.field], expected)
     for r in rules.by_kind.get("per_day_identity", ()):
         if r.field in typed and r.params["annual"] in typed:
@@ -303,32 +545,83 @@ def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol
             with np.errstate(invalid="ignore"):
                 outside = ~np.isnan(lat) & ~np.isnan(lon) & (
                     (lat < p["lat_min"]) | (lat > p["lat_max"]) | (lon < p["lon_min"]) | (lon > p["lon_max"]))
-            out.add(outside, r.field, r.kind, r.severity,
-                    np.array([f"{a},{b}" for a, b in zip(lat, lon, strict=True)], dtype=object), r.message)
+
+            def point(idx: np.ndarray, lat: np.ndarray = lat, lon: np.ndarray = lon) -> np.ndarray:
+                return np.array([f"{a},{b}" for a, b in zip(lat[idx], lon[idx], strict=True)], dtype=object)
+
+            out.add(outside, r.field, r.kind, r.severity, point, r.message)
     for r in rules.by_kind.get("not_in_future", ()):
         if r.field in typed:
             limit = np.datetime64((now + timedelta(minutes=r.params.get("tolerance_minutes", 0))).replace(tzinfo=None))
             stamps = pd.to_datetime(typed[r.field], utc=True).tz_localize(None).to_numpy()
             future = ~pd.isna(stamps) & (stamps > limit)
-            out.add(future, r.field, r.kind, r.severity, typed[r.field].astype(str).astype(object), r.message)
+            column = typed[r.field]
+
+            def stamp(idx: np.ndarray, column: np.ndarray = column) -> np.ndarray:
+                return column[idx].astype(str).astype(object)
+
+            out.add(future, r.field, r.kind, r.severity, stamp, r.message)
 
 
-def _statistical(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector) -> None:
-    """Robust z-scores within each district (median and MAD, so the outliers do not hide themselves)."""
+def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules: RuleSet, out: _Collector) -> None:
+    """Robust z-scores within each district (median and MAD, so the outliers do not hide themselves).
+    Rows are sorted by group once per grouping column; each group's median and MAD are then taken
+    on a contiguous slice (as pandas' groupby median: NaN skipped, the mean of the middle two)."""
+    orders: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for r in rules.by_kind.get("robust_z", ()):
         by = r.params.get("by", "district")
         if r.field not in typed or by not in typed or len(typed[r.field]) < r.params.get("min_group", 20):
             continue
-        frame = pd.DataFrame({"x": typed[r.field].astype(float), "g": typed[by]})
-        grouped = frame.groupby("g", dropna=True)["x"]
-        med = grouped.transform("median")
-        mad = (frame["x"] - med).abs().groupby(frame["g"]).transform("median")
-        size = grouped.transform("count")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = 0.6745 * (frame["x"] - med) / mad
-        flag = (size >= r.params.get("min_group", 20)) & (mad > 0) & (z.abs() > r.params.get("threshold", 5.0))
-        out.add(flag.fillna(False).to_numpy(dtype=bool), r.field, r.kind, r.severity,
-                typed[r.field].astype(object), r.message)
+        if by not in orders:
+            orders[by] = _grouping(typed[by], texts.get(by))
+        order, bounds = orders[by]
+        x = typed[r.field].astype(float)
+        xs = x[order]
+        flagged = np.zeros(len(x), dtype=bool)  # in group order
+        min_group, threshold = r.params.get("min_group", 20), r.params.get("threshold", 5.0)
+        for g in range(len(bounds) - 1):  # per group, not per row: each group is one contiguous slice
+            part = xs[bounds[g]:bounds[g + 1]]
+            v = part[~np.isnan(part)]  # a copy: partitioned in place below
+            if v.size < min_group:  # also the empty group: NaN median, never flagged
+                continue
+            med = _median(v)
+            np.subtract(v, med, out=v)
+            np.abs(v, out=v)
+            mad = _median(v)
+            if not mad > 0:
+                continue
+            with np.errstate(invalid="ignore"):
+                z = 0.6745 * (part - med) / mad
+                np.abs(z, out=z)
+                flagged[bounds[g]:bounds[g + 1]] = z > threshold
+        flag = np.zeros(len(x), dtype=bool)
+        flag[order] = flagged
+        out.add(flag, r.field, r.kind, r.severity, x, r.message)
+
+
+def _median(v: np.ndarray) -> float:
+    """np.median of a NaN-free array (the mean of the middle two for an even size), partitioning ``v``
+    in place instead of copying it."""
+    k = v.size // 2
+    if v.size % 2:
+        v.partition(k)
+        return float(v[k])
+    v.partition([k - 1, k])
+    return float((v[k - 1] + v[k]) / 2)
+
+
+def _grouping(by: np.ndarray, text: _Text | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ordered by group (those without one first), and each group's slice bounds in that order."""
+    codes = text.groups() if text is not None else None
+    if codes is None:
+        codes = pd.factorize(by)[0]
+    k = int(codes.max()) + 1 if codes.size else 0
+    small = codes.astype(np.int16) if k < 2**15 else codes  # stable sort of 16-bit keys is a radix sort
+    order = np.argsort(small, kind="stable")
+    counts = np.bincount(codes[codes >= 0], minlength=k)
+    skipped = int((codes < 0).sum())  # -1 sorts first
+    bounds = np.concatenate([[0], np.cumsum(counts)]) + skipped
+    return order, bounds
 
 
 SCORE_LEVELS = {"completeness": "structural", "validity": "semantic", "consistency": "business"}
@@ -337,24 +630,29 @@ SCORE_LEVELS = {"completeness": "structural", "validity": "semantic", "consisten
 def quality_scores(issues: pd.DataFrame, n: int, rules: RuleSet, present: set[str]) -> pd.DataFrame:
     """Per row: completeness (required fields present), validity (semantic rules passed),
     consistency (business rules passed), each 0-1, and the weighted overall score."""
-    from django.conf import settings
-
-    weights = settings.RTV_QUALITY_WEIGHTS
-    out: dict[str, np.ndarray] = {}
     level_of = rules.levels()
     keys = (issues["rule"] + "." + issues["field"]).to_numpy(dtype=object) if len(issues) else np.array([], dtype=object)
     issue_levels = np.array([level_of.get(k, "") for k in keys], dtype=object)
     rows = issues["row"].to_numpy(dtype=np.int64) if len(issues) else np.array([], dtype=np.int64)
+    required = issues["rule"].to_numpy(dtype=object) == "required" if len(issues) else np.zeros(0, dtype=bool)
+    failing = {name: rows[(issue_levels == level) & required] if name == "completeness" else rows[issue_levels == level]
+               for name, level in SCORE_LEVELS.items()}
+    return _scores(failing, n, rules, present)
+
+
+def _scores(failing: Mapping[str, np.ndarray], n: int, rules: RuleSet, present: set[str]) -> pd.DataFrame:
+    """The scores from each score's failing rows (one entry per finding)."""
+    from django.conf import settings
+
+    weights = settings.RTV_QUALITY_WEIGHTS
+    out: dict[str, np.ndarray] = {}
     for name, level in SCORE_LEVELS.items():
         if name == "completeness":
             applicable = sum(1 for r in rules.by_kind.get("required", ()) if r.field in present)
-            failing = rows[(issue_levels == level) & (issues["rule"].to_numpy(dtype=object) == "required")] \
-                if len(issues) else rows
         else:
             applicable = sum(1 for r in rules.rules if r.level == level and r.field in present)
-            failing = rows[issue_levels == level] if len(issues) else rows
-        counts = np.bincount(failing, minlength=n)[:n] if n else np.zeros(0)
+        counts = np.bincount(failing[name], minlength=n)[:n] if n else np.zeros(0)
         out[name] = np.clip(1.0 - counts / max(applicable, 1), 0.0, 1.0)
     total = sum(weights.values())
     out["score"] = sum(out[k] * w for k, w in weights.items()) / total
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, copy=False)
