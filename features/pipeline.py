@@ -46,6 +46,10 @@ FARMING_FLAGS = ("perennial_cropping", "apply_liquid_manure", "soil_management",
 
 # Collection dates: metadata, not contract features.  Read (when present) only to derive TEMPORAL_FEATURES.
 TEMPORAL_INPUTS = ("collected_at", "previous_collected_at")
+# collected_month_sin/cos: the month as an angle 2*pi*month/12 (December sits next to January);
+# rainy_season: 1.0 in RAINY_MONTHS, else 0.0; days_since_previous_survey: fractional days, left as
+# is even if negative (a "previous" survey dated later is a data problem to surface, not to hide).
+# All NaN when the date(s) they need are missing.
 TEMPORAL_FEATURES = ("collected_month_sin", "collected_month_cos", "rainy_season", "days_since_previous_survey")
 RAINY_MONTHS = (3, 4, 5, 9, 10, 11)  # Uganda's two rainy seasons: March-May and September-November
 LOCAL_UTC_OFFSET = pd.Timedelta(hours=3)  # months are taken in East Africa Time (UTC+3, no daylight saving)
