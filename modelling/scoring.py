@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from rtv import contract
 
 from .treeshap import TreeTables
+
+# LightGBM 4.6 records generated feature names even when fitted on arrays, and scikit-learn then
+# warns on every array it predicts: noise, not a mismatch (the pipeline always hands it arrays).
+warnings.filterwarnings("ignore", message="X does not have valid feature names, but LGBMClassifier")
+
+# The tables pay a few numpy calls per tree: for a handful of rows LightGBM's own C++ walk is faster,
+# from a few hundred rows on the tables are (same values either way: tests/modelling/test_explanations.py).
+TABLES_FROM_ROWS = 256
 
 DERIVED_LABELS = {
     "land_per_member": "Farm land per household member",
@@ -187,7 +196,7 @@ class HouseholdModel(ClassifierMixin, BaseEstimator):
     # -- scoring ------------------------------------------------------------------------------
     def _raw(self, Xt: np.ndarray) -> np.ndarray:
         est = self.binary[-1]
-        if getattr(self, "tables_", None) is not None:
+        if getattr(self, "tables_", None) is not None and len(Xt) >= TABLES_FROM_ROWS:
             return self.tables_.raw(Xt)  # type: ignore[union-attr,return-value]
         if _is_lightgbm(est):
             return np.asarray(est.predict(Xt, raw_score=True), dtype="float64")
@@ -211,7 +220,7 @@ class HouseholdModel(ClassifierMixin, BaseEstimator):
         ``base + contributions.sum(axis=1)`` equals the calibrated log-odds."""
         est = self.binary[-1]
         if self.explainer_ == "treeshap":
-            if getattr(self, "tables_", None) is not None:
+            if getattr(self, "tables_", None) is not None and len(Xt) >= TABLES_FROM_ROWS:
                 raw = np.asarray(self.tables_.contributions(Xt))  # type: ignore[union-attr]
             else:
                 raw = np.asarray(est.booster_.predict(Xt, pred_contrib=True), dtype="float64")
@@ -228,13 +237,16 @@ class HouseholdModel(ClassifierMixin, BaseEstimator):
         """Four statuses, consistent with the calibrated P(vulnerable)."""
         statuses = list(self.statuses)
         p4 = np.zeros((len(p), len(statuses)))
-        if getattr(self, "status_tables_", None) is not None:
+        if features is not None or getattr(self, "status_tables_", None) is not None:
             # Both pipelines start with the same stateless feature step: reuse its output.
             features = features if features is not None else self.status_model[0].transform(X)
             Xt = np.asarray(self.status_model[1:-1].transform(features), dtype="float64")
-            raw = self.status_tables_.raw(Xt)  # type: ignore[union-attr]
-            raw = np.exp(raw - raw.max(axis=1, keepdims=True))
-            twin = raw / raw.sum(axis=1, keepdims=True)
+            if getattr(self, "status_tables_", None) is not None and len(Xt) >= TABLES_FROM_ROWS:
+                raw = self.status_tables_.raw(Xt)  # type: ignore[union-attr]
+                raw = np.exp(raw - raw.max(axis=1, keepdims=True))
+                twin = raw / raw.sum(axis=1, keepdims=True)
+            else:
+                twin = self.status_model[-1].predict_proba(Xt)
         else:
             twin = self.status_model.predict_proba(X)
         classes = [str(c) for c in self.status_model.classes_]

@@ -14,4 +14,4 @@ fi
 .venv/bin/python bench/ingest.py "$@"
 .venv/bin/python bench/quality.py
 .venv/bin/python bench/features.py
-if command -v wrk >/dev/null 2>&1; then .venv/bin/python bench/api.py; fi
+if command -v wrk >/dev/null 2>&1; then .venv/bin/python bench/api.py; .venv/bin/python bench/predictions.py; fi

@@ -1,0 +1,125 @@
+"""Prediction API latency and batch scoring throughput, on a model trained the way train_model does.
+
+    python bench/predictions.py [--rows 100000] [--seconds 10] [--connections 8]
+
+Targets (issue 6): POST /api/v1/predictions/ p99 <= 50 ms including the explanation (gunicorn, 2
+workers, wrk, loopback), with the bare model's in-process predict latency measured in the same run;
+batch scoring >= 50,000 rows/s including features and explanations.  Two batch figures: the whole
+job (read from PostgreSQL, score, explain, COPY, Parquet export) and the scoring alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.api import free_port, wrk
+from bench.common import REPO, VAR, emit, fresh_database, setup_django
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench/predictions.py needs wrk (Debian: apt-get install wrk)")
+    VAR.mkdir(parents=True, exist_ok=True)
+    setup_django()
+    fresh_database()
+    import pandas as pd
+    from django.contrib.auth.models import Group, User
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from ingestion.models import SurveyRecord
+    from ingestion.services import ingest_file
+    from ingestion.synthetic.generator import generate, write
+    from modelling import serving
+    from modelling.batch import predictions_batch
+    from modelling.services import model_train
+
+    data, _ = generate(args.rows, seed=12, bad_rate=0.0)
+    path = VAR / "predict.csv"
+    write(data, data.iloc[0:0], path, "csv")
+    ingest_file(path, force=True)
+    t0 = time.perf_counter()
+    mv = model_train(folds=2)
+    train_s = time.perf_counter() - t0
+    model = serving.model_for(mv)
+
+    # The bare model, in process: one household, no HTTP, no database.
+    one = serving.records_frame(SurveyRecord.objects.order_by("pk")[:1])
+    for _ in range(20):
+        model.score(one)
+    bare, explained = [], []
+    for _ in range(300):
+        t = time.perf_counter()
+        model.predict_proba(one)
+        bare.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        model.score(one)
+        explained.append((time.perf_counter() - t) * 1000)
+
+    # The API, through gunicorn.
+    user = User.objects.create_user("bench-reviewer", password=None)
+    user.groups.add(Group.objects.get(name="reviewer"))
+    token = str(AccessToken.for_user(user))
+    row = {k: (None if v is None or (isinstance(v, float) and v != v) or str(v) == "<NA>" else
+               (v.item() if hasattr(v, "item") else v)) for k, v in data.iloc[0].to_dict().items()}
+    body = VAR / "predict.json"
+    body.write_text(json.dumps({"household_id": row["household_id"], "data": row}))
+    port = free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "RTV_VAR_DIR": str(VAR)}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "bench.wsgi:application", "--bind",
+                               f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        wrk(url, body, "/api/v1/predictions/", token, max(2, args.seconds // 5), args.connections)  # load the model
+        api = wrk(url, body, "/api/v1/predictions/", token, args.seconds, args.connections)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    emit("prediction_api", "p99_latency", api["p99_ms"], "ms", limit=50, ratio=50 / api["p99_ms"],
+         p50_ms=api["p50_ms"], requests_per_s=round(api["rps"], 1), non_2xx=api["non_2xx"],
+         bare_predict_p99_ms=round(float(np.percentile(bare, 99)), 3),
+         bare_predict_p50_ms=round(float(np.percentile(bare, 50)), 3),
+         in_process_score_with_reasons_p99_ms=round(float(np.percentile(explained, 99)), 3),
+         connections=args.connections, note="ratio = limit / value: above 1 is within budget")
+
+    # Batch: the whole job, then the scoring alone on the same rows.
+    result = predictions_batch(everything=True)
+    rate = result["scored"] / result["seconds"]
+    emit("batch_scoring", "rows_per_s", rate, "rows/s", limit=50_000, ratio=rate / 50_000, rows=result["scored"],
+         seconds=round(result["seconds"], 2), **{f"{k}_s": round(v, 2) for k, v in result["timings"].items()},
+         train_seconds=round(train_s, 1), algorithm=mv.algorithm)
+    frame = serving.records_frame(SurveyRecord.objects.order_by("pk")[:50_000])
+    t = time.perf_counter()
+    scores = model.score(frame)
+    serving.scores_frame(scores, mv=mv, variant="champion", experiment=None, household_ids=[None] * len(frame),
+                         record_ids=[None] * len(frame), buckets=[None] * len(frame), now=pd.Timestamp.now(tz="UTC"))
+    seconds = time.perf_counter() - t
+    emit("batch_scoring", "score_rows_per_s", len(frame) / seconds, "rows/s", limit=50_000,
+         ratio=len(frame) / seconds / 50_000, rows=len(frame),
+         note="features + model + exact reasons + stored JSON, in memory (no database)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The daily model-performance job: drift of inputs and of the predicted mix against the training
+snapshot, overall and by district, performance on new labels; stored, alerted, charted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ingestion.services import ingest_file
+from ingestion.synthetic.generator import generate, write
+from modelling.models import ModelAlert, ModelVersion, MonitoringRun
+from modelling.monitoring import monitoring_run
+from modelling.services import model_train
+from rtv import contract
+
+pytestmark = pytest.mark.django_db
+
+
+def add(tmp_path: Path, rows: int, seed: int, **changes: object) -> None:
+    data, _ = generate(rows, seed=seed, bad_rate=0.0)
+    for column, value in changes.items():
+        data[column] = value(pd.to_numeric(data[column], errors="coerce")) if callable(value) else value
+    write(data, data.iloc[0:0], tmp_path / f"{seed}.csv", "csv")
+    ingest_file(tmp_path / f"{seed}.csv")
+
+
+@pytest.fixture
+def champion(tmp_path: Path) -> ModelVersion:
+    add(tmp_path, 400, seed=1)
+    return model_train(folds=2)
+
+
+def test_without_a_champion_there_is_nothing_to_monitor() -> None:
+    assert monitoring_run() is None
+
+
+def test_data_like_the_training_data_raises_no_alert(champion: ModelVersion) -> None:
+    run = monitoring_run()
+    assert run is not None and run.model_version == champion and run.rows == 400
+    assert run.feature_psi_max is not None and run.feature_psi_max < 0.1
+    assert run.prediction_psi is not None and run.prediction_psi < 0.1
+    assert not run.drift and not ModelAlert.objects.exists()
+    assert run.results["by_district"]  # each district with enough rows gets its own figures
+    assert all(d["prediction_psi"] < 0.25 for d in run.results["by_district"].values())
+
+
+def test_shifted_inputs_raise_drift_and_prediction_mix_alerts_with_their_figures(tmp_path, champion, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_MONITOR_WINDOW_DAYS = 30
+    # A season later: bigger farms, many more crops, and businesses everywhere.
+    add(tmp_path, 1200, seed=2, agriculture_land=lambda s: s * 6 + 3, season1_crops_planted=lambda s: s + 6,
+        season2_crops_planted=lambda s: s + 6, perennial_crops_grown=lambda s: s + 6, business_number=lambda s: s + 3,
+        household_size=lambda s: s + 6)
+    run = monitoring_run()
+    assert run is not None and run.drift
+    assert run.feature_psi_max is not None and run.feature_psi_max >= 0.25
+    assert {"agriculture_land", "household_size"} <= set(run.results["overall"]["major"])
+    alerts = {a.metric: a for a in ModelAlert.objects.filter(run=run)}
+    assert "feature_drift" in alerts and alerts["feature_drift"].value >= 0.25
+    assert run.prediction_psi is not None
+    if run.prediction_psi >= 0.25:
+        assert "prediction_psi" in alerts
+
+
+def test_new_labels_that_the_model_gets_wrong_raise_a_performance_alert(tmp_path, champion) -> None:  # type: ignore[no-untyped-def]
+    # Labels flipped: the poorest-looking households report high income and the reverse.
+    data, _ = generate(300, seed=5, bad_rate=0.0)
+    money = [f.name for f in contract.SURVEY_FIELDS if f.role in ("money", "derived", "label") and f.name in data]
+    rich = data["income_consumption_residues_per_day"] >= 1.77
+    swapped = data.copy()
+    swapped.loc[rich, money] = data.loc[~rich, money].sample(int(rich.sum()), replace=True, random_state=0).to_numpy()
+    swapped.loc[~rich, money] = data.loc[rich, money].sample(int((~rich).sum()), replace=True, random_state=1).to_numpy()
+    write(swapped, swapped.iloc[0:0], tmp_path / "flip.csv", "csv")
+    ingest_file(tmp_path / "flip.csv")
+    run = monitoring_run()
+    assert run is not None and run.roc_auc is not None
+    perf = run.results["performance"]
+    assert perf["labelled"] >= 50 and perf["drop"] > 0.05
+    assert ModelAlert.objects.filter(run=run, metric="roc_auc_drop").exists()
+
+
+def test_the_monitoring_page_and_api_show_the_runs_to_staff_only(client, api, make_user, champion) -> None:  # type: ignore[no-untyped-def]
+    monitoring_run()
+    reviewer = make_user("reviewer")
+    client.force_login(reviewer)
+    page = client.get("/models/monitoring/")
+    assert page.status_code == 200 and b"<svg" in page.content and b"predicted-mix PSI" in page.content
+    client.force_login(make_user("field_officer"))
+    assert client.get("/models/monitoring/").status_code == 403
+    runs = api("data_scientist").get("/api/v1/models/monitoring/").json()["runs"]
+    assert len(runs) == 1 and runs[0]["model_version"] == champion.version
+    assert MonitoringRun.objects.count() == 1
