@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api.internals import create_dataframe_from_blocks
 
 from .rules import CompiledRule, RuleSet
 
@@ -75,9 +76,14 @@ class _Collector:
             text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
         idx = np.flatnonzero(mask)
         if idx.size:
-            self.rows.append(idx)
-            self.meta.append((name, rule, severity, message))
-            self.values.append(_value_text(text, idx))
+            self.add_rows(idx, name, rule, severity, text, message)
+
+    def add_rows(self, idx: np.ndarray, name: str, rule: str, severity: str,
+                 text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
+        """A chunk of failing rows (ascending, not empty)."""
+        self.rows.append(idx)
+        self.meta.append((name, rule, severity, message))
+        self.values.append(_value_text(text, idx))
 
     def failing(self, rules: RuleSet) -> dict[str, np.ndarray]:
         """Each score's failing rows (see ``quality_scores``), from the chunks' levels: no per-finding work."""
@@ -92,7 +98,7 @@ class _Collector:
 
     def frame(self) -> pd.DataFrame:
         if not self.rows:
-            return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "object") for c in ISSUE_COLUMNS})
+            return _NO_ISSUES.copy(deep=True)  # a fresh frame: building one costs about a millisecond
         sizes = np.array([len(r) for r in self.rows])
         if _ARROW_STRINGS is None:  # pandas without Arrow-backed strings: the plain construction
             return pd.DataFrame({
@@ -112,6 +118,9 @@ class _Collector:
             "value": _str_series(pa.concat_arrays([v.cast(pa.large_string()) for v in self.values])),
             "message": repeated(3),
         }, copy=False)
+
+
+_NO_ISSUES = pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "object") for c in ISSUE_COLUMNS})
 
 
 def _str_series(arr: pa.Array) -> pd.Series:
@@ -325,7 +334,12 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
                    now: datetime | None = None) -> ValidationResult:
     """Type every field present in ``raw`` (a frame, or a mapping of columns: cheaper for the few
     rows of a device submission; strings, '' for empty) by its contract type, then apply the
-    active rules.  Which checks run, their severity, parameters and messages are the rules' (data)."""
+    active rules.  Which checks run, their severity, parameters and messages are the rules' (data).
+
+    Small inputs (up to ``SMALL_MAX_ROWS`` rows: API submissions and predictions) take the same
+    steps with their fixed costs cut: the per-field rule lookups are compiled once per rule set,
+    all numeric text columns are checked together as one matrix, findings are kept as plain text
+    and the typed frame is built from two blocks instead of one pandas column per field."""
     if rules is None:
         from .rules import active_rules
 
@@ -333,16 +347,31 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     columns = raw.columns if isinstance(raw, pd.DataFrame) else raw.keys()
     n = len(raw) if isinstance(raw, pd.DataFrame) else len(next(iter(raw.values()), []))
     index = raw.index if isinstance(raw, pd.DataFrame) else pd.RangeIndex(n)
-    out = _Collector()
+    small = n <= SMALL_MAX_ROWS
+    plan = _plan(rules, fields) if small else None
+    out = _SmallCollector() if small else _Collector()
     typed: dict[str, np.ndarray] = {}
     texts: dict[str, _Text] = {}
     shared: dict[str, pd.Series] = {}
+    batch: _NumberBatch | None = None
+    if plan is not None:
+        batched = [f.name for f in fields if f.name in plan.numbers.pos and f.name in columns
+                   and not _is_numeric(raw[f.name])]
+        if batched:
+            batch = _number_batch(plan.numbers, batched, [raw[name] for name in batched], n)
     for f in fields:
-        kinds = {r.kind: r for r in rules.by_field.get(f.name, ())}
+        kinds = plan.kinds[f.name] if plan is not None else {r.kind: r for r in rules.by_field.get(f.name, ())}
         if f.name not in columns:
             if (r := kinds.get("required")) is not None:
                 out.add(np.ones(n, dtype=bool), f.name, "required", r.severity, np.full(n, "", dtype=object),
                         f"{r.message} (column missing)")
+            continue
+        if batch is not None and f.name in batch.position:
+            p = batch.position[f.name]
+            for kind, idx in batch.hits.get(p, ()):
+                r = kinds[_NUMBER_KINDS[kind]]
+                out.add_rows(idx, f.name, r.kind, r.severity, batch.text[p], r.message)
+            typed[f.name] = batch.values[p]
             continue
         column = raw[f.name]
         if f.type in ("integer", "decimal", "code") and _is_numeric(column):
@@ -370,21 +399,29 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             s = _as_objects(s)
             typed[f.name] = _blank_to_none(s, empty)
             if (r := kinds.get("unknown_value")) is not None:
-                known = np.isin(s, np.array([str(a) for a in r.params["values"]], dtype=object))
+                if plan is not None:  # set membership: what np.isin decides for str objects, without its sorting
+                    known_set = plan.known[f.name]
+                    known = np.fromiter((v in known_set for v in s), dtype=bool, count=len(s))
+                else:
+                    known = np.isin(s, np.array([str(a) for a in r.params["values"]], dtype=object))
                 out.add(present & ~known, f.name, "unknown_value", r.severity, s, r.message)
             continue
         if f.type == "datetime":
             s = _as_objects(s)
-            stamps = pd.to_datetime(pd.Series(s).where(present), errors="coerce", utc=True, format="ISO8601")
+            if small:  # the same parse without a Series around it ('' -> None rather than NaN: both NaT)
+                stamps = pd.to_datetime(_blank_to_none(s, empty), errors="coerce", utc=True, format="ISO8601")
+            else:
+                stamps = pd.to_datetime(pd.Series(s).where(present), errors="coerce", utc=True, format="ISO8601")
             naive = np.array([bool(v) and not _has_offset(v) for v in s], dtype=bool)
-            bad = present & (stamps.isna().to_numpy() | naive)
+            bad = present & (np.asarray(stamps.isna()) | naive)
             if (r := kinds.get("type")) is not None:
                 out.add(bad, f.name, "type", r.severity, s, r.message)
             typed[f.name] = stamps.where(~bad).to_numpy()
             continue
         if f.type == "multiselect":
             if (r := kinds.get("allowed")) is not None:
-                out.add(_bad_codes(s, present, _codes_allowed(r)), f.name, "allowed", r.severity, s, r.message)
+                allowed = plan.codes[f.name] if plan is not None else _codes_allowed(r)
+                out.add(_bad_codes(s, present, allowed), f.name, "allowed", r.severity, s, r.message)
             s = _as_objects(s)
             typed[f.name] = _blank_to_none(s, empty)
             continue
@@ -401,12 +438,227 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC))
     _statistical(typed, texts, rules, out)
     issues = out.frame()
+    present_fields = set(typed) | set(columns)
+    if small and not shared:
+        return ValidationResult(typed=_small_frame(typed, index), issues=issues,
+                                scores=_scores(out.failing(rules), n, rules, present_fields))
     # Object columns stay object: letting pandas re-infer them as Arrow strings cost ~20% of a run.
     frame = pd.DataFrame({k: shared[k] if k in shared else
                           (pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v)
                           for k, v in typed.items()}, index=index, copy=False)
-    return ValidationResult(typed=frame, issues=issues,
-                            scores=_scores(out.failing(rules), n, rules, set(typed) | set(columns)))
+    return ValidationResult(typed=frame, issues=issues, scores=_scores(out.failing(rules), n, rules, present_fields))
+
+
+# --- small inputs --------------------------------------------------------------------------------
+
+SMALL_MAX_ROWS = 256  # at most this many rows: the small-input path (below ARROW_MIN_ROWS: object arrays)
+_NUMBER_KINDS = ("required", "type", "sentinel", "allowed", "range", "outlier")  # the order findings take
+_PLAN_LIMIT = 32  # distinct field lists remembered per rule set
+
+
+@dataclass
+class _SmallCollector(_Collector):
+    """Findings of a small input: each chunk's values as str at once, the frame built from plain lists."""
+
+    texts: list[list[str]] = field(default_factory=list)
+
+    def add_rows(self, idx: np.ndarray, name: str, rule: str, severity: str,
+                 text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
+        if isinstance(text, _Text | pa.Array):  # not made for small inputs; as the general collector
+            self.rows.append(idx)
+            self.meta.append((name, rule, severity, message))
+            self.values.append(_value_text(text, idx))
+            self.texts.append(self.values[-1].to_pylist())
+            return
+        picked = text(idx) if callable(text) else np.asarray(text)[idx]
+        self.rows.append(idx)
+        self.meta.append((name, rule, severity, message))
+        # str() of each value with trailing NULs dropped: what numpy's unicode cast gives _value_text
+        self.texts.append([str(v).rstrip("\x00") for v in np.asarray(picked).astype(object).tolist()])
+
+    def frame(self) -> pd.DataFrame:
+        if not self.rows or _ARROW_STRINGS is None:
+            self.values = [pa.array(t, type=pa.string()) for t in self.texts]
+            return super().frame()
+        sizes = [len(r) for r in self.rows]
+
+        def text(items: list[str]) -> pd.Series:
+            return _str_series(pa.array(items, type=pa.large_string()))
+
+        def repeated(i: int) -> pd.Series:
+            return text([m[i] for m, k in zip(self.meta, sizes, strict=True) for _ in range(k)])
+
+        return pd.DataFrame({
+            "row": np.concatenate(self.rows),
+            "field": repeated(0), "rule": repeated(1), "severity": repeated(2),
+            "value": text([v for chunk in self.texts for v in chunk]),
+            "message": repeated(3),
+        }, copy=False)
+
+
+@dataclass
+class _NumberPlan:
+    """The number rules of every numeric field, as one row of parameters per field (NaN padding)."""
+
+    pos: dict[str, int]
+    required: np.ndarray
+    has_type: np.ndarray
+    whole: np.ndarray  # fractional values are a type error (integers, codes without fractional codes)
+    sentinels: np.ndarray  # (fields, most sentinels)
+    has_sentinel: np.ndarray
+    allowed: np.ndarray  # (fields, most codes)
+    has_allowed: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    has_range: np.ndarray
+    top: np.ndarray
+    has_outlier: np.ndarray
+
+
+@dataclass
+class _Plan:
+    kinds: dict[str, dict[str, CompiledRule]]
+    numbers: _NumberPlan
+    known: dict[str, frozenset[str]]
+    codes: dict[str, list[str]]
+
+
+def _real(v: object) -> bool:
+    return isinstance(v, int | float)
+
+
+def _plan(rules: RuleSet, fields: Sequence[FieldLike]) -> _Plan:
+    """The rule lookups of these fields, compiled once per rule set."""
+    key = ("small", tuple((f.name, f.type) for f in fields))
+    hit = rules.memo.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    kinds = {f.name: {r.kind: r for r in rules.by_field.get(f.name, ())} for f in fields}
+    known = {name: frozenset(str(a) for a in k["unknown_value"].params["values"])
+             for name, k in kinds.items() if "unknown_value" in k}
+    codes = {f.name: _codes_allowed(kinds[f.name]["allowed"]) for f in fields
+             if f.type == "multiselect" and "allowed" in kinds[f.name]}
+    rows: list[tuple[str, list[float], list[float], float, float, float, dict[str, bool]]] = []
+    for f in fields:
+        k = kinds[f.name]
+        if f.type not in ("integer", "decimal", "code") or any(x[0] == f.name for x in rows):
+            continue
+        sentinel = k["sentinel"].params["values"] if "sentinel" in k else []
+        allowed = k["allowed"].params["values"] if "allowed" in k else []
+        rng = k["range"].params if "range" in k else {}
+        lo, hi = rng.get("min"), rng.get("max")
+        top = k["outlier"].params["max"] if "outlier" in k else np.nan
+        if not all(_real(v) for v in [*sentinel, *allowed, top, *(b for b in (lo, hi) if b is not None)]):
+            continue  # unusual parameters: this field takes the general path, which decides as it always has
+        fractional = any(isinstance(a, float) and not a.is_integer() for a in allowed)
+        lo_f = -np.inf if lo is None else float(lo)
+        hi_f = np.inf if hi is None else float(hi)
+        rows.append((f.name, [float(v) for v in sentinel], [float(a) for a in allowed], lo_f, hi_f, float(top), {
+            "required": "required" in k, "type": "type" in k,
+            "whole": f.type == "integer" or (f.type == "code" and not fractional),
+            "sentinel": "sentinel" in k, "allowed": "allowed" in k,
+            "range": "range" in k and (lo_f > -np.inf or hi_f < np.inf), "outlier": "outlier" in k}))
+
+    def padded(i: int) -> np.ndarray:
+        width = max((len(r[i]) for r in rows), default=0)  # type: ignore[arg-type]
+        out = np.full((len(rows), width), np.nan)
+        for j, r in enumerate(rows):
+            out[j, :len(r[i])] = r[i]  # type: ignore[arg-type]
+        return out
+
+    def flag(name: str) -> np.ndarray:
+        return np.array([r[6][name] for r in rows], dtype=bool)
+
+    numbers = _NumberPlan(
+        pos={r[0]: j for j, r in enumerate(rows)}, required=flag("required"), has_type=flag("type"),
+        whole=flag("whole"), sentinels=padded(1), has_sentinel=flag("sentinel"), allowed=padded(2),
+        has_allowed=flag("allowed"), lo=np.array([r[3] for r in rows], dtype=float),
+        hi=np.array([r[4] for r in rows], dtype=float), has_range=flag("range"),
+        top=np.array([r[5] for r in rows], dtype=float), has_outlier=flag("outlier"))
+    plan = _Plan(kinds=kinds, numbers=numbers, known=known, codes=codes)
+    if len(rules.memo) > _PLAN_LIMIT:
+        rules.memo.clear()
+    rules.memo[key] = plan
+    return plan
+
+
+@dataclass
+class _NumberBatch:
+    position: dict[str, int]
+    values: np.ndarray  # (fields, rows) typed values
+    text: np.ndarray  # (fields, rows) stripped text
+    hits: dict[int, list[tuple[int, np.ndarray]]]  # field -> (kind in _NUMBER_KINDS, failing rows), in order
+
+
+_PARSED: dict[str, float] = {}  # text -> its number (NaN: not one); common answers repeat
+
+
+def _parse(s: str) -> float:
+    v = float(s) if _NUMBER_RE.match(s) else np.nan
+    if len(_PARSED) > 100_000:
+        _PARSED.clear()
+    _PARSED[s] = v
+    return v
+
+
+def _number_batch(plan: _NumberPlan, names: list[str], columns: list[object], n: int) -> _NumberBatch:
+    """``_numbers`` and ``_number_rules`` of text columns, for all numeric fields at once: the same
+    operations in the same order, on a (fields, rows) matrix."""
+    sel = np.array([plan.pos[name] for name in names], dtype=np.intp)
+    text = np.empty((len(names), n), dtype=object)
+    for j, column in enumerate(columns):
+        text[j] = _strings(column)  # type: ignore[arg-type]
+    flat = text.ravel().tolist()
+    parsed = _PARSED
+    values = np.array([parsed[s] if s in parsed else _parse(s) for s in flat], dtype="float64").reshape(text.shape)
+    empty = np.array([s == "" for s in flat], dtype=bool).reshape(text.shape)
+    nan = np.isnan(values)
+    bad_type = ~empty & nan
+    with np.errstate(invalid="ignore"):
+        whole = np.rint(values)
+        np.subtract(values, whole, out=whole)
+    bad_type |= (whole != 0) & ~nan & plan.whole[sel, None]
+    values[bad_type] = np.nan
+    nan |= bad_type
+    checked = ~nan
+    with np.errstate(invalid="ignore"):
+        sentinel = checked & (values[:, :, None] == plan.sentinels[sel, None, :]).any(axis=2) & plan.has_sentinel[sel, None]
+        checked &= ~sentinel
+        allowed = checked & ~(values[:, :, None] == plan.allowed[sel, None, :]).any(axis=2) & plan.has_allowed[sel, None]
+        rng = checked & ((values < plan.lo[sel, None]) | (values > plan.hi[sel, None])) & plan.has_range[sel, None]
+        checked &= ~rng
+        outlier = checked & (values > plan.top[sel, None]) & plan.has_outlier[sel, None]
+    masks = np.stack([empty & plan.required[sel, None], bad_type & plan.has_type[sel, None], sentinel, allowed, rng,
+                      outlier], axis=1)
+    fi, ki, ri = np.nonzero(masks)  # (field, kind, row): the general path's order
+    hits: dict[int, list[tuple[int, np.ndarray]]] = {}
+    if fi.size:
+        keys = fi * len(_NUMBER_KINDS) + ki
+        cuts = (np.flatnonzero(np.diff(keys)) + 1).tolist()
+        for a, b in zip([0, *cuts], [*cuts, len(keys)], strict=True):
+            hits.setdefault(int(fi[a]), []).append((int(ki[a]), ri[a:b]))
+    return _NumberBatch(position={name: j for j, name in enumerate(names)}, values=values, text=text, hits=hits)
+
+
+def _small_frame(typed: dict[str, np.ndarray], index: pd.Index) -> pd.DataFrame:
+    """The typed frame from one float block and one object block (what the column-per-field
+    construction holds, without its per-column cost)."""
+    names = list(typed)
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(typed.values()):
+        groups.setdefault(v.dtype.str if v.dtype != object else "O", []).append(i)
+    if not names or any(typed[names[i[0]]].dtype not in (np.dtype("float64"), np.dtype(object)) for i in groups.values()):
+        return pd.DataFrame({k: pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v
+                             for k, v in typed.items()}, index=index, copy=False)
+    n = len(index)
+    blocks = []
+    for where in groups.values():
+        dtype = typed[names[where[0]]].dtype
+        block = np.empty((len(where), n), dtype=dtype)
+        for j, i in enumerate(where):
+            block[j] = typed[names[i]]
+        blocks.append((block, np.array(where, dtype=np.intp)))
+    return create_dataframe_from_blocks(blocks, index=index, columns=pd.Index(names))
 
 
 def _codes_allowed(r: CompiledRule) -> list[str]:

@@ -114,6 +114,8 @@ class RuleSet:
     rules: tuple[CompiledRule, ...]
     by_field: dict[str, list[CompiledRule]] = field(default_factory=dict)
     by_kind: dict[str, list[CompiledRule]] = field(default_factory=dict)
+    # What the validator derives from the rules once per rule set (levels, per-field plans).
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for r in self.rules:
@@ -124,8 +126,11 @@ class RuleSet:
         return next((r for r in self.by_field.get(fld, ()) if r.kind == kind), None)
 
     def levels(self) -> dict[str, str]:
-        """kind.field -> level, for scoring findings."""
-        return {f"{r.kind}.{r.field}": r.level for r in self.rules}
+        """kind.field -> level, for scoring findings (computed once; do not modify)."""
+        levels = self.memo.get("levels")
+        if levels is None:
+            levels = self.memo["levels"] = {f"{r.kind}.{r.field}": r.level for r in self.rules}
+        return levels
 
 
 def compile_rules(rows: Iterable[Any]) -> RuleSet:
