@@ -43,6 +43,16 @@ def fresh_database() -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{db["NAME"]}"')
+    # The model registry is part of the state: a fresh database gets a fresh MLflow store too.
+    import shutil
+
+    from django.conf import settings as dj
+
+    uri = str(dj.MLFLOW_TRACKING_URI)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    if "://" not in str(dj.MLFLOW_ARTIFACT_ROOT):
+        shutil.rmtree(dj.MLFLOW_ARTIFACT_ROOT, ignore_errors=True)
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], check=True, cwd=REPO,
                    env={**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings"})
 

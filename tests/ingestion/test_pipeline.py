@@ -15,6 +15,7 @@ from ingestion.models import IngestionBatch, RowIssue, SurveyRecord
 from ingestion.readers import ReadError
 from ingestion.services import ingest_file
 from ingestion.synthetic.generator import generate, write
+from quality.rules import forget_rules
 from rtv.selectors import forget_schema
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +66,8 @@ def test_bulk_writes_use_a_constant_number_of_queries_whatever_the_row_count(tmp
         data, errors = generate(rows, seed=rows, bad_rate=0.0)
         path = tmp_path / f"n{rows}.csv"
         write(data, errors, path, "csv")
-        forget_schema()  # both runs read the contract from the database
+        forget_schema()  # both runs read the contract and the rules from the database
+        forget_rules()
         with CaptureQueriesContext(connection) as ctx:
             ingest_file(path)
         counts.append(len(ctx.captured_queries))

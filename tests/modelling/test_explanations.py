@@ -148,3 +148,47 @@ def test_the_leakage_alarm_blocks_a_money_column_among_the_top_features() -> Non
         leakage_alarm({"accuracy": 0.7, "model_top_features": ["household_size", "household_income"]})
     with pytest.raises(LeakageError, match="accuracy"):
         leakage_alarm({"accuracy": 0.97, "model_top_features": []})
+
+
+def test_the_table_path_and_lightgbms_own_walk_give_the_same_answers(survey) -> None:  # type: ignore[no-untyped-def]
+    model = _household_model(LGBMClassifier(n_estimators=60, max_depth=3, num_leaves=8, verbose=-1, n_jobs=1),
+                             survey, scale=False)
+    assert model.tables_ is not None and model.status_tables_ is not None
+    data = survey[0].head(400)  # above TABLES_FROM_ROWS: tables
+    whole = model.score(data)
+    parts = [model.score(data.iloc[i:i + 20].reset_index(drop=True)) for i in range(0, 400, 20)]  # LightGBM's walk
+    assert np.allclose(whole.p_vulnerable, np.concatenate([p.p_vulnerable for p in parts]), atol=1e-12)
+    assert np.allclose(whole.status_proba, np.concatenate([p.status_proba for p in parts]), atol=1e-12)
+    assert np.allclose(whole.reason_contribution, np.concatenate([p.reason_contribution for p in parts]), atol=1e-9)
+
+
+def test_stored_json_is_the_same_whether_built_row_by_row_or_column_wise(survey) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import pandas as pd
+
+    from modelling.models import ModelVersion
+    from modelling.serving import SMALL_BATCH, scores_frame
+
+    model = _household_model(LGBMClassifier(n_estimators=40, max_depth=3, num_leaves=8, verbose=-1, n_jobs=1),
+                             survey, scale=False)
+    data = survey[0].head(SMALL_BATCH * 2)
+    scores = model.score(data)
+    now = pd.Timestamp("2026-11-26T08:00:00Z")
+    common = {"mv": ModelVersion(pk=1), "variant": "champion", "experiment": None, "now": now}
+    n = len(data)
+    wide = scores_frame(scores, household_ids=[None] * n, record_ids=[None] * n, buckets=[None] * n, **common)
+    for i in range(0, n, 16):
+        part = model.score(data.iloc[i:i + 16].reset_index(drop=True))
+        small = scores_frame(part, household_ids=[None] * 16, record_ids=[None] * 16, buckets=[None] * 16, **common)
+        for column in ("status_probabilities", "prediction_set", "reasons"):
+            for a, b in zip(wide[column].iloc[i:i + 16], small[column], strict=True):
+                left, right = json.loads(a), json.loads(b)
+                if column == "reasons":
+                    left = [r for r in left if r[2] != 0]
+                    assert [r[:2] for r in left] == [r[:2] for r in right]
+                    assert np.allclose([r[2] for r in left], [r[2] for r in right], atol=1e-3)
+                elif column == "status_probabilities":
+                    assert left.keys() == right.keys() and np.allclose(list(left.values()), list(right.values()), atol=1e-5)
+                else:
+                    assert left == right

@@ -233,3 +233,40 @@ def test_experiments_are_started_and_ended_by_data_scientists_only(api, challeng
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "challenger"
     ended = scientist.post(f"/api/v1/experiments/{resp.json()['id']}/end/")
     assert ended.status_code == 200 and not Experiment.objects.filter(active=True).exists()
+
+
+def test_serving_frames_carry_the_survey_date_and_the_households_previous_one(api) -> None:  # type: ignore[no-untyped-def]
+    officer = api("field_officer")
+    hid = household(5)["household_id"]
+    for day in ("2026-03-02T09:00:00+03:00", "2026-09-14T09:00:00+03:00"):
+        resp = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "collected_at": day,
+                                                     "data": household(5)}, format="json")
+        assert resp.status_code in (200, 201), resp.json()
+    frame = serving.records_frame(SurveyRecord.objects.filter(household__household_id=hid).order_by("collected_at"))
+    assert pd.isna(frame["previous_collected_at"].iloc[0])
+    assert frame["previous_collected_at"].iloc[1] == frame["collected_at"].iloc[0]
+    from features.pipeline import SurveyFeatures
+
+    features = SurveyFeatures().fit(frame).transform(frame)
+    assert math.isclose(features["days_since_previous_survey"].iloc[1], 196, abs_tol=0.01)
+    assert features["rainy_season"].tolist() == [1.0, 1.0]  # March and September
+
+
+def test_records_read_by_copy_hold_the_same_values_as_through_the_orm(records) -> None:  # type: ignore[no-untyped-def]
+    from django.db import connection
+
+    from ingestion.models import SURVEY_VALUE_FIELDS
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is the PostgreSQL path")
+    qs = SurveyRecord.objects.order_by("pk")
+    fast = serving.records_frame(qs)
+    rows = list(qs.values_list("pk", "household_id", "household__household_id", "collected_at",
+                               *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+    slow = pd.DataFrame.from_records(rows, columns=serving.RECORD_COLUMNS)
+    assert len(fast) == len(slow) == records
+    for column in serving.RECORD_COLUMNS:
+        a, b = fast[column].tolist(), slow[column].tolist()
+        norm = [[None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)) else v for v in xs]
+                for xs in (a, b)]
+        assert norm[0] == norm[1], column

@@ -142,6 +142,6 @@ def test_only_approved_records_train(tmp_path: Path) -> None:
         review_status="rejected")
     first_ten = list(SurveyRecord.objects.filter(review_status="approved").values_list("pk", flat=True)[:10])
     SurveyRecord.objects.filter(pk__in=first_ten).update(review_status="on_hold")
-    frame, y, _, _ = training_frame()
+    frame, y, _, _, _ = training_frame()
     assert len(frame) == len(y) == 90
     assert active_rules().get("household_size", "range") is not None
