@@ -151,10 +151,8 @@ def records_frame(qs: QuerySet[SurveyRecord]) -> pd.DataFrame:
     types: five times faster than building a Python tuple per row for the batch job."""
     values = qs.values_list("pk", "household_id", "household__household_id", "collected_at",
                             *(f"values__{f}" for f in SURVEY_VALUE_FIELDS))
-    if connection.vendor == "postgresql":
-        frame = _copy_out(values)
-    else:
-        frame = pd.DataFrame.from_records(list(values), columns=RECORD_COLUMNS)
+    frame = (_copy_out(values) if connection.vendor == "postgresql"
+             else pd.DataFrame.from_records(list(values), columns=RECORD_COLUMNS))
     return with_previous_survey(frame, frame["_household_pk"].to_numpy())
 
 
