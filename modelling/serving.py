@@ -172,10 +172,9 @@ def _copy_out(values: Any) -> pd.DataFrame:
 
     sql, params = values.query.sql_with_params()
     sink = io.BytesIO()
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
-            for block in copy:
-                sink.write(block)
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
+        for block in copy:
+            sink.write(block)
     if not sink.tell():
         return pd.DataFrame({c: pd.Series(dtype="object") for c in RECORD_COLUMNS})
     sink.seek(0)
