@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -354,6 +354,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     texts: dict[str, _Text] = {}
     shared: dict[str, pd.Series] = {}
     batch: _NumberBatch | None = None
+    parsed: dict[str, tuple[np.ndarray, pd.DatetimeIndex]] = {}  # datetime fields' typed values, as parsed
     if plan is not None:
         batched = [f.name for f in fields if f.name in plan.numbers.pos and f.name in columns
                    and not _is_numeric(raw[f.name])]
@@ -416,7 +417,10 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             bad = present & (np.asarray(stamps.isna()) | naive)
             if (r := kinds.get("type")) is not None:
                 out.add(bad, f.name, "type", r.severity, s, r.message)
-            typed[f.name] = stamps.where(~bad).to_numpy()
+            kept = stamps.where(~bad)
+            typed[f.name] = kept.to_numpy()
+            if small:
+                parsed[f.name] = (typed[f.name], kept)
             continue
         if f.type == "multiselect":
             if (r := kinds.get("allowed")) is not None:
@@ -435,7 +439,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             continue
         values = _numbers(s, empty)
         typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out)
-    _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC))
+    _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC), parsed)
     _statistical(typed, texts, rules, out)
     issues = out.frame()
     present_fields = set(typed) | set(columns)
@@ -601,14 +605,15 @@ def _parse(s: str) -> float:
     return v
 
 
-def _number_batch(plan: _NumberPlan, names: list[str], columns: list[object], n: int) -> _NumberBatch:
+def _number_batch(plan: _NumberPlan, names: list[str], columns: list[Any], n: int) -> _NumberBatch:
     """``_numbers`` and ``_number_rules`` of text columns, for all numeric fields at once: the same
     operations in the same order, on a (fields, rows) matrix."""
     sel = np.array([plan.pos[name] for name in names], dtype=np.intp)
-    text = np.empty((len(names), n), dtype=object)
-    for j, column in enumerate(columns):
-        text[j] = _strings(column)  # type: ignore[arg-type]
-    flat = text.ravel().tolist()
+    # _strings of each column (few rows: no Arrow), all columns in one list
+    items = [v for c in columns for v in (c.tolist() if isinstance(c, pd.Series | np.ndarray) else c)]
+    flat = [v.strip() if type(v) is str else
+            "" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v).strip() for v in items]
+    text = np.array(flat, dtype=object).reshape(len(names), n)
     parsed = _PARSED
     values = np.array([parsed[s] if s in parsed else _parse(s) for s in flat], dtype="float64").reshape(text.shape)
     empty = np.array([s == "" for s in flat], dtype=bool).reshape(text.shape)
@@ -760,7 +765,7 @@ def _has_offset(text: str) -> bool:
 
 
 def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol_abs: float, tol_rel: float,
-              now: datetime) -> None:
+              now: datetime, parsed: Mapping[str, tuple[np.ndarray, pd.DatetimeIndex]] | None = None) -> None:
     def check(r: CompiledRule, actual: np.ndarray, expected: np.ndarray) -> None:
         # |actual - expected| > tol_abs + tol_rel * |actual|, in place (same operations, same order)
         with np.errstate(invalid="ignore"):
@@ -805,7 +810,11 @@ def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol
     for r in rules.by_kind.get("not_in_future", ()):
         if r.field in typed:
             limit = np.datetime64((now + timedelta(minutes=r.params.get("tolerance_minutes", 0))).replace(tzinfo=None))
-            stamps = pd.to_datetime(typed[r.field], utc=True).tz_localize(None).to_numpy()
+            known = (parsed or {}).get(r.field)
+            if known is not None and known[0] is typed[r.field]:  # the instants the typed values came from
+                stamps = known[1].tz_localize(None).to_numpy()
+            else:
+                stamps = pd.to_datetime(typed[r.field], utc=True).tz_localize(None).to_numpy()
             future = ~pd.isna(stamps) & (stamps > limit)
             column = typed[r.field]
 
@@ -907,4 +916,6 @@ def _scores(failing: Mapping[str, np.ndarray], n: int, rules: RuleSet, present: 
         out[name] = np.clip(1.0 - counts / max(applicable, 1), 0.0, 1.0)
     total = sum(weights.values())
     out["score"] = sum(out[k] * w for k, w in weights.items()) / total
+    if n <= SMALL_MAX_ROWS and all(v.dtype == np.float64 and v.shape == (n,) for v in out.values()):
+        return _small_frame(out, pd.RangeIndex(n))
     return pd.DataFrame(out, copy=False)

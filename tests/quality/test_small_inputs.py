@@ -59,13 +59,17 @@ def assert_same(a: ValidationResult, b: ValidationResult) -> None:
     pd.testing.assert_frame_equal(a.scores, b.scores, check_exact=True)
 
 
+def copied(raw: Any) -> Any:
+    return raw.copy() if isinstance(raw, pd.DataFrame) else {k: list(v) for k, v in raw.items()}
+
+
 def both(raw: dict[str, list[Any]], fields: list[Any], **kw: Any) -> tuple[ValidationResult, ValidationResult]:
     rules = contract_rules()
-    small = validate_frame({k: list(v) for k, v in raw.items()}, fields, rules=rules, now=NOW, **kw)
+    small = validate_frame(copied(raw), fields, rules=rules, now=NOW, **kw)
     limit = engine.SMALL_MAX_ROWS
     engine.SMALL_MAX_ROWS = -1
     try:
-        general = validate_frame({k: list(v) for k, v in raw.items()}, fields, rules=rules, now=NOW, **kw)
+        general = validate_frame(copied(raw), fields, rules=rules, now=NOW, **kw)
     finally:
         engine.SMALL_MAX_ROWS = limit
     return small, general
@@ -108,3 +112,15 @@ def test_small_path_on_an_empty_input() -> None:
     fields = [f for f in current_schema().fields if f.name in raw]
     small, general = both(raw, fields)
     assert_same(small, general)
+
+
+@pytest.mark.parametrize("n", [1, 7, 100])
+def test_small_path_on_frames_of_text_and_of_typed_values(n: int) -> None:
+    raw = envelope_raw(n, seed=11, messy=0.1)
+    text = pd.DataFrame({k: pd.Series([None if v is None or v is pd.NA else str(v) for v in col], dtype="str")
+                         for k, col in raw.items()}, index=pd.RangeIndex(10, 10 + n))
+    fields = [f for f in current_schema().fields if f.name in raw]
+    small, general = both(text, fields)  # type: ignore[arg-type]
+    assert_same(small, general)
+    typed_small, typed_general = both(small.typed, fields)  # type: ignore[arg-type]
+    assert_same(typed_small, typed_general)
