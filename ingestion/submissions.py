@@ -93,6 +93,13 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, 
         result.issues, unknown
 
 
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``frame.to_dict("records")`` by columns: the same Python values, without pandas walking the
+    frame row by row (10 ms for one wide row, most of a submission's budget)."""
+    columns = [str(c) for c in frame.columns]
+    return [dict(zip(columns, row, strict=True)) for row in frame.to_numpy(dtype=object).tolist()]
+
+
 def _item_errors(issues: list[dict[str, Any]], unknown: list[str]) -> list[dict[str, Any]]:
     errors = [{"field": f"data.{r['field']}", "code": r["rule"], "message": r["message"]}
               for r in issues if r["severity"] == "error"]
@@ -105,7 +112,7 @@ def payloads_check(envelopes: list[Envelope]) -> tuple[pd.DataFrame, list[list[d
     the typed values, and each item's errors in the API's shape (empty when it is valid)."""
     typed, issues, unknown = _validate(envelopes, current_schema())
     by_row: dict[int, list[dict[str, Any]]] = {}
-    for issue in issues.to_dict("records"):
+    for issue in frame_records(issues):
         by_row.setdefault(int(issue["row"]), []).append(issue)
     return typed, [_item_errors(by_row.get(i, []), unknown[i]) for i in range(len(envelopes))]
 
@@ -131,9 +138,9 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     per_day = income_per_day(typed).to_numpy()
     status = progress_status(pd.Series(per_day)).to_numpy()
     vulnerable = is_vulnerable(pd.Series(status)).to_numpy()
-    typed_rows = typed.to_dict("records")
+    typed_rows = frame_records(typed)
     by_row: dict[int, list[dict[str, Any]]] = {}
-    for issue in issues.to_dict("records"):  # few rows: plain dicts beat pandas grouping here
+    for issue in frame_records(issues):  # few rows: plain dicts beat pandas grouping here
         by_row.setdefault(int(issue["row"]), []).append(issue)
 
     outcomes: list[Outcome | None] = [None] * len(envelopes)

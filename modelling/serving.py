@@ -27,6 +27,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord, SurveyValues
+from ingestion.submissions import frame_records
 from rtv.bulk import copy_frame
 
 from . import registry
@@ -396,7 +397,7 @@ def predictions_make(frame: pd.DataFrame, *, household_ids: Sequence[str | None]
                                 store=store, user=user, payloads=payloads)
     answered = out[out["variant"] != Prediction.Variant.SHADOW].sort_values("_row")
     versions = {mv.pk: mv for mv in pl.answer}
-    return [answer_body(row, versions[row["model_version_id"]], pl.experiment) for row in answered.to_dict("records")]
+    return [answer_body(row, versions[row["model_version_id"]], pl.experiment) for row in frame_records(answered)]
 
 
 PREDICTION_COLUMNS = ["record_id", "household_id", "model_version_id", "probability_vulnerable", "predicted_vulnerable",

@@ -103,10 +103,14 @@ def provisional_predictions(outcomes: list[Outcome | None]) -> dict[int, dict[st
     household (and the prediction stored); replays get the latest stored one.  Scoring is a
     courtesy: when it fails the receipt still stands, and the after-commit job scores later."""
     stored = [o.record for o in outcomes if o is not None and o.result in ("created", "replayed") and o.record is not None]
-    latest = serving.latest_predictions([r.pk for r in stored])  # a replay's, or the after-commit job's
+    serving_model = serving.champion() is not None or serving.active_experiment() is not None
+    # Without a model only a replay can have a prediction (from an earlier champion): ask for those.
+    known = [r.pk for r in stored] if serving_model else [o.record.pk for o in outcomes if o is not None
+                                                          and o.result == "replayed" and o.record is not None]
+    latest = serving.latest_predictions(known)  # a replay's, or the after-commit job's
     answers = {pk: serving.prediction_body(p) for pk, p in latest.items()}
     todo = [r.pk for r in stored if r.pk not in latest]
-    if todo:
+    if todo and serving_model:
         try:
             frame = serving.records_frame(SurveyRecord.objects.filter(pk__in=todo).order_by("pk"))
             for answer in serving.predictions_make(frame, household_ids=frame["_household_id"].tolist(),
