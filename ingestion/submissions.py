@@ -25,6 +25,7 @@ from django.utils import timezone
 from features.labels import income_per_day, is_vulnerable, progress_status
 from quality.engine import validate_frame
 from rtv import contract
+from rtv.bulk import copy_frame
 from rtv.outbox import outbox_enqueue
 from rtv.selectors import Schema, current_schema
 
@@ -198,7 +199,8 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
             new.append(i)
         if new:
             records = _create_all(user, user_agent, schema, envelopes, new, typed_rows, per_day, status, vulnerable,
-                                  by_row, hashes, priors, rejected=sum(1 for o in outcomes if o and o.result == "invalid"))
+                                  by_row, hashes, priors, rejected=sum(1 for o in outcomes if o and o.result == "invalid"),
+                                  typed=typed)
             for i, record in zip(new, records, strict=True):
                 outcomes[i] = Outcome("created", 201, record=record,
                                       warnings=[_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"])
@@ -224,7 +226,7 @@ def _existing(record: SurveyRecord, content_hash: str) -> Outcome:
 def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Schema, envelopes: list[Envelope],
                 new: list[int], typed_rows: list[dict[str, Any]], per_day: np.ndarray, status: np.ndarray,
                 vulnerable: np.ndarray, by_row: dict[int, list[dict[str, Any]]], hashes: list[str],
-                priors: dict[uuid.UUID, SurveyRecord], rejected: int) -> list[SurveyRecord]:
+                priors: dict[uuid.UUID, SurveyRecord], rejected: int, typed: pd.DataFrame) -> list[SurveyRecord]:
     """Bulk-write the new items: households, one device batch, records, values, issues, outbox."""
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
@@ -261,8 +263,11 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
             review_status=(SurveyRecord.ReviewStatus.APPROVED if d["_score"] >= settings.RTV_AUTO_APPROVE_SCORE
                            else SurveyRecord.ReviewStatus.HAS_ISSUES)))
     records = SurveyRecord.objects.bulk_create(records)
-    SurveyValues.objects.bulk_create([SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
-                                      for i, r in zip(new, records, strict=True)])
+    # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's
+    # bulk_create sends each column as an array that psycopg quotes value by value: ~60 ms per 100).
+    values = typed.iloc[new][[c for c in SURVEY_VALUE_FIELDS if c in typed.columns]].reset_index(drop=True)
+    values.insert(0, "record_id", [r.pk for r in records])
+    copy_frame(SurveyValues, values, list(values.columns))
     issue_rows = [RowIssue(batch=batch, record=r, row_number=0, household_id=data[i]["household_id"] or "",
                            field=x["field"], column=x["field"], rule=x["rule"], severity=x["severity"], value=x["value"],
                            message=x["message"])

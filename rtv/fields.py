@@ -60,6 +60,12 @@ class EncryptedJSONField(models.TextField):
             return None
         return encrypt_value(value)
 
+    def get_placeholder(self, value: Any, compiler: Any, connection: Any) -> str:
+        """A plain placeholder.  Defining it also keeps Django 5.2's bulk_create on ``VALUES`` for
+        models holding encrypted fields: its ``UNNEST`` strategy sends each column as an array,
+        which psycopg quotes element by element in Python (~60 ms per 100 device records)."""
+        return "%s"
+
     def get_lookup(self, lookup_name: str) -> Any:
         if lookup_name != "isnull":
             raise TypeError(f"encrypted fields support only isnull lookups, not {lookup_name!r}; use a blind index")
