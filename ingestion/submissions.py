@@ -32,6 +32,7 @@ from rtv.selectors import Schema, current_schema
 from .models import SURVEY_VALUE_FIELDS, Household, IngestionBatch, RowIssue, SurveyRecord, SurveyValues
 
 SURVEY_NAMES = [f.name for f in contract.SURVEY_FIELDS]
+COPY_FROM_ROWS = 20
 
 
 @dataclass
@@ -265,9 +266,13 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     records = SurveyRecord.objects.bulk_create(records)
     # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's
     # bulk_create sends each column as an array that psycopg quotes value by value: ~60 ms per 100).
-    values = typed.iloc[new][[c for c in SURVEY_VALUE_FIELDS if c in typed.columns]].reset_index(drop=True)
-    values.insert(0, "record_id", [r.pk for r in records])
-    copy_frame(SurveyValues, values, list(values.columns))
+    if len(new) >= COPY_FROM_ROWS:
+        values = typed.iloc[new][[c for c in SURVEY_VALUE_FIELDS if c in typed.columns]].reset_index(drop=True)
+        values.insert(0, "record_id", [r.pk for r in records])
+        copy_frame(SurveyValues, values, list(values.columns))
+    else:  # a few rows: one INSERT is cheaper than building a COPY
+        SurveyValues.objects.bulk_create([SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
+                                          for i, r in zip(new, records, strict=True)])
     issue_rows = [RowIssue(batch=batch, record=r, row_number=0, household_id=data[i]["household_id"] or "",
                            field=x["field"], column=x["field"], rule=x["rule"], severity=x["severity"], value=x["value"],
                            message=x["message"])
