@@ -29,7 +29,7 @@ from bench.common import REPO, VAR, emit, fresh_database, setup_django
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, default=100_000, help="generated records (issue 5 times training on 100k)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
@@ -54,8 +54,10 @@ def main() -> None:
     write(data, data.iloc[0:0], path, "csv")
     ingest_file(path, force=True)
     t0 = time.perf_counter()
-    mv = model_train(folds=2)
+    mv = model_train()  # as manage.py train_model: both candidates, 5 village-grouped folds, twin, MLflow
     train_s = time.perf_counter() - t0
+    emit("training", "train_model_seconds", train_s, "s", limit=120, ratio=120 / train_s, rows=mv.training_rows,
+         algorithm=mv.algorithm, note="ratio = limit / value: above 1 is within budget")
     model = serving.model_for(mv)
 
     # The bare model, in process: one household, no HTTP, no database.
