@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,6 +31,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(workers: int = 2) -> Iterator[str]:
+    """The project under gunicorn on a free loopback port (bench settings), until the block ends."""
+    port = free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "RTV_VAR_DIR": str(VAR)}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "bench.wsgi:application", "--bind",
+                               f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 def wrk(url: str, body_file: Path, path: str, token: str, seconds: int, connections: int) -> dict[str, float]:
@@ -79,19 +103,7 @@ def main() -> None:
     batch = VAR / "batch100.json"
     batch.write_text(json.dumps({"items": [item] * 100}))
 
-    port = free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "RTV_VAR_DIR": str(VAR)}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "bench.wsgi:application", "--bind",
-                               f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with gunicorn() as url:
         warm = max(2, args.seconds // 5)
         wrk(url, single, "/bench/bare-insert/", "", warm, args.connections)
         wrk(url, single, "/api/v1/submissions/", token, warm, args.connections)
@@ -107,9 +119,6 @@ def main() -> None:
         emit("submission_batch_api", "records_per_s", ours_b["rps"] * 100, "records/s", limit=bare_b["rps"] * 100 / 2,
              ratio=ours_b["rps"] / (bare_b["rps"] / 2), bare_records_per_s=round(bare_b["rps"] * 100),
              non_2xx=ours_b["non_2xx"], p99_ms=ours_b["p99_ms"], bare_p99_ms=bare_b["p99_ms"])
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 if __name__ == "__main__":

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.api import free_port, wrk
-from bench.common import REPO, VAR, emit, fresh_database, setup_django
+from bench.api import gunicorn, wrk
+from bench.common import VAR, emit, fresh_database, setup_django
 
 
 def main() -> None:
@@ -81,24 +78,9 @@ def main() -> None:
                (v.item() if hasattr(v, "item") else v)) for k, v in data.iloc[0].to_dict().items()}
     body = VAR / "predict.json"
     body.write_text(json.dumps({"household_id": row["household_id"], "data": row}))
-    port = free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "RTV_VAR_DIR": str(VAR)}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "bench.wsgi:application", "--bind",
-                               f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with gunicorn() as url:
         wrk(url, body, "/api/v1/predictions/", token, max(2, args.seconds // 5), args.connections)  # load the model
         api = wrk(url, body, "/api/v1/predictions/", token, args.seconds, args.connections)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     emit("prediction_api", "p99_latency", api["p99_ms"], "ms", limit=50, ratio=50 / api["p99_ms"],
          p50_ms=api["p50_ms"], requests_per_s=round(api["rps"], 1), non_2xx=api["non_2xx"],
          bare_predict_p99_ms=round(float(np.percentile(bare, 99)), 3),

@@ -264,13 +264,44 @@ def _join(*parts: Any) -> pa.Array:
 def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: Experiment | None,
                  household_ids: Sequence[str | None], record_ids: Sequence[int | None],
                  buckets: Sequence[int | None], now: Any) -> pd.DataFrame:
-    """The stored columns of a batch of predictions, built column-wise; the JSON columns are
-    assembled by Arrow's string kernels, not row by row."""
+    """The stored columns of a batch of predictions."""
+    n = len(scores)
+    # A request's worth: plain Python beats a few dozen Arrow kernel calls; a batch: the reverse.
+    probs, sets, reasons = _json_by_row(scores) if n <= SMALL_BATCH else _json_by_column(scores)
+    return pd.DataFrame({
+        "record_id": pd.array(list(record_ids), dtype="Int64"),
+        "household_id": [h or "" for h in household_ids],
+        "model_version_id": mv.pk,
+        "probability_vulnerable": scores.p_vulnerable,
+        "predicted_vulnerable": scores.predicted_vulnerable,
+        "predicted_status": scores.predicted_status.astype(str),
+        "status_probabilities": probs,
+        "margin": scores.margin,
+        "borderline": scores.borderline,
+        "prediction_set": sets,
+        "reasons": reasons,
+        "variant": variant,
+        "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
+        "bucket": pd.array(list(buckets), dtype="Int64"),
+        "created_at": pd.Series(pd.Timestamp(now), index=range(n), dtype="datetime64[ns, UTC]"),
+    })
+
+
+SMALL_BATCH = 32
+
+
+def _json_by_row(scores: Scores) -> tuple[list[str], list[str], list[str]]:
+    n = len(scores)
+    return ([json.dumps(scores.probabilities(i)) for i in range(n)],
+            [json.dumps(scores.prediction_set(i)) for i in range(n)],
+            [json.dumps([[r["feature"], r["value"], r["contribution"]] for r in scores.reasons(i)], default=str)
+             for i in range(n)])
+
+
+def _json_by_column(scores: Scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three JSON columns, assembled by Arrow's string kernels rather than row by row."""
     n = len(scores)
     statuses = scores.statuses
-    if n <= SMALL_BATCH:  # a request's worth: plain Python beats a few dozen Arrow kernel calls
-        return _small_scores_frame(scores, mv=mv, variant=variant, experiment=experiment,
-                                   household_ids=household_ids, record_ids=record_ids, buckets=buckets, now=now)
     parts: list[Any] = ["{"]
     for j, s in enumerate(statuses):
         parts += [(", " if j else "") + json.dumps(s) + ": ", _numbers_json(scores.status_proba[:, j], 6)]
@@ -302,50 +333,8 @@ def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: 
                       pa.array(encoded[row_of[src], rows], pa.string()), ", ",
                       _numbers_json(scores.reason_contribution[:, r], 4), "]"]
         reasons = _join(*parts, "]")
-    return pd.DataFrame({
-        "record_id": pd.array(list(record_ids), dtype="Int64"),
-        "household_id": [h or "" for h in household_ids],
-        "model_version_id": mv.pk,
-        "probability_vulnerable": scores.p_vulnerable,
-        "predicted_vulnerable": scores.predicted_vulnerable,
-        "predicted_status": scores.predicted_status.astype(str),
-        "status_probabilities": np.asarray(probs.to_numpy(zero_copy_only=False), dtype=object),
-        "margin": scores.margin,
-        "borderline": scores.borderline,
-        "prediction_set": set_text,
-        "reasons": np.asarray(reasons.to_numpy(zero_copy_only=False), dtype=object),
-        "variant": variant,
-        "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
-        "bucket": pd.array(list(buckets), dtype="Int64"),
-        "created_at": pd.Series(pd.Timestamp(now), index=range(n), dtype="datetime64[ns, UTC]"),
-    })
-
-
-SMALL_BATCH = 32
-
-
-def _small_scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: Experiment | None,
-                        household_ids: Sequence[str | None], record_ids: Sequence[int | None],
-                        buckets: Sequence[int | None], now: Any) -> pd.DataFrame:
-    n = len(scores)
-    return pd.DataFrame({
-        "record_id": pd.array(list(record_ids), dtype="Int64"),
-        "household_id": [h or "" for h in household_ids],
-        "model_version_id": mv.pk,
-        "probability_vulnerable": scores.p_vulnerable,
-        "predicted_vulnerable": scores.predicted_vulnerable,
-        "predicted_status": scores.predicted_status.astype(str),
-        "status_probabilities": [json.dumps(scores.probabilities(i)) for i in range(n)],
-        "margin": scores.margin,
-        "borderline": scores.borderline,
-        "prediction_set": [json.dumps(scores.prediction_set(i)) for i in range(n)],
-        "reasons": [json.dumps([[r["feature"], r["value"], r["contribution"]] for r in scores.reasons(i)], default=str)
-                    for i in range(n)],
-        "variant": variant,
-        "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
-        "bucket": pd.array(list(buckets), dtype="Int64"),
-        "created_at": pd.Series(pd.Timestamp(now), index=range(n), dtype="datetime64[ns, UTC]"),
-    })
+    return (np.asarray(probs.to_numpy(zero_copy_only=False), dtype=object), set_text,
+            np.asarray(reasons.to_numpy(zero_copy_only=False), dtype=object))
 
 
 def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None],

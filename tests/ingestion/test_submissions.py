@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from ingestion.models import IngestionBatch, SurveyRecord
 from ingestion.synthetic.generator import generate
 from rtv.models import OutboxMessage
+from tests.payloads import household_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -18,11 +18,7 @@ ROWS = generate(40, seed=99, bad_rate=0.0)[0]
 
 
 def household(i: int = 0, **changes: Any) -> dict[str, Any]:
-    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in ROWS.iloc[i].to_dict().items()}
-    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-    row = {k: (None if v is not None and str(v) == "<NA>" else v) for k, v in row.items()}
-    row.update(changes)
-    return row
+    return household_payload(ROWS, i, **changes)
 
 
 def body(i: int = 0, sid: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from modelling.models import Experiment, ModelVersion, Prediction
 from modelling.promotion import model_promote
 from modelling.services import model_train
 from rtv.models import AuditEvent
+from tests.payloads import household_payload
 
 pytestmark = pytest.mark.django_db
 STATUSES = {"On Track", "At Risk", "Struggling", "Severely Struggling"}
@@ -34,11 +35,7 @@ ROWS = generate(30, seed=77, bad_rate=0.0)[0]
 
 
 def household(i: int = 0, **changes: Any) -> dict[str, Any]:
-    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in ROWS.iloc[i].to_dict().items()}
-    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-    row = {k: (None if v is not None and str(v) == "<NA>" else v) for k, v in row.items()}
-    row.update(changes)
-    return row
+    return household_payload(ROWS, i, **changes)
 
 
 @pytest.fixture
