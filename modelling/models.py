@@ -74,10 +74,13 @@ class Prediction(models.Model):
         API = "api"
         SUBMISSION = "submission"
 
+    # Few indexes: the batch job COPYs tens of thousands of rows a run, and each index costs it.
+    # (record, -created_at), (model_version, record) and (experiment, variant) cover the lookups.
     record = models.ForeignKey("ingestion.SurveyRecord", null=True, blank=True, on_delete=models.CASCADE,
-                               related_name="predictions")
-    household_id = models.CharField(max_length=64, blank=True, db_index=True)
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+                               related_name="predictions", db_index=False)
+    household_id = models.CharField(max_length=64, blank=True)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions",
+                                      db_index=False)
     probability_vulnerable = models.FloatField()
     predicted_vulnerable = models.BooleanField()
     predicted_status = models.CharField(max_length=32, blank=True)
@@ -87,13 +90,15 @@ class Prediction(models.Model):
     prediction_set = models.JSONField(default=list, blank=True, help_text="conformal set of statuses")
     reasons = models.JSONField(default=list, blank=True)
     variant = models.CharField(max_length=16, choices=Variant.choices, default=Variant.CHAMPION)
-    experiment = models.ForeignKey(Experiment, null=True, blank=True, on_delete=models.PROTECT, related_name="predictions")
+    experiment = models.ForeignKey(Experiment, null=True, blank=True, on_delete=models.PROTECT, related_name="predictions",
+                                   db_index=False)
     bucket = models.IntegerField(null=True, blank=True, help_text="0-9999: the household's place in the experiment")
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.BATCH)
     payload = models.JSONField(null=True, blank=True, help_text="the scored data, for API requests asked to be stored")
-    requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                     db_index=False)
     # A default, not auto_now_add: a batch is stamped once, and the answer shows the stored time.
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
