@@ -3,15 +3,15 @@ changes), in chunks, stored by COPY, with a Parquet export under ``predictions/`
 
 from __future__ import annotations
 
-import io
 import logging
+import tempfile
 import time
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files import File
 from django.core.files.storage import storages
 from django.db import connection
 from django.db.models import Exists, OuterRef
@@ -63,14 +63,14 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
     """Score stale records (of ``record_ids`` when given) in chunks; returns counts, timings and the
     export's storage key.  Safe to run twice: what is current is skipped."""
     chunk = chunk or settings.RTV_PREDICT_CHUNK_ROWS
-    with pipeline_run("predict_batch") as run:
+    # The export streams to a temporary file, not to memory, whatever the row count.
+    with pipeline_run("predict_batch") as run, tempfile.TemporaryFile() as sink:
         t0 = time.perf_counter()
         ids = list(stale_records(everything=everything, record_ids=record_ids).order_by("pk")
                    .values_list("pk", flat=True))
         written = 0
         timings = {"read": 0.0, "score_and_write": 0.0}
         writer: pq.ParquetWriter | None = None
-        sink = io.BytesIO()
         for start in range(0, len(ids), chunk):
             t = time.perf_counter()
             frame = serving.records_frame(_by_ids(ids[start:start + chunk]))
@@ -91,9 +91,10 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
         path = None
         if writer is not None:
             writer.close()
+            sink.seek(0)
             stamp = timezone.now()
             path = storages["default"].save(area_path("predictions", f"predictions-{stamp:%Y%m%dT%H%M%S}.parquet"),
-                                            ContentFile(sink.getvalue()))
+                                            File(sink))
         seconds = time.perf_counter() - t0
         run.counts = {"scored": written, "export": path, "seconds": round(seconds, 2),
                       **{k: round(v, 2) for k, v in timings.items()}}
