@@ -247,6 +247,9 @@ class _Text:
         self.blank = -1
         self.source: np.ndarray | None = None
         objects = _object_column(column)
+        if objects is not None and (coded := self._by_identity(objects)) is not None:
+            self._coded(*coded)
+            return
         if objects is not None and self._repeats(len(pd.unique(objects[:self.SAMPLE])), len(objects)):
             codes, uniques = pd.factorize(objects)  # None and NaN: -1
             self._coded(codes, pa.array(uniques, type=pa.string(), from_pandas=True))
@@ -262,6 +265,28 @@ class _Text:
         if (objects is not None and (not trimmed or _nbytes(self.values) == _nbytes(untrimmed))
                 and pd.api.types.infer_dtype(objects, skipna=True) == "string"):
             self.source = objects
+
+    def _by_identity(self, objects: np.ndarray) -> tuple[np.ndarray, pa.Array] | None:
+        """Codes and distinct values of an object column whose rows repeat the same str objects (typed
+        values are built that way): grouped by object address, which hashes integers instead of
+        strings.  Equal strings held by different objects stay apart here and are merged by ``_coded``
+        (as it merges values equal once stripped), so the outcome is the factorize by value's."""
+        try:
+            address = np.frombuffer(np.ascontiguousarray(objects), dtype=np.intp)
+        except (TypeError, ValueError, BufferError):
+            return None
+        if len(address) != len(objects) or not self._repeats(len(pd.unique(address[:self.SAMPLE])), len(objects)):
+            return None
+        codes, distinct = pd.factorize(address)
+        where = np.empty(len(distinct), dtype=np.intp)
+        where[codes] = np.arange(len(codes), dtype=np.intp)  # a row holding each object
+        uniques = objects[where]
+        missing = pd.isna(uniques)  # None, NaN, NA: -1, as factorize by value gives them
+        if missing.any():
+            renumber = np.full(len(uniques), -1, dtype=np.intp)
+            renumber[~missing] = np.arange(int((~missing).sum()), dtype=np.intp)
+            codes, uniques = renumber[codes], uniques[~missing]
+        return codes, pa.array(uniques, type=pa.string(), from_pandas=True)
 
     def _repeats(self, distinct: int, n: int) -> bool:
         return distinct * 8 <= min(n, self.SAMPLE)
@@ -321,9 +346,119 @@ def _as_objects(text: np.ndarray | pa.Array) -> np.ndarray:
     return text.to_numpy(zero_copy_only=False) if isinstance(text, pa.Array) else text
 
 
+_LITERALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_ :/,@#")
+_Atom = tuple[np.ndarray, int, int | None]  # the bytes it takes (a 256-entry table), repeated min to max times
+
+
+def _byte_pattern(core: str) -> list[_Atom] | None:
+    """A regex made of ASCII literals, ``\\d`` and plain ``[...]`` classes, each with an optional
+    ``{n}``, ``{n,m}``, ``{n,}``, ``?``, ``+`` or ``*`` (a variable count on the last atom only), as atoms;
+    None for anything else.  Such a pattern matches ASCII text only, so bytes decide as RE2 does."""
+    atoms: list[_Atom] = []
+    i = 0
+    while i < len(core):
+        table = np.zeros(256, dtype=bool)
+        c = core[i]
+        if c == "\\" and core[i + 1:i + 2] == "d":
+            table[0x30:0x3A] = True
+            i += 2
+        elif c == "[":
+            end = core.find("]", i + 1)
+            body = core[i + 1:end]
+            if end < 0 or not body or body[0] == "^" or not body.isascii() or any(b in body for b in "\\[]"):
+                return None
+            k = 0
+            while k < len(body):
+                if k + 2 < len(body) and body[k + 1] == "-":
+                    if body[k] > body[k + 2]:
+                        return None
+                    table[ord(body[k]):ord(body[k + 2]) + 1] = True
+                    k += 3
+                else:
+                    table[ord(body[k])] = True
+                    k += 1
+            i = end + 1
+        elif c in _LITERALS:
+            table[ord(c)] = True
+            i += 1
+        else:
+            return None
+        lo, hi = 1, 1
+        q = core[i:i + 1]
+        if q in ("?", "+", "*"):
+            lo, hi = {"?": (0, 1), "+": (1, None), "*": (0, None)}[q]  # type: ignore[assignment]
+            i += 1
+        elif q == "{":
+            end = core.find("}", i)
+            parts = core[i + 1:end].split(",") if end > 0 else []
+            if not 1 <= len(parts) <= 2 or not parts[0].isdigit() or (len(parts) == 2 and parts[1] not in ("",)
+                                                                      and not parts[1].isdigit()):
+                return None
+            lo = int(parts[0])
+            hi = lo if len(parts) == 1 else (None if parts[1] == "" else int(parts[1]))  # type: ignore[assignment]
+            if hi is not None and hi < lo:
+                return None
+            i = end + 1
+        if core[i:i + 1] in ("?", "+", "*", "{"):  # lazy or stacked quantifiers
+            return None
+        if atoms and atoms[-1][1] != atoms[-1][2]:
+            return None
+        atoms.append((table, lo, hi))
+    return atoms or None
+
+
+_TAIL_MAX = 64  # longest variable part checked byte by byte
+
+
+def _byte_match(text: pa.Array, atoms: list[_Atom]) -> np.ndarray | None:
+    """Rows of ``text`` (no nulls) fully matching ``atoms``: one gather of a byte per position."""
+    offsets, data = _layout(text)
+    starts = offsets[:-1] - offsets[0]
+    lengths = np.diff(offsets)
+    fixed = sum(lo for _, lo, hi in atoms if lo == hi)
+    last_table, last_lo, last_hi = atoms[-1]
+    variable = last_lo != last_hi
+    longest = int(lengths.max()) if len(lengths) else 0
+    if variable and longest - fixed > _TAIL_MAX:
+        return None
+    if variable:
+        ok = lengths >= fixed + last_lo
+        if last_hi is not None:
+            ok &= lengths <= fixed + last_hi
+    else:
+        ok = lengths == fixed
+    if not data.size:
+        return ok
+    where = starts.astype(np.int32 if data.size < 2**31 - 2 * _TAIL_MAX else np.int64)
+    byte = np.empty(len(starts), dtype=np.uint8)
+    hit = np.empty(len(starts), dtype=bool)
+    position = 0
+    for table, lo, _ in atoms[:-1] if variable else atoms:
+        for _ in range(lo):
+            np.take(data, where, out=byte, mode="clip")
+            np.take(table, byte, out=hit)
+            ok &= hit
+            where += 1
+            position += 1
+    if variable:
+        inside = np.empty(len(starts), dtype=bool)
+        for t in range(max(longest - position, 0)):  # beyond a row's end: its next row's bytes, ignored
+            np.take(data, where, out=byte, mode="clip")
+            np.take(last_table, byte, out=hit)
+            np.less_equal(lengths, position + t, out=inside)
+            hit |= inside
+            ok &= hit
+            where += 1
+    return ok
+
+
 def _fullmatch(text: np.ndarray | pa.Array, pattern: str) -> np.ndarray:
     if isinstance(text, pa.Array):
-        anchored = f"^(?:{pattern.removeprefix('^').removesuffix('$')})$"
+        core = pattern.removeprefix('^').removesuffix('$')
+        atoms = _byte_pattern(core) if not text.null_count else None
+        if atoms is not None and (matched := _byte_match(text, atoms)) is not None:
+            return matched
+        anchored = f"^(?:{core})$"
         return pc.match_substring_regex(text, anchored).to_numpy(zero_copy_only=False)
     rx = re.compile(pattern)
     return np.fromiter((rx.fullmatch(s) is not None for s in text), dtype=bool, count=len(text))
@@ -351,6 +486,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     plan = _plan(rules, fields) if small else None
     out = _SmallCollector() if small else _Collector()
     typed: dict[str, np.ndarray] = {}
+    scratch = None if small else _Scratch(n)
     texts: dict[str, _Text] = {}
     shared: dict[str, pd.Series] = {}
     batch: _NumberBatch | None = None
@@ -378,7 +514,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
         if f.type in ("integer", "decimal", "code") and _is_numeric(column):
             # Already typed (stored values, Parquet): no text to parse, only the rules to apply.
             values = np.asarray(column, dtype="float64")
-            typed[f.name] = checked = _number_rules(f, kinds, values, None, values, out)
+            typed[f.name] = checked = _number_rules(f, kinds, values, None, values, out, scratch)
             if checked is values and (values is column or not values.flags.writeable):  # unchanged, not ours
                 if isinstance(column, pd.Series):
                     shared[f.name] = column  # the frame shares it: pandas copies on write
@@ -438,7 +574,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             typed[f.name] = np.array([_BOOLEAN.get(v) for v in lowered], dtype=object)
             continue
         values = _numbers(s, empty)
-        typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out)
+        typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out, scratch)
     _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC), parsed)
     _statistical(typed, texts, rules, out)
     issues = out.frame()
@@ -713,19 +849,21 @@ def _is_numeric(column: object) -> bool:
 
 
 def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarray, bad_type: np.ndarray | None,
-                  s: np.ndarray | pa.Array, out: _Collector) -> np.ndarray:
+                  s: np.ndarray | pa.Array, out: _Collector, scratch: _Scratch | None = None) -> np.ndarray:
     """The number checks of one column; returns the typed values (NaN where missing or not a number):
     ``values`` itself when no row was set to NaN."""
-    nan = np.isnan(values)
+    sc = scratch if scratch is not None and scratch.n == len(values) else _Scratch(len(values))
+    nan = np.isnan(values, out=sc.bools(0))
     allowed_values = kinds["allowed"].params["values"] if "allowed" in kinds else []
     if f.type in ("integer", "code"):
         fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
         if f.type == "integer" or not fractional_codes:
             # x - rint(x) is 0 exactly for whole numbers, NaN for +-inf and NaN: as x % 1 != 0, cheaper.
             with np.errstate(invalid="ignore"):
-                whole = np.rint(values)
+                whole = np.rint(values, out=sc.floats(0))
                 np.subtract(values, whole, out=whole)
-            fraction = (whole != 0) & ~nan
+            fraction = np.not_equal(whole, 0, out=sc.bools(1))
+            np.greater(fraction, nan, out=fraction)  # & ~nan
             bad_type = fraction if bad_type is None else bad_type | fraction
     if bad_type is not None and (r := kinds.get("type")) is not None:
         out.add(bad_type, f.name, "type", r.severity, s, r.message)
@@ -735,29 +873,68 @@ def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarr
         else:
             values = np.where(bad_type, np.nan, values)
         nan |= bad_type
-    checked = ~nan
+    checked = np.logical_not(nan, out=sc.bools(2))
+    mask, part = sc.bools(3), sc.bools(4)  # scratch masks: each finding takes its rows at once
     if (r := kinds.get("sentinel")) is not None:
-        sentinel = checked & np.isin(values, np.asarray(r.params["values"], dtype=float))
+        sentinel = _among(values, np.asarray(r.params["values"], dtype=float), mask, part)
+        sentinel &= checked
         out.add(sentinel, f.name, "sentinel", r.severity, s, r.message)
-        checked &= ~sentinel
+        np.greater(checked, sentinel, out=checked)  # &= ~sentinel
     if (r := kinds.get("allowed")) is not None:
         codes = np.asarray([float(a) for a in r.params["values"]])
-        out.add(checked & ~np.isin(values, codes), f.name, "allowed", r.severity, s, r.message)
+        allowed = _among(values, codes, mask, part)
+        np.greater(checked, allowed, out=allowed)  # checked & ~allowed
+        out.add(allowed, f.name, "allowed", r.severity, s, r.message)
     if (r := kinds.get("range")) is not None:
         lo = -np.inf if r.params.get("min") is None else r.params["min"]
         hi = np.inf if r.params.get("max") is None else r.params["max"]
         outside: np.ndarray | None = None  # comparisons with NaN are False: no warnings, no extra mask
         if lo > -np.inf:
-            outside = values < lo
+            outside = np.less(values, lo, out=mask)
         if hi < np.inf:
-            outside = values > hi if outside is None else outside | (values > hi)
+            if outside is None:
+                outside = np.greater(values, hi, out=mask)
+            else:
+                outside |= np.greater(values, hi, out=part)
         if outside is not None:
-            rng = checked & outside
+            rng = np.logical_and(checked, outside, out=mask)
             out.add(rng, f.name, "range", r.severity, s, r.message)
-            checked &= ~rng
+            np.greater(checked, rng, out=checked)
     if (r := kinds.get("outlier")) is not None:
-        out.add(checked & (values > r.params["max"]), f.name, "outlier", r.severity, s, r.message)
+        top = np.greater(values, r.params["max"], out=mask)
+        top &= checked
+        out.add(top, f.name, "outlier", r.severity, s, r.message)
     return values
+
+
+def _among(values: np.ndarray, wanted: np.ndarray, out: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``np.isin(values, wanted)`` for a few float values (equality, as isin decides), into ``out``."""
+    if wanted.size > 64:
+        out[:] = np.isin(values, wanted)
+        return out
+    out.fill(False)
+    for w in wanted.tolist():
+        out |= np.equal(values, w, out=part)
+    return out
+
+
+class _Scratch:
+    """Buffers of one validation's length, reused from column to column (fresh memory is slow)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._bools: dict[int, np.ndarray] = {}
+        self._floats: dict[int, np.ndarray] = {}
+
+    def bools(self, i: int) -> np.ndarray:
+        if i not in self._bools:
+            self._bools[i] = np.empty(self.n, dtype=bool)
+        return self._bools[i]
+
+    def floats(self, i: int) -> np.ndarray:
+        if i not in self._floats:
+            self._floats[i] = np.empty(self.n, dtype=np.float64)
+        return self._floats[i]
 
 
 def _has_offset(text: str) -> bool:
@@ -836,7 +1013,7 @@ def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules
         if by not in orders:
             orders[by] = _grouping(typed[by], texts.get(by))
         order, bounds = orders[by]
-        x = typed[r.field].astype(float)
+        x = typed[r.field].astype(float, copy=False)  # only read
         xs = x[order]
         flagged = np.zeros(len(x), dtype=bool)  # in group order
         min_group, threshold = r.params.get("min_group", 20), r.params.get("threshold", 5.0)

@@ -1,0 +1,921 @@
+"""A frozen copy of quality/engine.py before the typed-path speed-ups: the reference the new engine must match.
+
+Input is a frame of raw strings keyed by canonical field name; output is the typed frame and one
+row per finding (``row``: 0-based position, ``field``, ``rule``, ``severity``, ``value``,
+``message``).  No per-row Python loop over the data: each rule is one numpy mask over a column.
+Columns are plain numpy arrays, not pandas Series, so a one-row device submission costs about a
+millisecond and a million-row file is parsed by Arrow's C++ kernels.
+
+Throughput (bench/quality.py): findings are built only for failing rows, straight into Arrow;
+repeating text (districts, code lists) is checked once per distinct value; typed numeric input is
+shared with the output frame (pandas copies on write) instead of copied; and big temporaries are
+avoided, since touching fresh memory costs about as much as the checks themselves on small VMs.
+
+Rule codes (stable; reports, the generator's sidecar and tests use them):
+  errors:   required, type, range, allowed, sum_identity, per_day_identity, currency_identity
+  warnings: type (lenient fields), sentinel, outlier, pattern, unknown_value, duplicate_household
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.api.internals import create_dataframe_from_blocks
+
+from quality.rules import CompiledRule, RuleSet
+
+ISSUE_COLUMNS = ["row", "field", "rule", "severity", "value", "message"]
+ARROW_MIN_ROWS = 512  # below this, plain Python on the few strings beats Arrow's call overhead
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_NUMBER_RE = re.compile(_NUMBER)
+_BOOLEAN = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+class FieldLike(Protocol):
+    name: str
+    type: str
+    required: bool
+    allowed: list[float | int | str]
+    min_value: float | None
+    max_value: float | None
+    warn_max: float | None
+    sentinels: list[float]
+    lenient: bool
+    pattern: str
+
+
+@dataclass
+class ValidationResult:
+    typed: pd.DataFrame
+    issues: pd.DataFrame
+    scores: pd.DataFrame  # completeness, validity, consistency, score per row (0-1)
+
+    def error_rows(self) -> np.ndarray:
+        errs = self.issues.loc[self.issues["severity"] == "error", "row"]
+        return np.unique(errs.to_numpy(dtype=np.int64))
+
+
+@dataclass
+class _Collector:
+    """Findings as one chunk per (field, rule): the failing rows, their values as text, and the rule's
+    metadata.  Only failing rows are ever converted; the issues frame is built once, in Arrow."""
+
+    rows: list[np.ndarray] = field(default_factory=list)
+    meta: list[tuple[str, str, str, str]] = field(default_factory=list)
+    values: list[pa.Array] = field(default_factory=list)
+
+    def add(self, mask: np.ndarray, name: str, rule: str, severity: str,
+            text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
+        idx = np.flatnonzero(mask)
+        if idx.size:
+            self.add_rows(idx, name, rule, severity, text, message)
+
+    def add_rows(self, idx: np.ndarray, name: str, rule: str, severity: str,
+                 text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
+        """A chunk of failing rows (ascending, not empty)."""
+        self.rows.append(idx)
+        self.meta.append((name, rule, severity, message))
+        self.values.append(_value_text(text, idx))
+
+    def failing(self, rules: RuleSet) -> dict[str, np.ndarray]:
+        """Each score's failing rows (see ``quality_scores``), from the chunks' levels: no per-finding work."""
+        level_of = rules.levels()
+        picked: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_LEVELS}
+        for rows, (name, rule, _, _) in zip(self.rows, self.meta, strict=True):
+            level = level_of.get(f"{rule}.{name}", "")
+            for score, wanted in SCORE_LEVELS.items():
+                if level == wanted and (score != "completeness" or rule == "required"):
+                    picked[score].append(rows)
+        return {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in picked.items()}
+
+    def frame(self) -> pd.DataFrame:
+        if not self.rows:
+            return _NO_ISSUES.copy(deep=True)  # a fresh frame: building one costs about a millisecond
+        sizes = np.array([len(r) for r in self.rows])
+        if _ARROW_STRINGS is None:  # pandas without Arrow-backed strings: the plain construction
+            return pd.DataFrame({
+                "row": np.concatenate(self.rows),
+                **{c: np.repeat([m[i] for m in self.meta], sizes) for i, c in enumerate(ISSUE_COLUMNS[1:4])},
+                "value": np.concatenate([np.asarray(v.to_pylist(), dtype=object) for v in self.values]).astype(str),
+                "message": np.repeat([m[3] for m in self.meta], sizes),
+            })
+        chunk = pa.array(np.repeat(np.arange(len(sizes), dtype=np.int32), sizes))
+
+        def repeated(i: int) -> pd.Series:
+            return _str_series(pc.take(pa.array([m[i] for m in self.meta], type=pa.large_string()), chunk))
+
+        return pd.DataFrame({
+            "row": np.concatenate(self.rows),
+            "field": repeated(0), "rule": repeated(1), "severity": repeated(2),
+            "value": _str_series(pa.concat_arrays([v.cast(pa.large_string()) for v in self.values])),
+            "message": repeated(3),
+        }, copy=False)
+
+
+_NO_ISSUES = pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "object") for c in ISSUE_COLUMNS})
+
+
+def _str_series(arr: pa.Array) -> pd.Series:
+    """A pandas string column over an Arrow array, with the dtype pandas gives a column of str objects."""
+    assert _ARROW_STRINGS is not None
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=_ARROW_STRINGS), copy=False)
+
+
+def _inferred_string_dtype() -> pd.StringDtype | None:
+    dtype = pd.Series(np.array(["a"], dtype=object)).dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return dtype
+    return None
+
+
+_ARROW_STRINGS = _inferred_string_dtype()
+
+
+def _value_text(text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], idx: np.ndarray) -> pa.Array:
+    """The failing rows' values as text, as ``str(value)`` in a numpy unicode array would give them."""
+    if isinstance(text, _Text | pa.Array):
+        taken = text.take(idx) if isinstance(text, _Text) else text.take(pa.array(idx))
+        return pc.utf8_rtrim(taken, characters="\x00")  # numpy's unicode strings drop trailing NULs
+    picked = text(idx) if callable(text) else np.asarray(text)[idx]
+    return pa.array(np.asarray(picked).astype(object).astype(str), type=pa.string())
+
+
+def _fmt(v: float | int | str | None) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _strings(col: pd.Series | np.ndarray | list[object]) -> np.ndarray | pa.Array:
+    """Stripped text ('' for missing): an Arrow array for large inputs, an object array otherwise."""
+    if len(col) >= ARROW_MIN_ROWS:
+        return _trimmed(_filled(_arrow(col)))[0]
+    items = col.tolist() if isinstance(col, pd.Series | np.ndarray) else col
+    return np.array(["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v).strip()
+                     for v in items], dtype=object)
+
+
+def _arrow(col: object) -> pa.Array:
+    arr = pa.array(col, type=pa.large_string(), from_pandas=True)  # pandas' own type: no conversion
+    if isinstance(arr, pa.ChunkedArray):  # pandas' Arrow-backed strings arrive chunked
+        arr = arr.combine_chunks()
+    return arr
+
+
+def _filled(arr: pa.Array) -> pa.Array:
+    """Nulls as '' (a no-op without nulls, which fill_null would still copy)."""
+    return pc.fill_null(arr, "") if arr.null_count else arr
+
+
+def _layout(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (one more than the rows) and the UTF-8 bytes of a string array, as numpy views."""
+    buffers = arr.buffers()
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=width)[arr.offset:arr.offset + len(arr) + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    return offsets, data[offsets[0]:offsets[-1]] if len(offsets) else data[:0]
+
+
+def _trimmed(arr: pa.Array) -> tuple[pa.Array, bool]:
+    """``utf8_trim_whitespace``, skipped when no byte could be white space (ASCII controls, space and any
+    non-ASCII byte): one byte scan instead of a per-string pass.  Returns the text and whether it ran."""
+    _, data = _layout(arr)
+    if data.size and (int(data.min()) < 0x21 or int(data.max()) > 0x7E):  # reductions: no temporaries
+        return pc.utf8_trim_whitespace(arr), True
+    return arr, False
+
+
+def _blank(arr: pa.Array) -> np.ndarray:
+    """Rows holding '' (of a string array without nulls), from the offsets alone."""
+    offsets, _ = _layout(arr)
+    return offsets[1:] == offsets[:-1]
+
+
+def _numbers(text: np.ndarray | pa.Array, empty: np.ndarray | None = None) -> np.ndarray:
+    """float64 of each string; NaN where empty or not a number (no 'nan', 'inf' or '1,5')."""
+    if isinstance(text, pa.Array):
+        if empty is None:
+            empty = _blank(text)
+        # Only strings made of digits, '.', 'e', 'E', '+' and '-' can be numbers: a byte scan finds the
+        # others and Arrow parses the rest, as nulls elsewhere (its grammar over these characters is
+        # the regex's: when it refuses one, the regex decides, as before).
+        offsets, data = _layout(text)
+        candidate = ~empty
+        if data.size and (int(data.min()) < 0x30 or int(data.max()) > 0x39):  # not all digits
+            number = (data >= 0x30) & (data <= 0x39)
+            for byte in b".eE+-":
+                number |= data == byte
+            odd = np.flatnonzero(~number) + offsets[0]
+            if odd.size:  # the row holding each odd byte (empty rows hold none)
+                candidate[np.searchsorted(offsets, odd, side="right") - 1] = False
+        buffers = text.buffers()
+        if text.offset:
+            candidate = np.concatenate([np.zeros(text.offset, dtype=bool), candidate])
+        masked = pa.Array.from_buffers(text.type, len(text), [pa.py_buffer(np.packbits(candidate, bitorder="little")),
+                                                              buffers[1], buffers[2]], offset=text.offset)
+        try:
+            parsed = pc.cast(masked, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. '1.2.3': the regex decides
+            valid = pc.match_substring_regex(text, _NUMBER)
+            parsed = pc.cast(pc.if_else(valid, text, pa.scalar(None, text.type)), pa.float64())
+        values = parsed.to_numpy(zero_copy_only=False, writable=True).astype("float64", copy=False)
+        infinite = np.isinf(values)
+        if infinite.any():  # 'inf' spelled out, or too large: not data
+            values[infinite] = np.nan
+        return values
+    return np.array([float(s) if _NUMBER_RE.match(s) else np.nan for s in text], dtype="float64")
+
+
+class _Text:
+    """A large text column, stripped ('' for missing).  When values repeat (districts, villages, code
+    lists), held as its distinct values plus one code per row, so every check runs once per distinct
+    value; otherwise one Arrow array.  ``source``: the column's own str objects when they need no
+    stripping (re-validation of typed values), reused for the typed output instead of new strings."""
+
+    SAMPLE = 4096
+
+    def __init__(self, column: object) -> None:
+        self.codes: np.ndarray | None = None
+        self.blank = -1
+        self.source: np.ndarray | None = None
+        objects = _object_column(column)
+        if objects is not None and self._repeats(len(pd.unique(objects[:self.SAMPLE])), len(objects)):
+            codes, uniques = pd.factorize(objects)  # None and NaN: -1
+            self._coded(codes, pa.array(uniques, type=pa.string(), from_pandas=True))
+            return
+        arr = _arrow(column)
+        if self._repeats(len(arr.slice(0, self.SAMPLE).unique()), len(arr)):
+            encoded = arr.dictionary_encode()
+            self._coded(pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False), encoded.dictionary)
+            return
+        untrimmed = _filled(arr)
+        self.values, trimmed = _trimmed(untrimmed)
+        self.empty = _blank(self.values)
+        if (objects is not None and (not trimmed or _nbytes(self.values) == _nbytes(untrimmed))
+                and pd.api.types.infer_dtype(objects, skipna=True) == "string"):
+            self.source = objects
+
+    def _repeats(self, distinct: int, n: int) -> bool:
+        return distinct * 8 <= min(n, self.SAMPLE)
+
+    def _coded(self, codes: np.ndarray, dictionary: pa.Array) -> None:
+        words = pa.concat_arrays([pc.utf8_trim_whitespace(dictionary), pa.array([""], type=dictionary.type)])
+        remap, distinct = pd.factorize(words.to_numpy(zero_copy_only=False))  # stripping can merge values
+        codes = np.where(codes < 0, len(words) - 1, codes)
+        self.codes = remap[codes]
+        self.values = pa.array(distinct, type=pa.string())
+        self.blank = int(remap[-1])
+        self.empty = self.codes == self.blank
+
+    def rows(self, per_value: np.ndarray) -> np.ndarray:
+        """A per-value mask (over ``values``) as a per-row mask."""
+        return per_value if self.codes is None else per_value[self.codes]
+
+    def take(self, idx: np.ndarray) -> pa.Array:
+        return self.values.take(pa.array(idx if self.codes is None else self.codes[idx]))
+
+    def objects(self) -> np.ndarray:
+        """The typed column: str objects, None for blank."""
+        if self.codes is not None:
+            distinct = self.values.to_numpy(zero_copy_only=False).astype(object, copy=True)
+            distinct[self.blank] = None
+            return distinct[self.codes]
+        out = np.array(self.source if self.source is not None else self.values.to_numpy(zero_copy_only=False),
+                       dtype=object, copy=True)
+        out[self.empty] = None
+        return out
+
+    def groups(self) -> np.ndarray | None:
+        """Group codes of the typed values (-1 for blank), when coded."""
+        return None if self.codes is None else np.where(self.empty, -1, self.codes)
+
+
+def _object_column(column: object) -> np.ndarray | None:
+    if isinstance(column, pd.Series) and column.dtype == object:
+        return column.to_numpy()
+    if isinstance(column, np.ndarray) and column.dtype == object:
+        return column
+    return None
+
+
+def _nbytes(arr: pa.Array) -> int:
+    offsets, _ = _layout(arr)
+    return int(offsets[-1] - offsets[0]) if len(offsets) else 0
+
+
+def _blank_to_none(s: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    out = np.array(s, dtype=object, copy=True)
+    out[empty] = None
+    return out
+
+
+def _as_objects(text: np.ndarray | pa.Array) -> np.ndarray:
+    return text.to_numpy(zero_copy_only=False) if isinstance(text, pa.Array) else text
+
+
+def _fullmatch(text: np.ndarray | pa.Array, pattern: str) -> np.ndarray:
+    if isinstance(text, pa.Array):
+        anchored = f"^(?:{pattern.removeprefix('^').removesuffix('$')})$"
+        return pc.match_substring_regex(text, anchored).to_numpy(zero_copy_only=False)
+    rx = re.compile(pattern)
+    return np.fromiter((rx.fullmatch(s) is not None for s in text), dtype=bool, count=len(text))
+
+
+def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: Sequence[FieldLike], *,
+                   rules: RuleSet | None = None, tol_abs: float = 0.01, tol_rel: float = 1e-6,
+                   now: datetime | None = None) -> ValidationResult:
+    """Type every field present in ``raw`` (a frame, or a mapping of columns: cheaper for the few
+    rows of a device submission; strings, '' for empty) by its contract type, then apply the
+    active rules.  Which checks run, their severity, parameters and messages are the rules' (data).
+
+    Small inputs (up to ``SMALL_MAX_ROWS`` rows: API submissions and predictions) take the same
+    steps with their fixed costs cut: the per-field rule lookups are compiled once per rule set,
+    all numeric text columns are checked together as one matrix, findings are kept as plain text
+    and the typed frame is built from two blocks instead of one pandas column per field."""
+    if rules is None:
+        from quality.rules import active_rules
+
+        rules = active_rules()
+    columns = raw.columns if isinstance(raw, pd.DataFrame) else raw.keys()
+    n = len(raw) if isinstance(raw, pd.DataFrame) else len(next(iter(raw.values()), []))
+    index = raw.index if isinstance(raw, pd.DataFrame) else pd.RangeIndex(n)
+    small = n <= SMALL_MAX_ROWS
+    plan = _plan(rules, fields) if small else None
+    out = _SmallCollector() if small else _Collector()
+    typed: dict[str, np.ndarray] = {}
+    texts: dict[str, _Text] = {}
+    shared: dict[str, pd.Series] = {}
+    batch: _NumberBatch | None = None
+    parsed: dict[str, tuple[np.ndarray, pd.DatetimeIndex]] = {}  # datetime fields' typed values, as parsed
+    if plan is not None:
+        batched = [f.name for f in fields if f.name in plan.numbers.pos and f.name in columns
+                   and not _is_numeric(raw[f.name])]
+        if batched:
+            batch = _number_batch(plan.numbers, batched, [raw[name] for name in batched], n)
+    for f in fields:
+        kinds = plan.kinds[f.name] if plan is not None else {r.kind: r for r in rules.by_field.get(f.name, ())}
+        if f.name not in columns:
+            if (r := kinds.get("required")) is not None:
+                out.add(np.ones(n, dtype=bool), f.name, "required", r.severity, np.full(n, "", dtype=object),
+                        f"{r.message} (column missing)")
+            continue
+        if batch is not None and f.name in batch.position:
+            p = batch.position[f.name]
+            for kind, idx in batch.hits.get(p, ()):
+                r = kinds[_NUMBER_KINDS[kind]]
+                out.add_rows(idx, f.name, r.kind, r.severity, batch.text[p], r.message)
+            typed[f.name] = batch.values[p]
+            continue
+        column = raw[f.name]
+        if f.type in ("integer", "decimal", "code") and _is_numeric(column):
+            # Already typed (stored values, Parquet): no text to parse, only the rules to apply.
+            values = np.asarray(column, dtype="float64")
+            typed[f.name] = checked = _number_rules(f, kinds, values, None, values, out)
+            if checked is values and (values is column or not values.flags.writeable):  # unchanged, not ours
+                if isinstance(column, pd.Series):
+                    shared[f.name] = column  # the frame shares it: pandas copies on write
+                else:
+                    typed[f.name] = values.copy()
+            continue
+        if n >= ARROW_MIN_ROWS and f.type in ("text", "uuid", "multiselect"):
+            texts[f.name] = text = _Text(column)
+            typed[f.name] = _text_rules(f, kinds, text, out)
+            continue
+        s = _strings(column)
+        empty = _blank(s) if isinstance(s, pa.Array) else s == ""
+        present = ~empty
+        if (r := kinds.get("required")) is not None:
+            out.add(empty, f.name, "required", r.severity, s, r.message)
+        if f.type in ("text", "uuid"):
+            if (r := kinds.get("pattern")) is not None:
+                out.add(present & ~_fullmatch(s, r.params["regex"]), f.name, "pattern", r.severity, s, r.message)
+            s = _as_objects(s)
+            typed[f.name] = _blank_to_none(s, empty)
+            if (r := kinds.get("unknown_value")) is not None:
+                if plan is not None:  # set membership: what np.isin decides for str objects, without its sorting
+                    known_set = plan.known[f.name]
+                    known = np.fromiter((v in known_set for v in s), dtype=bool, count=len(s))
+                else:
+                    known = np.isin(s, np.array([str(a) for a in r.params["values"]], dtype=object))
+                out.add(present & ~known, f.name, "unknown_value", r.severity, s, r.message)
+            continue
+        if f.type == "datetime":
+            s = _as_objects(s)
+            if small:  # the same parse without a Series around it ('' -> None rather than NaN: both NaT)
+                stamps = pd.to_datetime(_blank_to_none(s, empty), errors="coerce", utc=True, format="ISO8601")
+            else:
+                stamps = pd.to_datetime(pd.Series(s).where(present), errors="coerce", utc=True, format="ISO8601")
+            naive = np.array([bool(v) and not _has_offset(v) for v in s], dtype=bool)
+            bad = present & (np.asarray(stamps.isna()) | naive)
+            if (r := kinds.get("type")) is not None:
+                out.add(bad, f.name, "type", r.severity, s, r.message)
+            kept = stamps.where(~bad)
+            typed[f.name] = kept.to_numpy()
+            if small:
+                parsed[f.name] = (typed[f.name], kept)
+            continue
+        if f.type == "multiselect":
+            if (r := kinds.get("allowed")) is not None:
+                allowed = plan.codes[f.name] if plan is not None else _codes_allowed(r)
+                out.add(_bad_codes(s, present, allowed), f.name, "allowed", r.severity, s, r.message)
+            s = _as_objects(s)
+            typed[f.name] = _blank_to_none(s, empty)
+            continue
+        if f.type == "boolean":
+            s = _as_objects(s)
+            lowered = np.array([v.lower() for v in s], dtype=object)
+            is_bool = np.isin(lowered, np.array(list(_BOOLEAN), dtype=object))
+            if (r := kinds.get("type")) is not None:
+                out.add(present & ~is_bool, f.name, "type", r.severity, s, r.message)
+            typed[f.name] = np.array([_BOOLEAN.get(v) for v in lowered], dtype=object)
+            continue
+        values = _numbers(s, empty)
+        typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out)
+    _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC), parsed)
+    _statistical(typed, texts, rules, out)
+    issues = out.frame()
+    present_fields = set(typed) | set(columns)
+    if small and not shared:
+        return ValidationResult(typed=_small_frame(typed, index), issues=issues,
+                                scores=_scores(out.failing(rules), n, rules, present_fields))
+    # Object columns stay object: letting pandas re-infer them as Arrow strings cost ~20% of a run.
+    frame = pd.DataFrame({k: shared[k] if k in shared else
+                          (pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v)
+                          for k, v in typed.items()}, index=index, copy=False)
+    return ValidationResult(typed=frame, issues=issues, scores=_scores(out.failing(rules), n, rules, present_fields))
+
+
+# --- small inputs --------------------------------------------------------------------------------
+
+SMALL_MAX_ROWS = 256  # at most this many rows: the small-input path (below ARROW_MIN_ROWS: object arrays)
+_NUMBER_KINDS = ("required", "type", "sentinel", "allowed", "range", "outlier")  # the order findings take
+_PLAN_LIMIT = 32  # distinct field lists remembered per rule set
+
+
+@dataclass
+class _SmallCollector(_Collector):
+    """Findings of a small input: each chunk's values as str at once, the frame built from plain lists."""
+
+    texts: list[list[str]] = field(default_factory=list)
+
+    def add_rows(self, idx: np.ndarray, name: str, rule: str, severity: str,
+                 text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
+        if isinstance(text, _Text | pa.Array):  # not made for small inputs; as the general collector
+            self.rows.append(idx)
+            self.meta.append((name, rule, severity, message))
+            self.values.append(_value_text(text, idx))
+            self.texts.append(self.values[-1].to_pylist())
+            return
+        picked = text(idx) if callable(text) else np.asarray(text)[idx]
+        self.rows.append(idx)
+        self.meta.append((name, rule, severity, message))
+        # str() of each value with trailing NULs dropped: what numpy's unicode cast gives _value_text
+        self.texts.append([str(v).rstrip("\x00") for v in np.asarray(picked).astype(object).tolist()])
+
+    def frame(self) -> pd.DataFrame:
+        if not self.rows or _ARROW_STRINGS is None:
+            self.values = [pa.array(t, type=pa.string()) for t in self.texts]
+            return super().frame()
+        sizes = [len(r) for r in self.rows]
+
+        def text(items: list[str]) -> pd.Series:
+            return _str_series(pa.array(items, type=pa.large_string()))
+
+        def repeated(i: int) -> pd.Series:
+            return text([m[i] for m, k in zip(self.meta, sizes, strict=True) for _ in range(k)])
+
+        return pd.DataFrame({
+            "row": np.concatenate(self.rows),
+            "field": repeated(0), "rule": repeated(1), "severity": repeated(2),
+            "value": text([v for chunk in self.texts for v in chunk]),
+            "message": repeated(3),
+        }, copy=False)
+
+
+@dataclass
+class _NumberPlan:
+    """The number rules of every numeric field, as one row of parameters per field (NaN padding)."""
+
+    pos: dict[str, int]
+    required: np.ndarray
+    has_type: np.ndarray
+    whole: np.ndarray  # fractional values are a type error (integers, codes without fractional codes)
+    sentinels: np.ndarray  # (fields, most sentinels)
+    has_sentinel: np.ndarray
+    allowed: np.ndarray  # (fields, most codes)
+    has_allowed: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    has_range: np.ndarray
+    top: np.ndarray
+    has_outlier: np.ndarray
+
+
+@dataclass
+class _Plan:
+    kinds: dict[str, dict[str, CompiledRule]]
+    numbers: _NumberPlan
+    known: dict[str, frozenset[str]]
+    codes: dict[str, list[str]]
+
+
+def _real(v: object) -> bool:
+    return isinstance(v, int | float)
+
+
+def _plan(rules: RuleSet, fields: Sequence[FieldLike]) -> _Plan:
+    """The rule lookups of these fields, compiled once per rule set."""
+    key = ("small", tuple((f.name, f.type) for f in fields))
+    hit = rules.memo.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    kinds = {f.name: {r.kind: r for r in rules.by_field.get(f.name, ())} for f in fields}
+    known = {name: frozenset(str(a) for a in k["unknown_value"].params["values"])
+             for name, k in kinds.items() if "unknown_value" in k}
+    codes = {f.name: _codes_allowed(kinds[f.name]["allowed"]) for f in fields
+             if f.type == "multiselect" and "allowed" in kinds[f.name]}
+    rows: list[tuple[str, list[float], list[float], float, float, float, dict[str, bool]]] = []
+    for f in fields:
+        k = kinds[f.name]
+        if f.type not in ("integer", "decimal", "code") or any(x[0] == f.name for x in rows):
+            continue
+        sentinel = k["sentinel"].params["values"] if "sentinel" in k else []
+        allowed = k["allowed"].params["values"] if "allowed" in k else []
+        rng = k["range"].params if "range" in k else {}
+        lo, hi = rng.get("min"), rng.get("max")
+        top = k["outlier"].params["max"] if "outlier" in k else np.nan
+        if not all(_real(v) for v in [*sentinel, *allowed, top, *(b for b in (lo, hi) if b is not None)]):
+            continue  # unusual parameters: this field takes the general path, which decides as it always has
+        fractional = any(isinstance(a, float) and not a.is_integer() for a in allowed)
+        lo_f = -np.inf if lo is None else float(lo)
+        hi_f = np.inf if hi is None else float(hi)
+        rows.append((f.name, [float(v) for v in sentinel], [float(a) for a in allowed], lo_f, hi_f, float(top), {
+            "required": "required" in k, "type": "type" in k,
+            "whole": f.type == "integer" or (f.type == "code" and not fractional),
+            "sentinel": "sentinel" in k, "allowed": "allowed" in k,
+            "range": "range" in k and (lo_f > -np.inf or hi_f < np.inf), "outlier": "outlier" in k}))
+
+    def padded(i: int) -> np.ndarray:
+        width = max((len(r[i]) for r in rows), default=0)  # type: ignore[arg-type]
+        out = np.full((len(rows), width), np.nan)
+        for j, r in enumerate(rows):
+            out[j, :len(r[i])] = r[i]  # type: ignore[arg-type]
+        return out
+
+    def flag(name: str) -> np.ndarray:
+        return np.array([r[6][name] for r in rows], dtype=bool)
+
+    numbers = _NumberPlan(
+        pos={r[0]: j for j, r in enumerate(rows)}, required=flag("required"), has_type=flag("type"),
+        whole=flag("whole"), sentinels=padded(1), has_sentinel=flag("sentinel"), allowed=padded(2),
+        has_allowed=flag("allowed"), lo=np.array([r[3] for r in rows], dtype=float),
+        hi=np.array([r[4] for r in rows], dtype=float), has_range=flag("range"),
+        top=np.array([r[5] for r in rows], dtype=float), has_outlier=flag("outlier"))
+    plan = _Plan(kinds=kinds, numbers=numbers, known=known, codes=codes)
+    if len(rules.memo) > _PLAN_LIMIT:
+        rules.memo.clear()
+    rules.memo[key] = plan
+    return plan
+
+
+@dataclass
+class _NumberBatch:
+    position: dict[str, int]
+    values: np.ndarray  # (fields, rows) typed values
+    text: np.ndarray  # (fields, rows) stripped text
+    hits: dict[int, list[tuple[int, np.ndarray]]]  # field -> (kind in _NUMBER_KINDS, failing rows), in order
+
+
+_PARSED: dict[str, float] = {}  # text -> its number (NaN: not one); common answers repeat
+
+
+def _parse(s: str) -> float:
+    v = float(s) if _NUMBER_RE.match(s) else np.nan
+    if len(_PARSED) > 100_000:
+        _PARSED.clear()
+    _PARSED[s] = v
+    return v
+
+
+def _number_batch(plan: _NumberPlan, names: list[str], columns: list[Any], n: int) -> _NumberBatch:
+    """``_numbers`` and ``_number_rules`` of text columns, for all numeric fields at once: the same
+    operations in the same order, on a (fields, rows) matrix."""
+    sel = np.array([plan.pos[name] for name in names], dtype=np.intp)
+    # _strings of each column (few rows: no Arrow), all columns in one list
+    items = [v for c in columns for v in (c.tolist() if isinstance(c, pd.Series | np.ndarray) else c)]
+    flat = [v.strip() if type(v) is str else
+            "" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v).strip() for v in items]
+    text = np.array(flat, dtype=object).reshape(len(names), n)
+    parsed = _PARSED
+    values = np.array([parsed[s] if s in parsed else _parse(s) for s in flat], dtype="float64").reshape(text.shape)
+    empty = np.array([s == "" for s in flat], dtype=bool).reshape(text.shape)
+    nan = np.isnan(values)
+    bad_type = ~empty & nan
+    with np.errstate(invalid="ignore"):
+        whole = np.rint(values)
+        np.subtract(values, whole, out=whole)
+    bad_type |= (whole != 0) & ~nan & plan.whole[sel, None]
+    values[bad_type] = np.nan
+    nan |= bad_type
+    checked = ~nan
+    with np.errstate(invalid="ignore"):
+        sentinel = checked & (values[:, :, None] == plan.sentinels[sel, None, :]).any(axis=2) & plan.has_sentinel[sel, None]
+        checked &= ~sentinel
+        allowed = checked & ~(values[:, :, None] == plan.allowed[sel, None, :]).any(axis=2) & plan.has_allowed[sel, None]
+        rng = checked & ((values < plan.lo[sel, None]) | (values > plan.hi[sel, None])) & plan.has_range[sel, None]
+        checked &= ~rng
+        outlier = checked & (values > plan.top[sel, None]) & plan.has_outlier[sel, None]
+    masks = np.stack([empty & plan.required[sel, None], bad_type & plan.has_type[sel, None], sentinel, allowed, rng,
+                      outlier], axis=1)
+    fi, ki, ri = np.nonzero(masks)  # (field, kind, row): the general path's order
+    hits: dict[int, list[tuple[int, np.ndarray]]] = {}
+    if fi.size:
+        keys = fi * len(_NUMBER_KINDS) + ki
+        cuts = (np.flatnonzero(np.diff(keys)) + 1).tolist()
+        for a, b in zip([0, *cuts], [*cuts, len(keys)], strict=True):
+            hits.setdefault(int(fi[a]), []).append((int(ki[a]), ri[a:b]))
+    return _NumberBatch(position={name: j for j, name in enumerate(names)}, values=values, text=text, hits=hits)
+
+
+def _small_frame(typed: dict[str, np.ndarray], index: pd.Index) -> pd.DataFrame:
+    """The typed frame from one float block and one object block (what the column-per-field
+    construction holds, without its per-column cost)."""
+    names = list(typed)
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(typed.values()):
+        groups.setdefault(v.dtype.str if v.dtype != object else "O", []).append(i)
+    if not names or any(typed[names[i[0]]].dtype not in (np.dtype("float64"), np.dtype(object)) for i in groups.values()):
+        return pd.DataFrame({k: pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v
+                             for k, v in typed.items()}, index=index, copy=False)
+    n = len(index)
+    blocks = []
+    for where in groups.values():
+        dtype = typed[names[where[0]]].dtype
+        block = np.empty((len(where), n), dtype=dtype)
+        for j, i in enumerate(where):
+            block[j] = typed[names[i]]
+        blocks.append((block, np.array(where, dtype=np.intp)))
+    return create_dataframe_from_blocks(blocks, index=index, columns=pd.Index(names))
+
+
+def _codes_allowed(r: CompiledRule) -> list[str]:
+    return sorted({_fmt(float(a)) for a in r.params["values"]} | {str(a) for a in r.params["values"]})
+
+
+def _text_rules(f: FieldLike, kinds: dict[str, CompiledRule], text: _Text, out: _Collector) -> np.ndarray:
+    """Text, uuid and code-list columns of a large input: each check once per distinct value when coded."""
+    present = ~text.empty
+    if (r := kinds.get("required")) is not None:
+        out.add(text.empty, f.name, "required", r.severity, text, r.message)
+    if f.type in ("text", "uuid") and (r := kinds.get("pattern")) is not None:
+        out.add(present & ~text.rows(_fullmatch(text.values, r.params["regex"])), f.name, "pattern", r.severity,
+                text, r.message)
+    if f.type == "multiselect" and (r := kinds.get("allowed")) is not None:
+        every = np.ones(len(text.values), dtype=bool)
+        out.add(text.rows(_bad_codes(text.values, every, _codes_allowed(r))) & present, f.name, "allowed",
+                r.severity, text, r.message)
+    if f.type in ("text", "uuid") and (r := kinds.get("unknown_value")) is not None:
+        known = pc.is_in(text.values, value_set=pa.array([str(a) for a in r.params["values"]], type=text.values.type))
+        out.add(present & ~text.rows(known.to_numpy(zero_copy_only=False)), f.name, "unknown_value",
+                r.severity, text, r.message)
+    return text.objects()
+
+
+def _bad_codes(s: np.ndarray | pa.Array, present: np.ndarray, allowed: list[str]) -> np.ndarray:
+    """Rows whose space-separated codes include one not allowed."""
+    bad = np.zeros(len(present), dtype=bool)
+    if isinstance(s, pa.Array):
+        tokens = pc.split_pattern_regex(s, r"\s+")
+        flat = pc.list_flatten(tokens)
+        owner = pc.list_parent_indices(tokens).to_numpy()
+        wrong = ~pc.is_in(flat, value_set=pa.array(allowed)).to_numpy(zero_copy_only=False)
+        wrong &= pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+        bad[np.unique(owner[wrong])] = True
+        return bad & present
+    allowed_set = set(allowed)
+    rows = np.flatnonzero(present)  # few rows carry an answer: check only those
+    if rows.size:
+        bad[rows] = [any(tok not in allowed_set for tok in v.split()) for v in s[rows]]
+    return bad
+
+
+def _is_numeric(column: object) -> bool:
+    dtype = getattr(column, "dtype", None)
+    return dtype is not None and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarray, bad_type: np.ndarray | None,
+                  s: np.ndarray | pa.Array, out: _Collector) -> np.ndarray:
+    """The number checks of one column; returns the typed values (NaN where missing or not a number):
+    ``values`` itself when no row was set to NaN."""
+    nan = np.isnan(values)
+    allowed_values = kinds["allowed"].params["values"] if "allowed" in kinds else []
+    if f.type in ("integer", "code"):
+        fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
+        if f.type == "integer" or not fractional_codes:
+            # x - rint(x) is 0 exactly for whole numbers, NaN for +-inf and NaN: as x % 1 != 0, cheaper.
+            with np.errstate(invalid="ignore"):
+                whole = np.rint(values)
+                np.subtract(values, whole, out=whole)
+            fraction = (whole != 0) & ~nan
+            bad_type = fraction if bad_type is None else bad_type | fraction
+    if bad_type is not None and (r := kinds.get("type")) is not None:
+        out.add(bad_type, f.name, "type", r.severity, s, r.message)
+    if bad_type is not None and bad_type.any():
+        if values.flags.writeable and values is not s:  # this call's own array (parsed from text)
+            values[bad_type] = np.nan
+        else:
+            values = np.where(bad_type, np.nan, values)
+        nan |= bad_type
+    checked = ~nan
+    if (r := kinds.get("sentinel")) is not None:
+        sentinel = checked & np.isin(values, np.asarray(r.params["values"], dtype=float))
+        out.add(sentinel, f.name, "sentinel", r.severity, s, r.message)
+        checked &= ~sentinel
+    if (r := kinds.get("allowed")) is not None:
+        codes = np.asarray([float(a) for a in r.params["values"]])
+        out.add(checked & ~np.isin(values, codes), f.name, "allowed", r.severity, s, r.message)
+    if (r := kinds.get("range")) is not None:
+        lo = -np.inf if r.params.get("min") is None else r.params["min"]
+        hi = np.inf if r.params.get("max") is None else r.params["max"]
+        outside: np.ndarray | None = None  # comparisons with NaN are False: no warnings, no extra mask
+        if lo > -np.inf:
+            outside = values < lo
+        if hi < np.inf:
+            outside = values > hi if outside is None else outside | (values > hi)
+        if outside is not None:
+            rng = checked & outside
+            out.add(rng, f.name, "range", r.severity, s, r.message)
+            checked &= ~rng
+    if (r := kinds.get("outlier")) is not None:
+        out.add(checked & (values > r.params["max"]), f.name, "outlier", r.severity, s, r.message)
+    return values
+
+
+def _has_offset(text: str) -> bool:
+    return text.endswith(("Z", "z")) or bool(re.search(r"[+-]\d\d:?\d\d$", text))
+
+
+def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol_abs: float, tol_rel: float,
+              now: datetime, parsed: Mapping[str, tuple[np.ndarray, pd.DatetimeIndex]] | None = None) -> None:
+    def check(r: CompiledRule, actual: np.ndarray, expected: np.ndarray) -> None:
+        # |actual - expected| > tol_abs + tol_rel * |actual|, in place (same operations, same order)
+        with np.errstate(invalid="ignore"):
+            np.subtract(actual, expected, out=expected)
+            np.abs(expected, out=expected)
+            limit = np.abs(actual)
+            np.multiply(limit, tol_rel, out=limit)
+            np.add(limit, tol_abs, out=limit)
+            bad = expected > limit
+        out.add(bad, r.field, r.kind, r.severity, actual, r.message)
+
+    for r in rules.by_kind.get("sum_identity", ()):
+        terms = r.params["terms"]
+        if r.field in typed and all(t in typed for _, t in terms):
+            expected = np.zeros(len(typed[r.field]))
+            for sign, t in terms:  # 0 + x, then + or - each term: sign * x exactly as before
+                if sign == 1:
+                    np.add(expected, typed[t], out=expected)
+                elif sign == -1:
+                    np.subtract(expected, typed[t], out=expected)
+                else:
+                    np.add(expected, sign * typed[t], out=expected)
+            check(r, typed[r.field], expected)
+    for r in rules.by_kind.get("per_day_identity", ()):
+        if r.field in typed and r.params["annual"] in typed:
+            check(r, typed[r.field], typed[r.params["annual"]] / 365.0)
+    for r in rules.by_kind.get("currency_identity", ()):
+        if r.field in typed and r.params["ugx"] in typed:
+            check(r, typed[r.field], typed[r.params["ugx"]] / r.params["rate"])
+    for r in rules.by_kind.get("gps_in_uganda", ()):
+        if "gps_lat" in typed and "gps_lon" in typed:
+            lat, lon = typed["gps_lat"].astype(float), typed["gps_lon"].astype(float)
+            p = r.params
+            with np.errstate(invalid="ignore"):
+                outside = ~np.isnan(lat) & ~np.isnan(lon) & (
+                    (lat < p["lat_min"]) | (lat > p["lat_max"]) | (lon < p["lon_min"]) | (lon > p["lon_max"]))
+
+            def point(idx: np.ndarray, lat: np.ndarray = lat, lon: np.ndarray = lon) -> np.ndarray:
+                return np.array([f"{a},{b}" for a, b in zip(lat[idx], lon[idx], strict=True)], dtype=object)
+
+            out.add(outside, r.field, r.kind, r.severity, point, r.message)
+    for r in rules.by_kind.get("not_in_future", ()):
+        if r.field in typed:
+            limit = np.datetime64((now + timedelta(minutes=r.params.get("tolerance_minutes", 0))).replace(tzinfo=None))
+            known = (parsed or {}).get(r.field)
+            if known is not None and known[0] is typed[r.field]:  # the instants the typed values came from
+                stamps = known[1].tz_localize(None).to_numpy()
+            else:
+                stamps = pd.to_datetime(typed[r.field], utc=True).tz_localize(None).to_numpy()
+            future = ~pd.isna(stamps) & (stamps > limit)
+            column = typed[r.field]
+
+            def stamp(idx: np.ndarray, column: np.ndarray = column) -> np.ndarray:
+                return column[idx].astype(str).astype(object)
+
+            out.add(future, r.field, r.kind, r.severity, stamp, r.message)
+
+
+def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules: RuleSet, out: _Collector) -> None:
+    """Robust z-scores within each district (median and MAD, so the outliers do not hide themselves).
+    Rows are sorted by group once per grouping column; each group's median and MAD are then taken
+    on a contiguous slice (as pandas' groupby median: NaN skipped, the mean of the middle two)."""
+    orders: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for r in rules.by_kind.get("robust_z", ()):
+        by = r.params.get("by", "district")
+        if r.field not in typed or by not in typed or len(typed[r.field]) < r.params.get("min_group", 20):
+            continue
+        if by not in orders:
+            orders[by] = _grouping(typed[by], texts.get(by))
+        order, bounds = orders[by]
+        x = typed[r.field].astype(float)
+        xs = x[order]
+        flagged = np.zeros(len(x), dtype=bool)  # in group order
+        min_group, threshold = r.params.get("min_group", 20), r.params.get("threshold", 5.0)
+        for g in range(len(bounds) - 1):  # per group, not per row: each group is one contiguous slice
+            part = xs[bounds[g]:bounds[g + 1]]
+            v = part[~np.isnan(part)]  # a copy: partitioned in place below
+            if v.size < min_group:  # also the empty group: NaN median, never flagged
+                continue
+            med = _median(v)
+            np.subtract(v, med, out=v)
+            np.abs(v, out=v)
+            mad = _median(v)
+            if not mad > 0:
+                continue
+            with np.errstate(invalid="ignore"):
+                z = 0.6745 * (part - med) / mad
+                np.abs(z, out=z)
+                flagged[bounds[g]:bounds[g + 1]] = z > threshold
+        flag = np.zeros(len(x), dtype=bool)
+        flag[order] = flagged
+        out.add(flag, r.field, r.kind, r.severity, x, r.message)
+
+
+def _median(v: np.ndarray) -> float:
+    """np.median of a NaN-free array (the mean of the middle two for an even size), partitioning ``v``
+    in place instead of copying it."""
+    k = v.size // 2
+    if v.size % 2:
+        v.partition(k)
+        return float(v[k])
+    v.partition([k - 1, k])
+    return float((v[k - 1] + v[k]) / 2)
+
+
+def _grouping(by: np.ndarray, text: _Text | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ordered by group (those without one first), and each group's slice bounds in that order."""
+    codes = text.groups() if text is not None else None
+    if codes is None:
+        codes = pd.factorize(by)[0]
+    k = int(codes.max()) + 1 if codes.size else 0
+    small = codes.astype(np.int16) if k < 2**15 else codes  # stable sort of 16-bit keys is a radix sort
+    order = np.argsort(small, kind="stable")
+    counts = np.bincount(codes[codes >= 0], minlength=k)
+    skipped = int((codes < 0).sum())  # -1 sorts first
+    bounds = np.concatenate([[0], np.cumsum(counts)]) + skipped
+    return order, bounds
+
+
+SCORE_LEVELS = {"completeness": "structural", "validity": "semantic", "consistency": "business"}
+
+
+def quality_scores(issues: pd.DataFrame, n: int, rules: RuleSet, present: set[str]) -> pd.DataFrame:
+    """Per row: completeness (required fields present), validity (semantic rules passed),
+    consistency (business rules passed), each 0-1, and the weighted overall score."""
+    level_of = rules.levels()
+    keys = (issues["rule"] + "." + issues["field"]).to_numpy(dtype=object) if len(issues) else np.array([], dtype=object)
+    issue_levels = np.array([level_of.get(k, "") for k in keys], dtype=object)
+    rows = issues["row"].to_numpy(dtype=np.int64) if len(issues) else np.array([], dtype=np.int64)
+    required = issues["rule"].to_numpy(dtype=object) == "required" if len(issues) else np.zeros(0, dtype=bool)
+    failing = {name: rows[(issue_levels == level) & required] if name == "completeness" else rows[issue_levels == level]
+               for name, level in SCORE_LEVELS.items()}
+    return _scores(failing, n, rules, present)
+
+
+def _scores(failing: Mapping[str, np.ndarray], n: int, rules: RuleSet, present: set[str]) -> pd.DataFrame:
+    """The scores from each score's failing rows (one entry per finding)."""
+    from django.conf import settings
+
+    weights = settings.RTV_QUALITY_WEIGHTS
+    out: dict[str, np.ndarray] = {}
+    for name, level in SCORE_LEVELS.items():
+        if name == "completeness":
+            applicable = sum(1 for r in rules.by_kind.get("required", ()) if r.field in present)
+        else:
+            applicable = sum(1 for r in rules.rules if r.level == level and r.field in present)
+        counts = np.bincount(failing[name], minlength=n)[:n] if n else np.zeros(0)
+        out[name] = np.clip(1.0 - counts / max(applicable, 1), 0.0, 1.0)
+    total = sum(weights.values())
+    out["score"] = sum(out[k] * w for k, w in weights.items()) / total
+    if n <= SMALL_MAX_ROWS and all(v.dtype == np.float64 and v.shape == (n,) for v in out.values()):
+        return _small_frame(out, pd.RangeIndex(n))
+    return pd.DataFrame(out, copy=False)
