@@ -943,21 +943,25 @@ def _has_offset(text: str) -> bool:
 
 def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol_abs: float, tol_rel: float,
               now: datetime, parsed: Mapping[str, tuple[np.ndarray, pd.DatetimeIndex]] | None = None) -> None:
+    n = len(next(iter(typed.values()))) if typed else 0
+    sc = _Scratch(n)  # the identities' temporaries, reused from rule to rule
+
     def check(r: CompiledRule, actual: np.ndarray, expected: np.ndarray) -> None:
         # |actual - expected| > tol_abs + tol_rel * |actual|, in place (same operations, same order)
         with np.errstate(invalid="ignore"):
             np.subtract(actual, expected, out=expected)
             np.abs(expected, out=expected)
-            limit = np.abs(actual)
+            limit = np.abs(actual, out=sc.floats(1))
             np.multiply(limit, tol_rel, out=limit)
             np.add(limit, tol_abs, out=limit)
-            bad = expected > limit
+            bad = np.greater(expected, limit, out=sc.bools(0))
         out.add(bad, r.field, r.kind, r.severity, actual, r.message)
 
     for r in rules.by_kind.get("sum_identity", ()):
         terms = r.params["terms"]
         if r.field in typed and all(t in typed for _, t in terms):
-            expected = np.zeros(len(typed[r.field]))
+            expected = sc.floats(2)
+            expected.fill(0.0)
             for sign, t in terms:  # 0 + x, then + or - each term: sign * x exactly as before
                 if sign == 1:
                     np.add(expected, typed[t], out=expected)
@@ -968,10 +972,10 @@ def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol
             check(r, typed[r.field], expected)
     for r in rules.by_kind.get("per_day_identity", ()):
         if r.field in typed and r.params["annual"] in typed:
-            check(r, typed[r.field], typed[r.params["annual"]] / 365.0)
+            check(r, typed[r.field], np.divide(typed[r.params["annual"]], 365.0, out=sc.floats(2)))
     for r in rules.by_kind.get("currency_identity", ()):
         if r.field in typed and r.params["ugx"] in typed:
-            check(r, typed[r.field], typed[r.params["ugx"]] / r.params["rate"])
+            check(r, typed[r.field], np.divide(typed[r.params["ugx"]], r.params["rate"], out=sc.floats(2)))
     for r in rules.by_kind.get("gps_in_uganda", ()):
         if "gps_lat" in typed and "gps_lon" in typed:
             lat, lon = typed["gps_lat"].astype(float), typed["gps_lon"].astype(float)
