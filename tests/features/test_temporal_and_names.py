@@ -31,11 +31,6 @@ def households() -> pd.DataFrame:
     return data
 
 
-@pytest.fixture(scope="module")
-def labels(households: pd.DataFrame) -> np.ndarray:
-    return (households["income_consumption_residues_per_day"] < 1.25 * 1.416).to_numpy().astype(int)
-
-
 def fields_of(frame: pd.DataFrame) -> list[str]:
     return [f for f in input_fields() if f in frame.columns]
 
