@@ -851,60 +851,139 @@ def _is_numeric(column: object) -> bool:
 def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarray, bad_type: np.ndarray | None,
                   s: np.ndarray | pa.Array, out: _Collector, scratch: _Scratch | None = None) -> np.ndarray:
     """The number checks of one column; returns the typed values (NaN where missing or not a number):
-    ``values`` itself when no row was set to NaN."""
+    ``values`` itself when no row was set to NaN.
+
+    Each pass over a million floats costs about as much as the next, so the column is read as few
+    times as the checks allow.  Its smallest and largest number (two reductions) tell which rules
+    cannot fail anywhere: those are skipped.  A column of a few codes is instead compared with each
+    code once: the rows holding none of them (and no NaN) are few, and decide the type and allowed
+    findings and the bounds by themselves.  Findings are few, so the rules that run take their
+    failing rows as indices: a row flagged by an earlier rule (sentinel, range) is dropped from the
+    later ones' indices, and comparisons with NaN are False, so missing rows need no mask either.
+    The findings are those of one mask per rule over every row, as before."""
     sc = scratch if scratch is not None and scratch.n == len(values) else _Scratch(len(values))
-    nan = np.isnan(values, out=sc.bools(0))
     allowed_values = kinds["allowed"].params["values"] if "allowed" in kinds else []
-    if f.type in ("integer", "code"):
-        fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
-        if f.type == "integer" or not fractional_codes:
-            # x - rint(x) is 0 exactly for whole numbers, NaN for +-inf and NaN: as x % 1 != 0, cheaper.
-            with np.errstate(invalid="ignore"):
-                whole = np.rint(values, out=sc.floats(0))
-                np.subtract(values, whole, out=whole)
-            fraction = np.not_equal(whole, 0, out=sc.bools(1))
-            np.greater(fraction, nan, out=fraction)  # & ~nan
+    codes = np.asarray([float(a) for a in allowed_values]) if "allowed" in kinds else None
+    # Fractions (and infinities) are type errors for integers, and for codes unless a code is a fraction.
+    fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
+    whole_only = f.type == "integer" or (f.type == "code" and not fractional_codes)
+    span = _whole_span(codes) if whole_only and codes is not None else None
+    unknown: np.ndarray | None = None  # with a few codes: the whole numbers that are not one of them
+    if span is not None and span[1] - span[0] < _FEW_CODES:
+        odd = _neither_code_nor_missing(values, span, sc)  # few rows: looked at one by one below
+        x = values[odd]
+        with np.errstate(invalid="ignore"):
+            fractional = x - np.rint(x) != 0  # as in _fractions
+        unknown = odd[~fractional]
+        low = min(span[0], float(x.min())) if x.size else span[0]  # x holds no NaN
+        high = max(span[1], float(x.max())) if x.size else span[1]
+        if fractional.any():
+            rows = np.zeros(len(values), dtype=bool)
+            rows[odd[fractional]] = True
+            bad_type = rows if bad_type is None else bad_type | rows
+    else:
+        low, high = _bounds(values)
+        if whole_only and (fraction := _fractions(values, low, high, sc)) is not None:
             bad_type = fraction if bad_type is None else bad_type | fraction
     if bad_type is not None and (r := kinds.get("type")) is not None:
         out.add(bad_type, f.name, "type", r.severity, s, r.message)
-    if bad_type is not None and bad_type.any():
+    if bad_type is not None and bad_type.any():  # the bounds stay those of a superset: still safe to skip by
         if values.flags.writeable and values is not s:  # this call's own array (parsed from text)
             values[bad_type] = np.nan
         else:
             values = np.where(bad_type, np.nan, values)
-        nan |= bad_type
-    checked = np.logical_not(nan, out=sc.bools(2))
-    mask, part = sc.bools(3), sc.bools(4)  # scratch masks: each finding takes its rows at once
+    mask, part = sc.bools(3), sc.bools(4)
+    flagged = np.zeros(0, dtype=np.intp)  # rows a sentinel or range finding took: later rules skip them
     if (r := kinds.get("sentinel")) is not None:
-        sentinel = _among(values, np.asarray(r.params["values"], dtype=float), mask, part)
-        sentinel &= checked
-        out.add(sentinel, f.name, "sentinel", r.severity, s, r.message)
-        np.greater(checked, sentinel, out=checked)  # &= ~sentinel
-    if (r := kinds.get("allowed")) is not None:
-        codes = np.asarray([float(a) for a in r.params["values"]])
-        allowed = _among(values, codes, mask, part)
-        np.greater(checked, allowed, out=allowed)  # checked & ~allowed
-        out.add(allowed, f.name, "allowed", r.severity, s, r.message)
+        wanted = np.asarray(r.params["values"], dtype=float)
+        if ((low <= wanted) & (wanted <= high)).any():
+            flagged = np.flatnonzero(_among(values, wanted, mask, part))
+            _add_rows(out, flagged, f.name, r, s)
+    if (r := kinds.get("allowed")) is not None and codes is not None:
+        if unknown is not None:
+            _add_rows(out, _without(unknown, flagged), f.name, r, s)
+        elif span is not None:  # whole numbers only, and the codes are every whole number from lo to hi
+            if not (span[0] <= low and high <= span[1]):
+                bad = np.less(values, span[0], out=mask)
+                bad |= np.greater(values, span[1], out=part)
+                _add_rows(out, _without(np.flatnonzero(bad), flagged), f.name, r, s)
+        else:
+            known = _among(values, codes, mask, part)
+            known |= np.isnan(values, out=part)
+            _add_rows(out, _without(np.flatnonzero(~known), flagged), f.name, r, s)
     if (r := kinds.get("range")) is not None:
         lo = -np.inf if r.params.get("min") is None else r.params["min"]
         hi = np.inf if r.params.get("max") is None else r.params["max"]
-        outside: np.ndarray | None = None  # comparisons with NaN are False: no warnings, no extra mask
-        if lo > -np.inf:
+        outside: np.ndarray | None = None
+        if lo > -np.inf and not low >= lo:
             outside = np.less(values, lo, out=mask)
-        if hi < np.inf:
+        if hi < np.inf and not high <= hi:
             if outside is None:
                 outside = np.greater(values, hi, out=mask)
             else:
                 outside |= np.greater(values, hi, out=part)
         if outside is not None:
-            rng = np.logical_and(checked, outside, out=mask)
-            out.add(rng, f.name, "range", r.severity, s, r.message)
-            np.greater(checked, rng, out=checked)
-    if (r := kinds.get("outlier")) is not None:
+            rng = _without(np.flatnonzero(outside), flagged)
+            _add_rows(out, rng, f.name, r, s)
+            flagged = np.union1d(flagged, rng)
+    if (r := kinds.get("outlier")) is not None and not high <= r.params["max"]:
         top = np.greater(values, r.params["max"], out=mask)
-        top &= checked
-        out.add(top, f.name, "outlier", r.severity, s, r.message)
+        _add_rows(out, _without(np.flatnonzero(top), flagged), f.name, r, s)
     return values
+
+
+_FEW_CODES = 3  # code lists this short are counted code by code (one pass each) rather than bounded
+
+
+def _add_rows(out: _Collector, idx: np.ndarray, name: str, r: CompiledRule, s: np.ndarray | pa.Array) -> None:
+    if idx.size:
+        out.add_rows(idx, name, r.kind, r.severity, s, r.message)
+
+
+def _without(idx: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """``idx`` (ascending) less the rows in ``taken``."""
+    return idx[~np.isin(idx, taken)] if taken.size and idx.size else idx
+
+
+def _bounds(values: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest number of ``values``, NaN skipped (NaN, NaN when there is none): every
+    test against them is written so that NaN means "cannot tell", never "cannot fail"."""
+    if not values.size:
+        return np.nan, np.nan
+    with np.errstate(invalid="ignore"):
+        return float(np.fmin.reduce(values)), float(np.fmax.reduce(values))
+
+
+def _whole_span(codes: np.ndarray) -> tuple[float, float] | None:
+    """(lo, hi) when the whole numbers among ``codes`` are exactly lo, lo + 1, ..., hi (then a whole
+    number is allowed if and only if it lies between them)."""
+    whole = np.unique(codes[np.isfinite(codes) & (codes == np.rint(codes))])
+    if not whole.size or not np.array_equal(whole, np.arange(whole[0], whole[-1] + 1)):
+        return None
+    return float(whole[0]), float(whole[-1])
+
+
+def _neither_code_nor_missing(values: np.ndarray, span: tuple[float, float], sc: _Scratch) -> np.ndarray:
+    """The rows holding neither NaN nor one of the whole numbers from span[0] to span[1]: one pass per code."""
+    known = np.isnan(values, out=sc.bools(0))
+    for code in np.arange(span[0], span[1] + 1).tolist():
+        known |= np.equal(values, code, out=sc.bools(1))
+    return np.flatnonzero(~known)
+
+
+def _fractions(values: np.ndarray, low: float, high: float, sc: _Scratch) -> np.ndarray | None:
+    """Rows holding a number that is not whole (a fraction or an infinity); None when there is none."""
+    whole = np.rint(values, out=sc.floats(0))
+    differs = np.not_equal(whole, values, out=sc.bools(1))  # fractions and NaN (but not +-inf)
+    nan = np.isnan(values, out=sc.bools(0))
+    if np.isfinite(low) and np.isfinite(high) and np.count_nonzero(differs) == np.count_nonzero(nan):
+        return None
+    # x - rint(x) is 0 exactly for whole numbers, NaN for +-inf and NaN: as x % 1 != 0, cheaper.
+    with np.errstate(invalid="ignore"):
+        np.subtract(values, whole, out=whole)
+    fraction = np.not_equal(whole, 0, out=differs)
+    np.greater(fraction, nan, out=fraction)  # & ~nan
+    return fraction
 
 
 def _among(values: np.ndarray, wanted: np.ndarray, out: np.ndarray, part: np.ndarray) -> np.ndarray:
