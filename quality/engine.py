@@ -1030,11 +1030,21 @@ def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol
         with np.errstate(invalid="ignore"):
             np.subtract(actual, expected, out=expected)
             np.abs(expected, out=expected)
-            limit = np.abs(actual, out=sc.floats(1))
+            if not tol_rel >= 0:
+                limit = np.abs(actual, out=sc.floats(1))
+                np.multiply(limit, tol_rel, out=limit)
+                np.add(limit, tol_abs, out=limit)
+                out.add(np.greater(expected, limit, out=sc.bools(0)), r.field, r.kind, r.severity, actual, r.message)
+                return
+            # The limit is never below tol_abs (or is NaN): only the rows above it can fail, and they
+            # are few, so the limit is worked out for them alone (the same operations on each).
+            rows = np.flatnonzero(np.greater(expected, tol_abs, out=sc.bools(0)))
+            limit = np.abs(actual[rows])
             np.multiply(limit, tol_rel, out=limit)
             np.add(limit, tol_abs, out=limit)
-            bad = np.greater(expected, limit, out=sc.bools(0))
-        out.add(bad, r.field, r.kind, r.severity, actual, r.message)
+            rows = rows[expected[rows] > limit]
+        if rows.size:
+            out.add_rows(rows, r.field, r.kind, r.severity, actual, r.message)
 
     for r in rules.by_kind.get("sum_identity", ()):
         terms = r.params["terms"]

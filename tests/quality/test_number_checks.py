@@ -105,3 +105,22 @@ def test_whole_span() -> None:
     assert engine._whole_span(np.array([1.0, 2.0, 4.0])) is None
     assert engine._whole_span(np.array([0.5])) is None
     assert engine._whole_span(np.array([1.0, np.inf])) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("tol_rel", [1e-6, 0.0, -0.5])
+@pytest.mark.parametrize("tol_abs", [0.01, 0.0, -1.0])
+def test_identities_match_frozen_engine(tol_rel: float, tol_abs: float) -> None:
+    rng = np.random.default_rng(5)
+    a, b = _column(rng, [1.0, 2.5, 1e6], 0.2), _column(rng, [0.0, 3.0, 1e-3], 0.2)
+    with np.errstate(invalid="ignore"):  # inf - inf among the awkward values
+        total = a + b + rng.choice([0.0, 0.001, 0.011, -0.02, 1e-12, np.nan, np.inf], N)
+    typed = pd.DataFrame({"a": a, "b": b, "total": total, "per_day": total / 365.0 + rng.choice([0.0, 0.02], N)})
+    fields = [Field(name, "decimal") for name in typed.columns]
+    rules = compile_rules([
+        {**_rule("sum_identity", "total", level="business", terms=[[1, "a"], [1, "b"]])},
+        {**_rule("sum_identity", "b", level="business", terms=[[-1, "a"], [1, "total"], [2, "a"]])},
+        {**_rule("per_day_identity", "per_day", level="business", annual="total")},
+    ])
+    kw: dict[str, Any] = {"rules": rules, "now": NOW, "tol_abs": tol_abs, "tol_rel": tol_rel}
+    assert_same(engine.validate_frame(typed, fields, **kw),  # type: ignore[arg-type]
+                frozen_engine.validate_frame(typed, fields, **kw))  # type: ignore[arg-type]
