@@ -238,7 +238,9 @@ class _Text:
     """A large text column, stripped ('' for missing).  When values repeat (districts, villages, code
     lists), held as its distinct values plus one code per row, so every check runs once per distinct
     value; otherwise one Arrow array.  ``source``: the column's own str objects when they need no
-    stripping (re-validation of typed values), reused for the typed output instead of new strings."""
+    stripping (re-validation of typed values), reused for the typed output instead of new strings.
+    ``unchanged``: the typed column would hold what the input holds, value for value and type for
+    type (text already stripped, of type str, and None for every blank), so the input can be kept."""
 
     SAMPLE = 4096
 
@@ -246,9 +248,10 @@ class _Text:
         self.codes: np.ndarray | None = None
         self.blank = -1
         self.source: np.ndarray | None = None
+        self.unchanged = False
         objects = _object_column(column)
         if objects is not None and (coded := self._by_identity(objects)) is not None:
-            self._coded(*coded)
+            self.unchanged = self._coded(*coded[:2]) and coded[2]
             return
         if objects is not None and self._repeats(len(pd.unique(objects[:self.SAMPLE])), len(objects)):
             codes, uniques = pd.factorize(objects)  # None and NaN: -1
@@ -264,41 +267,48 @@ class _Text:
         self.empty = _blank(self.values)
         if (objects is not None and (not trimmed or _nbytes(self.values) == _nbytes(untrimmed))
                 and pd.api.types.infer_dtype(objects, skipna=True) == "string"):
-            self.source = objects
+            self.source = objects  # the output's objects (a copy with None for blanks): unchanged if already so
+            address = _addresses(objects)
+            self.unchanged = address is not None and bool((address[self.empty] == id(None)).all())
 
-    def _by_identity(self, objects: np.ndarray) -> tuple[np.ndarray, pa.Array] | None:
+    def _by_identity(self, objects: np.ndarray) -> tuple[np.ndarray, pa.Array, bool] | None:
         """Codes and distinct values of an object column whose rows repeat the same str objects (typed
         values are built that way): grouped by object address, which hashes integers instead of
         strings.  Equal strings held by different objects stay apart here and are merged by ``_coded``
-        (as it merges values equal once stripped), so the outcome is the factorize by value's."""
-        try:
-            address = np.frombuffer(np.ascontiguousarray(objects), dtype=np.intp)
-        except (TypeError, ValueError, BufferError):
-            return None
-        if len(address) != len(objects) or not self._repeats(len(pd.unique(address[:self.SAMPLE])), len(objects)):
+        (as it merges values equal once stripped), so the outcome is the factorize by value's.  The
+        flag: every object is None or of type str (not a subclass), as the typed output's are."""
+        address = _addresses(objects)
+        if address is None or not self._repeats(len(pd.unique(address[:self.SAMPLE])), len(objects)):
             return None
         codes, distinct = pd.factorize(address)
         where = np.empty(len(distinct), dtype=np.intp)
         where[codes] = np.arange(len(codes), dtype=np.intp)  # a row holding each object
         uniques = objects[where]
         missing = pd.isna(uniques)  # None, NaN, NA: -1, as factorize by value gives them
+        plain = bool((distinct[missing] == id(None)).all())
         if missing.any():
             renumber = np.full(len(uniques), -1, dtype=np.intp)
             renumber[~missing] = np.arange(int((~missing).sum()), dtype=np.intp)
             codes, uniques = renumber[codes], uniques[~missing]
-        return codes, pa.array(uniques, type=pa.string(), from_pandas=True)
-
+        # one look per distinct object, and only when they are few (the flag only saves a copy)
+        plain = plain and len(uniques) <= self.SAMPLE and all(type(u) is str for u in uniques.tolist())
+        return codes, pa.array(uniques, type=pa.string(), from_pandas=True), plain
     def _repeats(self, distinct: int, n: int) -> bool:
         return distinct * 8 <= min(n, self.SAMPLE)
 
-    def _coded(self, codes: np.ndarray, dictionary: pa.Array) -> None:
-        words = pa.concat_arrays([pc.utf8_trim_whitespace(dictionary), pa.array([""], type=dictionary.type)])
+    def _coded(self, codes: np.ndarray, dictionary: pa.Array) -> bool:
+        """Takes the codes (-1: missing) and their values; returns whether every value was already
+        stripped and none is '' (then only missing rows are blank)."""
+        trimmed = pc.utf8_trim_whitespace(dictionary)
+        words = pa.concat_arrays([trimmed, pa.array([""], type=dictionary.type)])
         remap, distinct = pd.factorize(words.to_numpy(zero_copy_only=False))  # stripping can merge values
         codes = np.where(codes < 0, len(words) - 1, codes)
         self.codes = remap[codes]
         self.values = pa.array(distinct, type=pa.string())
         self.blank = int(remap[-1])
         self.empty = self.codes == self.blank
+        return bool(pc.all(pc.and_(pc.equal(trimmed, dictionary), pc.greater(pc.binary_length(dictionary), 0)),
+                           skip_nulls=False, min_count=0).as_py())
 
     def rows(self, per_value: np.ndarray) -> np.ndarray:
         """A per-value mask (over ``values``) as a per-row mask."""
@@ -329,6 +339,15 @@ def _object_column(column: object) -> np.ndarray | None:
     if isinstance(column, np.ndarray) and column.dtype == object:
         return column
     return None
+
+
+def _addresses(objects: np.ndarray) -> np.ndarray | None:
+    """The objects' addresses (as ``id`` gives them), as integers: a view, no per-object work."""
+    try:
+        address = np.frombuffer(np.ascontiguousarray(objects), dtype=np.intp)
+    except (TypeError, ValueError, BufferError):
+        return None
+    return address if len(address) == len(objects) else None
 
 
 def _nbytes(arr: pa.Array) -> int:
@@ -523,7 +542,12 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             continue
         if n >= ARROW_MIN_ROWS and f.type in ("text", "uuid", "multiselect"):
             texts[f.name] = text = _Text(column)
-            typed[f.name] = _text_rules(f, kinds, text, out)
+            _text_rules(f, kinds, text, out)
+            if text.unchanged and isinstance(raw, pd.DataFrame) and isinstance(column, pd.Series):
+                shared[f.name] = column  # the frame shares it: pandas copies on write
+                typed[f.name] = column.to_numpy()
+            else:
+                typed[f.name] = text.objects()
             continue
         s = _strings(column)
         empty = _blank(s) if isinstance(s, pa.Array) else s == ""
@@ -806,7 +830,7 @@ def _codes_allowed(r: CompiledRule) -> list[str]:
     return sorted({_fmt(float(a)) for a in r.params["values"]} | {str(a) for a in r.params["values"]})
 
 
-def _text_rules(f: FieldLike, kinds: dict[str, CompiledRule], text: _Text, out: _Collector) -> np.ndarray:
+def _text_rules(f: FieldLike, kinds: dict[str, CompiledRule], text: _Text, out: _Collector) -> None:
     """Text, uuid and code-list columns of a large input: each check once per distinct value when coded."""
     present = ~text.empty
     if (r := kinds.get("required")) is not None:
@@ -822,7 +846,6 @@ def _text_rules(f: FieldLike, kinds: dict[str, CompiledRule], text: _Text, out: 
         known = pc.is_in(text.values, value_set=pa.array([str(a) for a in r.params["values"]], type=text.values.type))
         out.add(present & ~text.rows(known.to_numpy(zero_copy_only=False)), f.name, "unknown_value",
                 r.severity, text, r.message)
-    return text.objects()
 
 
 def _bad_codes(s: np.ndarray | pa.Array, present: np.ndarray, allowed: list[str]) -> np.ndarray:

@@ -89,7 +89,7 @@ def test_number_checks_match_frozen_engine(awkward: float, seed: int) -> None:
     for raw in (typed, text):
         got = engine.validate_frame(raw.copy(), FIELDS, rules=RULES, now=NOW)  # type: ignore[arg-type]
         want = frozen_engine.validate_frame(raw.copy(), FIELDS, rules=RULES, now=NOW)  # type: ignore[arg-type]
-        assert_same(got, want)
+        assert_same(got, want)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("fill", [np.nan, 1.0, np.inf, 0.5])
@@ -124,3 +124,29 @@ def test_identities_match_frozen_engine(tol_rel: float, tol_abs: float) -> None:
     kw: dict[str, Any] = {"rules": rules, "now": NOW, "tol_abs": tol_abs, "tol_rel": tol_rel}
     assert_same(engine.validate_frame(typed, fields, **kw),  # type: ignore[arg-type]
                 frozen_engine.validate_frame(typed, fields, **kw))  # type: ignore[arg-type]
+
+
+TEXT_RULES = compile_rules([
+    _rule("required", "place", level="structural"), _rule("unknown_value", "place", values=["Kanungu", "Mitooma"]),
+    _rule("required", "code", level="structural"), _rule("pattern", "code", regex=r"^[A-Z]{3}-\d+$"),
+])
+
+
+@pytest.mark.parametrize("odd", [None, "", " ", float("nan"), pd.NA, np.str_("Kanungu"), " Kanungu", "Mitooma "])
+def test_text_columns_kept_only_when_unchanged(odd: Any) -> None:
+    """A typed text column is kept as the output only when it holds what the output would: stripped
+    text and None for blanks; any other blank or padding (or, for repeated text, a str subclass: its
+    values are new str objects) gives a new column."""
+    rng = np.random.default_rng(7)
+    places = np.array(["Kanungu", "Mitooma", "Rubirizi", None], dtype=object)[rng.integers(0, 4, N)]
+    codes = np.array([f"KAN-{i}" if i % 5 else None for i in range(N)], dtype=object)
+    places[::301] = odd
+    codes[::307] = odd if not isinstance(odd, np.str_) else np.str_("KAN-1")
+    typed = pd.DataFrame({"place": pd.Series(places, dtype=object), "code": pd.Series(codes, dtype=object)})
+    fields = [Field("place", "text"), Field("code", "text")]
+    got = engine.validate_frame(typed, fields, rules=TEXT_RULES, now=NOW)  # type: ignore[arg-type]
+    assert_same(got, frozen_engine.validate_frame(typed, fields, rules=TEXT_RULES, now=NOW))  # type: ignore[arg-type]
+    # repeated text gets new str values; distinct text keeps its own objects, str subclasses too
+    kept = {"place": odd is None, "code": odd is None or isinstance(odd, np.str_)}
+    for name in ("place", "code"):
+        assert np.shares_memory(got.typed[name].to_numpy(), typed[name].to_numpy()) is kept[name], name
