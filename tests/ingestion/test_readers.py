@@ -1,0 +1,136 @@
+"""The readers turn every format into the same text, vectorised, and planned chunks carry it so
+that no chunk reads the original file again."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from django.core.files.storage import default_storage
+
+from ingestion import readers
+from ingestion.models import IngestionBatch, IngestionChunk, SurveyRecord
+from ingestion.readers import ReadError, iter_chunks, read_table
+from ingestion.services import batch_create, batch_plan, chunk_process
+from ingestion.synthetic.generator import generate, write
+
+
+def _texts(values: list[object]) -> list[str]:
+    return readers._xlsx_column(values).to_pylist()
+
+
+def test_a_spreadsheet_column_with_text_or_blanks_reads_cell_by_cell_as_before() -> None:
+    floats = [3.0, -0.0, 0.1, 12.5, 1e-05, 123456789.123, 2.0**60, 1e300, 1 / 3, float("inf"), 4.2e-4, 999999999.5]
+    cells: list[object] = [*floats, "", "007", 7, True, False, datetime.date(2024, 1, 31),
+                           datetime.datetime(2024, 1, 31, 8, 30), datetime.time(9, 15)]
+    rng = np.random.default_rng(3)
+    cells += [*(rng.standard_normal(500) * 10.0 ** rng.integers(-6, 12, 500)).tolist(), ""]
+    assert _texts(cells) == [readers._cell_text(v) for v in cells]
+
+
+def test_a_spreadsheet_column_of_numbers_only_is_formatted_by_arrow_as_before() -> None:
+    values: list[object] = [3.0, 0.5, 1e-05, 2.5e12]
+    assert _texts(values) == pc.cast(pa.array(values, type=pa.float64()), pa.string()).to_pylist()
+    assert _texts([12345678901234567, 1]) == ["12345678901234567", "1"]  # integers never pass through a float
+    assert _texts(["a", "", "0012"]) == ["a", "", "0012"]
+    assert _texts([]) == []
+
+
+def test_leading_zeros_dates_and_blanks_survive_a_real_workbook(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["household_id", "date", "size", "income"])
+    ws.append(["00123", datetime.date(2024, 3, 1), 5, 12.75])
+    ws.append(["0456", datetime.date(2024, 3, 2), None, 3])
+    path = tmp_path / "w.xlsx"
+    wb.save(path)
+    raw = read_table(path)
+    assert raw.headers == ["household_id", "date", "size", "income"]
+    assert raw.frame.astype(object).values.tolist() == [["00123", "2024-03-01", "5", "12.75"],
+                                                        ["0456", "2024-03-02", "", "3"]]
+
+
+def _old_json_text(path: Path) -> pd.DataFrame:
+    """What the reader gave before: Python's json, a pandas frame, then Arrow's text."""
+    frame = pd.DataFrame.from_records(json.loads(path.read_text(encoding="utf-8")))
+    return readers._arrow_to_text(pa.Table.from_pandas(frame, preserve_index=False)).frame
+
+
+TRICKY = [{"a": 'x", {[,]} \\', "b": 1.5, "c": '\\\\"', "d": [1, 2], "e": "é \u2028", "f": None, "g": True},
+          {"a": "],[{", "b": 2, "c": "", "d": [], "e": "\\n", "f": "z", "g": False}] * 3
+
+
+@pytest.mark.parametrize("layout", ["one_line", "compact", "indented", "crlf", "spaced"])
+@pytest.mark.parametrize("block", [1, 3, 7, 1 << 20])
+def test_a_json_array_reads_as_python_json_did_whatever_its_layout(layout: str, block: int, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    text = {"one_line": json.dumps(TRICKY), "compact": json.dumps(TRICKY, separators=(",", ":")),
+            "indented": json.dumps(TRICKY, indent=2, ensure_ascii=False),
+            "crlf": json.dumps(TRICKY, indent=1).replace("\n", "\r\n"),
+            "spaced": json.dumps(TRICKY).replace("}, {", "}  \t ,\n {")}[layout]
+    path = tmp_path / "a.json"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(readers, "_SCAN_BLOCK", block)  # element and escape boundaries across blocks
+    raw = read_table(path)
+    assert raw.format == "json"
+    assert raw.headers == list(TRICKY[0])
+    expected = _old_json_text(path)
+    assert raw.frame.astype(object).values.tolist() == expected.astype(object).values.tolist()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "array of objects"),
+    ('[{"a": 1}, [1]]', "array of objects"),
+    ('[{"a": 1}, 5]', "array of objects"),
+    ('[{"a": 1}', "not closed"),
+    ('[{"a": "x}]', "not closed"),
+    ('[{"a": 1}]]', "unbalanced"),
+    ('[{"a": 1} {"a": 2}]', "expected ','"),
+    ('[{"a": 1}, {"a": "x"}]', "changed from number to string"),
+])
+def test_a_broken_json_array_is_refused_clearly(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(text)
+    with pytest.raises(ReadError) as err:
+        read_table(path)
+    assert err.value.code == "malformed_json" and message in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "json", "ndjson", "parquet"])
+def test_chunks_are_the_whole_file_in_order(fmt: str, tmp_path: Path) -> None:
+    data, errors = generate(250, seed=4, bad_rate=0.05)
+    path = write(data, errors, tmp_path / f"s.{fmt}", fmt)
+    whole = read_table(path)
+    headers, frames = iter_chunks(path, fmt, 60)
+    parts = list(frames)
+    assert headers == whole.headers and [len(p) for p in parts] == [60, 60, 60, 60, 10]
+    joined = pd.concat(parts, ignore_index=True).astype(object)
+    assert joined.values.tolist() == whole.frame.astype(object).values.tolist()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["xlsx", "json"])
+def test_chunks_are_processed_from_the_planned_text_not_the_original(fmt: str, tmp_path: Path,
+                                                                     settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_CHUNK_ROWS = 40
+    data, errors = generate(100, seed=9, bad_rate=0.05)
+    path = write(data, errors, tmp_path / f"s.{fmt}", fmt)
+    with path.open("rb") as fh:
+        batch = batch_create(fh=fh, original_name=path.name)
+    ids = batch_plan(batch.pk, enqueue=False)
+    assert len(ids) == 3
+    default_storage.delete(batch.file_key)  # a chunk must never need the workbook again
+    for chunk_id in ids:
+        assert chunk_process(chunk_id)
+    batch = IngestionBatch.objects.get(pk=batch.pk)
+    assert batch.status == "succeeded" and batch.rejected == errors["row_number"].nunique()
+    assert SurveyRecord.objects.filter(batch=batch).count() == batch.accepted == 100 - batch.rejected
+    assert not IngestionChunk.objects.filter(batch=batch).exclude(status="done").exists()
