@@ -1131,7 +1131,7 @@ def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules
         order, bounds = orders[by]
         x = typed[r.field].astype(float, copy=False)  # only read
         xs = x[order]
-        flagged = np.zeros(len(x), dtype=bool)  # in group order
+        far: list[np.ndarray] = []  # the flagged rows, group by group
         min_group, threshold = r.params.get("min_group", 20), r.params.get("threshold", 5.0)
         for g in range(len(bounds) - 1):  # per group, not per row: each group is one contiguous slice
             part = xs[bounds[g]:bounds[g + 1]]
@@ -1144,24 +1144,75 @@ def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules
             mad = _median(v)
             if not mad > 0:
                 continue
-            with np.errstate(invalid="ignore"):
-                z = 0.6745 * (part - med) / mad
-                np.abs(z, out=z)
-                flagged[bounds[g]:bounds[g + 1]] = z > threshold
-        flag = np.zeros(len(x), dtype=bool)
-        flag[order] = flagged
-        out.add(flag, r.field, r.kind, r.severity, x, r.message)
+            far.append(order[bounds[g] + _far(part, med, mad, threshold)])
+        if far:
+            rows = np.sort(np.concatenate(far))
+            if rows.size:
+                out.add_rows(rows, r.field, r.kind, r.severity, x, r.message)
+
+
+def _far(part: np.ndarray, med: float, mad: float, threshold: float) -> np.ndarray:
+    """Positions in ``part`` where |0.6745 * (x - med) / mad| > threshold (NaN: never).  That score grows
+    with |x - med|, so only the rows beyond threshold * mad / 0.6745 (taken a millionth lower: rounding
+    cannot hide a row) can pass; they are few, and the score is worked out for them alone."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        gap = np.subtract(part, med)
+        np.abs(gap, out=gap)
+        rows = np.flatnonzero(gap > threshold * mad / 0.6745 * (1 - 1e-6))
+        z = 0.6745 * (part[rows] - med) / mad
+        np.abs(z, out=z)
+        return rows[z > threshold]
 
 
 def _median(v: np.ndarray) -> float:
-    """np.median of a NaN-free array (the mean of the middle two for an even size), partitioning ``v``
+    """np.median of a NaN-free array (the mean of the middle two for an even size), reordering ``v``
     in place instead of copying it."""
     k = v.size // 2
     if v.size % 2:
-        v.partition(k)
-        return float(v[k])
-    v.partition([k - 1, k])
-    return float((v[k - 1] + v[k]) / 2)
+        return _ranked(v, [k])[0]
+    low, high = _ranked(v, [k - 1, k])
+    return float((np.float64(low) + np.float64(high)) / 2)
+
+
+_SAMPLE_RANKS = 4096  # sample size that brackets a rank before selecting it
+
+
+def _ranked(v: np.ndarray, ranks: list[int]) -> list[float]:
+    """The values of the given ranks (0 the smallest) in NaN-free ``v``, as ``np.partition`` gives them
+    (up to the sign of a zero), reordering ``v`` in place.  Partitioning a large array is slow when it
+    holds few distinct values (answers rounded to whole minutes), so while ``v`` is large an evenly
+    spaced sample brackets the ranks between two of its values, lo and hi.  Counting then settles
+    every rank that falls on a run of lo or of hi, and keeps only the values strictly between them
+    for the others.  If a bracket misses (counting tells) or hardly shrinks ``v``, what is left is
+    partitioned whole."""
+    found: dict[int, float] = {}
+    offset = 0  # ranks within v are the wanted ranks less offset
+    pending = list(ranks)
+    while pending and v.size > 4 * _SAMPLE_RANKS:
+        first, last = pending[0] - offset, pending[-1] - offset
+        sample = np.sort(v[::v.size // _SAMPLE_RANKS])
+        spread = 2 * int(np.sqrt(sample.size))  # about four times a sample rank's usual error
+        lo = float(sample[max(first * sample.size // v.size - spread, 0)])
+        hi = float(sample[min(last * sample.size // v.size + spread, sample.size - 1)])
+        if not (np.count_nonzero(v < lo) <= first and last < np.count_nonzero(v <= hi)):
+            break  # the bracket missed
+        lo_end, hi_start = int(np.count_nonzero(v <= lo)), int(np.count_nonzero(v < hi))
+        for k in pending:
+            if k - offset < lo_end:
+                found[k] = lo
+            elif k - offset >= hi_start:
+                found[k] = hi
+        pending = [k for k in pending if k not in found]
+        if not pending or hi_start - lo_end > v.size // 2:
+            break
+        inside = np.greater(v, lo)
+        inside &= v < hi
+        v = v[inside]
+        offset += lo_end
+    if pending:
+        v.partition([k - offset for k in pending])
+        found.update((k, float(v[k - offset])) for k in pending)
+    return [found[k] for k in ranks]
 
 
 def _grouping(by: np.ndarray, text: _Text | None) -> tuple[np.ndarray, np.ndarray]:

@@ -150,3 +150,38 @@ def test_text_columns_kept_only_when_unchanged(odd: Any) -> None:
     kept = {"place": odd is None, "code": odd is None or isinstance(odd, np.str_)}
     for name in ("place", "code"):
         assert np.shares_memory(got.typed[name].to_numpy(), typed[name].to_numpy()) is kept[name], name
+
+
+def _awkward_samples() -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    n = 60_000  # above the size where ranks are bracketed by a sample
+    return [
+        rng.normal(size=n), rng.integers(0, 17, n).astype(float), np.round(rng.exponential(20, n)),
+        np.sort(rng.normal(size=n)), np.sort(rng.integers(0, 3, n).astype(float))[::-1].copy(),
+        np.full(n, 4.0), np.concatenate([np.full(n // 2, 4.0), np.full(n // 2 + 1, 5.0)]),
+        np.where(rng.random(n) < 0.5, -0.0, 0.0), np.where(rng.random(n) < 0.01, np.inf, rng.normal(size=n)),
+        np.concatenate([np.full(n, -np.inf), [1.0]]), rng.normal(size=101), np.array([3.0]),
+    ]
+
+
+@pytest.mark.parametrize("i", range(12))
+def test_median_is_numpys(i: int) -> None:
+    v = _awkward_samples()[i]
+    with np.errstate(invalid="ignore"):
+        deviations = np.abs(v - np.median(v))
+    for part in (v, v[:-1], deviations[~np.isnan(deviations)]):  # NaN-free, as the z-scores take them
+        if not part.size:
+            continue
+        assert engine._median(part.copy()) == np.median(part)
+        ranks = [0, part.size // 3, part.size - 1]
+        assert engine._ranked(part.copy(), ranks) == np.sort(part)[ranks].tolist()
+
+
+@pytest.mark.parametrize("threshold", [5.0, 0.0, -1.0, np.nan])
+def test_far_rows_are_the_z_score_rows(threshold: float) -> None:
+    rng = np.random.default_rng(3)
+    part = np.concatenate([rng.normal(size=5000), [np.nan, np.inf, -np.inf, 1e308, -1e308, 5e-324]])
+    for med, mad in ((0.0, 1.0), (0.1, 1e-3), (1e15, 1e-300), (-2.0, 1e300), (0.0, 5e-324)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            z = np.abs(0.6745 * (part - med) / mad)
+        np.testing.assert_array_equal(engine._far(part, med, mad, threshold), np.flatnonzero(z > threshold))
