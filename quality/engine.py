@@ -430,7 +430,10 @@ _TAIL_MAX = 64  # longest variable part checked byte by byte
 
 
 def _byte_match(text: pa.Array, atoms: list[_Atom]) -> np.ndarray | None:
-    """Rows of ``text`` (no nulls) fully matching ``atoms``: one gather of a byte per position."""
+    """Rows of ``text`` (no nulls) fully matching ``atoms``.  Each row's first bytes are copied into one
+    row of a matrix in one gather (rows of a window over the bytes), then each position's bytes are
+    tested against its atom's byte ranges (comparisons of bytes, cheaper than a table lookup, which
+    would widen every byte to an index)."""
     offsets, data = _layout(text)
     starts = offsets[:-1] - offsets[0]
     lengths = np.diff(offsets)
@@ -446,29 +449,33 @@ def _byte_match(text: pa.Array, atoms: list[_Atom]) -> np.ndarray | None:
             ok &= lengths <= fixed + last_hi
     else:
         ok = lengths == fixed
-    if not data.size:
+    width = longest if variable else fixed
+    if not data.size or not width:
         return ok
-    where = starts.astype(np.int32 if data.size < 2**31 - 2 * _TAIL_MAX else np.int64)
-    byte = np.empty(len(starts), dtype=np.uint8)
+    padded = np.concatenate([data, np.zeros(width, dtype=np.uint8)])
+    window = np.lib.stride_tricks.as_strided(padded, shape=(data.size + 1, width), strides=(1, 1), writeable=False)
+    # row i: its bytes, then the next rows' (or zeros): never looked at, as lengths decide there
+    rows = window[starts]
     hit = np.empty(len(starts), dtype=bool)
-    position = 0
-    for table, lo, _ in atoms[:-1] if variable else atoms:
-        for _ in range(lo):
-            np.take(data, where, out=byte, mode="clip")
-            np.take(table, byte, out=hit)
-            ok &= hit
-            where += 1
-            position += 1
-    if variable:
-        inside = np.empty(len(starts), dtype=bool)
-        for t in range(max(longest - position, 0)):  # beyond a row's end: its next row's bytes, ignored
-            np.take(data, where, out=byte, mode="clip")
-            np.take(last_table, byte, out=hit)
-            np.less_equal(lengths, position + t, out=inside)
-            hit |= inside
-            ok &= hit
-            where += 1
+    part = np.empty(len(starts), dtype=bool)
+    shifted = np.empty(len(starts), dtype=np.uint8)
+    positions = [table for table, lo, _ in (atoms[:-1] if variable else atoms) for _ in range(lo)]
+    for p in range(width):
+        table = positions[p] if p < len(positions) else last_table
+        hit.fill(False)
+        for a, b in _byte_ranges(table):
+            np.subtract(rows[:, p], a, out=shifted)  # wraps below a: one comparison tests a <= byte <= b
+            hit |= np.less_equal(shifted, b - a, out=part)
+        if p >= len(positions):
+            hit |= lengths <= p  # past the row's end
+        ok &= hit
     return ok
+
+
+def _byte_ranges(table: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of bytes a 256-entry table takes, as (first, last) pairs."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], table, [False]]).astype(np.int8)))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _fullmatch(text: np.ndarray | pa.Array, pattern: str) -> np.ndarray:
