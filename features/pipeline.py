@@ -58,6 +58,7 @@ DERIVED_FEATURES = ("land_per_member", "crop_diversity", "wash_index", "farming_
                     *TEMPORAL_FEATURES)
 MISSING_INDICATOR_PREFIX = "missingindicator_"
 
+NAT = np.iinfo(np.int64).min  # NaT as an int64
 _MONTH = np.arange(13, dtype=np.float64)  # index 1..12 is the calendar month
 MONTH_SIN = np.sin(2 * np.pi * _MONTH / 12)
 MONTH_COS = np.cos(2 * np.pi * _MONTH / 12)
@@ -116,6 +117,7 @@ class _Layout:
     multiselect: tuple[tuple[str, int, tuple[str, ...]], ...]  # (field, first row, codes as text)
     numeric_names: tuple[str, ...]  # rows of the numeric block, in output order
     columns: tuple[str, ...]  # every output column, in order
+    position: dict[str, int]  # numeric name -> its row in the block
 
 
 @functools.lru_cache(maxsize=32)
@@ -156,7 +158,8 @@ def _layout(fields: tuple[str, ...]) -> _Layout:
     derived += TEMPORAL_FEATURES
     numeric_names += derived
     order += derived
-    return _Layout(tuple(categorical), tuple(numeric), tuple(multiselect), tuple(numeric_names), tuple(order))
+    return _Layout(tuple(categorical), tuple(numeric), tuple(multiselect), tuple(numeric_names), tuple(order),
+                   {name: i for i, name in enumerate(numeric_names)})
 
 
 _FACTORISE_SAFE = {"string", "empty", "integer", "boolean"}
@@ -230,12 +233,63 @@ def _numeric_column(col: pd.Series) -> np.ndarray:
     return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
 
 
+class _Columns:
+    """Column access on the input frame.  For a few rows (a household scored by the API) the frame is
+    read once as one object array: a pandas lookup costs about 15 us a column, 75 columns a call.
+    Only plain values are taken from it (numbers and text, as ``_numeric_column`` and ``_text_column``
+    would read them); any other column is read through pandas exactly as before."""
+
+    def __init__(self, X: pd.DataFrame) -> None:
+        self.X = X
+        self.small = len(X) <= SMALL_BATCH
+        if self.small:
+            self.values = X.to_numpy(dtype=object)
+            self.where = {name: i for i, name in enumerate(X.columns)}
+            self.kinds = [dtype.kind for dtype in X.dtypes]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.X
+
+    def numeric(self, name: str) -> np.ndarray:
+        if self.small and name in self.where and self.kinds[self.where[name]] in "iufb":
+            out = _plain_floats(self.values[:, self.where[name]].tolist())
+            if out is not None:
+                return out
+        return _numeric_column(self.X[name])
+
+    def text(self, name: str, missing: str) -> tuple[np.ndarray, list[str]]:
+        if self.small and name in self.where:
+            texts = _plain_texts(self.values[:, self.where[name]].tolist(), missing)
+            if texts is not None:
+                return np.arange(len(texts), dtype=np.intp), texts
+        return _text_column(self.X[name], missing)
+
+
+def _plain_floats(items: list[Any]) -> np.ndarray | None:
+    """What ``to_numpy(float64, na_value=nan)`` gives a numeric column, for plain Python values."""
+    out = np.empty(len(items))
+    for i, v in enumerate(items):
+        kind = type(v)
+        if kind is float or kind is int or kind is bool:
+            out[i] = v
+        elif v is None or v is pd.NA:
+            out[i] = np.nan
+        else:
+            return None
+    return out
+
+
 def _epoch_ns(X: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     """UTC nanoseconds since the epoch and a missing mask; None when the column is absent."""
     if name not in X:
         return None
+    column = X[name]
+    if isinstance(column.dtype, pd.DatetimeTZDtype) or (isinstance(column.dtype, np.dtype) and column.dtype.kind == "M"):
+        # Already dates (stored records, a validated payload): nothing to parse; naive reads as UTC.
+        ns = np.array(pd.DatetimeIndex(column).as_unit("ns").asi8, dtype=np.int64)
+        return ns, ns == NAT
     # ISO 8601 in any of its spellings (with or without seconds, fractions, offset); naive reads as UTC.
-    when = pd.to_datetime(X[name], utc=True, errors="coerce", format="ISO8601")
+    when = pd.to_datetime(column, utc=True, errors="coerce", format="ISO8601")
     missing = when.isna().to_numpy()
     ns = when.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").view(np.int64)
     return ns, missing
@@ -249,8 +303,8 @@ def _temporal(X: pd.DataFrame, block: np.ndarray, start: int) -> None:
     if current is None:
         return
     ns, missing = current
-    local = pd.DatetimeIndex(np.where(missing, 0, ns).astype("datetime64[ns]")) + LOCAL_UTC_OFFSET
-    month = np.asarray(local.month, dtype=np.intp)
+    local = np.where(missing, 0, ns) + LOCAL_UTC_OFFSET.value  # East Africa Time, in nanoseconds
+    month = (local.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64) % 12 + 1).astype(np.intp)
     month[missing] = 0
     rows[0] = MONTH_SIN[month]
     rows[1] = MONTH_COS[month]
@@ -273,6 +327,41 @@ def _nan_sum(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return total, present.sum(axis=0)
 
 
+class FeatureArrays:
+    """``SurveyFeatures``' output as arrays: the numeric block (one contiguous row per column) and the
+    categorical columns.  Read like a frame where the scoring code needs single columns
+    (``name in arrays``, ``arrays[name]`` is a Series); ``frame()`` builds the DataFrame."""
+
+    def __init__(self, block: np.ndarray, layout: _Layout, categorical: dict[str, np.ndarray], index: pd.Index) -> None:
+        self.block, self.layout, self.categorical, self.index = block, layout, categorical, index
+        self.columns = layout.columns
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.layout.position or name in self.categorical
+
+    def __getitem__(self, name: str) -> pd.Series:
+        if name in self.categorical:
+            return pd.Series(self.categorical[name], index=self.index, name=name, dtype=object)
+        return pd.Series(self.block[self.layout.position[name]], index=self.index, name=name)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as an array (a view of the block for numeric columns)."""
+        if name in self.categorical:
+            return self.categorical[name]
+        return self.block[self.layout.position[name]]
+
+    def frame(self) -> pd.DataFrame:
+        numeric = pd.DataFrame(self.block.T, index=self.index, columns=list(self.layout.numeric_names), copy=False)
+        if not self.categorical:
+            return numeric
+        frame = pd.concat([pd.DataFrame(self.categorical, index=self.index, dtype=object), numeric], axis=1)
+        columns = list(self.columns)
+        return frame if list(frame.columns) == columns else frame[columns]
+
+
 class SurveyFeatures(TransformerMixin, BaseEstimator):
     """Raw typed survey values -> numeric features plus the categorical columns.
 
@@ -292,23 +381,29 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        return self.arrays(X).frame()
+
+    def arrays(self, X: pd.DataFrame) -> FeatureArrays:
+        """``transform``'s output before it becomes a DataFrame: what serving hands straight to
+        ``FastColumnTransformer`` (the same numbers; ``.frame()`` is ``transform(X)``)."""
         check_is_fitted(self, "fields_")
         layout = _layout(tuple(self.fields_))
         index = X.index
         n = len(index)
+        columns = _Columns(X)
         # One row per numeric output column: each is written once, contiguously.
         block = np.empty((len(layout.numeric_names), n))
-        position = {name: i for i, name in enumerate(layout.numeric_names)}
+        position = layout.position
         for name, row, sentinels in layout.numeric:
-            if name not in X:
+            if name not in columns:
                 block[row] = np.nan
                 continue
-            block[row] = _numeric_column(X[name])
+            block[row] = columns.numeric(name)
             if sentinels:
                 block[row, np.isin(block[row], sentinels)] = np.nan
         for name, start, codes in layout.multiselect:
-            if name in X:
-                row_codes, texts = _text_column(X[name], "")
+            if name in columns:
+                row_codes, texts = columns.text(name, "")
             else:
                 row_codes, texts = np.full(n, -1, dtype=np.intp), [""]
             # Each distinct text is split once: a code is present when it is one of the whitespace-separated tokens.
@@ -321,19 +416,14 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
                 block[start + j] = table[:, j][row_codes]
         categorical: dict[str, np.ndarray] = {}
         for name in layout.categorical:
-            if name in X:
-                row_codes, texts = _text_column(X[name], "missing")
+            if name in columns:
+                row_codes, texts = columns.text(name, "missing")
                 categorical[name] = np.asarray(texts, dtype=object)[row_codes]
             else:
                 categorical[name] = np.full(n, "missing", dtype=object)
         self._derive(block, position)
         _temporal(X, block, position[TEMPORAL_FEATURES[0]])
-        numeric = pd.DataFrame(block.T, index=index, columns=list(layout.numeric_names), copy=False)
-        if not categorical:
-            return numeric
-        frame = pd.concat([pd.DataFrame(categorical, index=index, dtype=object), numeric], axis=1)
-        columns = list(layout.columns)
-        return frame if list(frame.columns) == columns else frame[columns]
+        return FeatureArrays(block, layout, categorical, index)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """The output columns of ``transform``, in order."""
@@ -362,13 +452,37 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
             row("uses_fertilizer")[:] = np.isin(row("household_fertilizer"), (1, 2, 3))
 
 
-def _category_index(column: pd.Series, categories: np.ndarray) -> np.ndarray:
+def _column(X: pd.DataFrame | FeatureArrays, name: str) -> np.ndarray:
+    return X.column(name) if isinstance(X, FeatureArrays) else X[name].to_numpy(dtype=object)
+
+
+def _category_index(column: np.ndarray, categories: np.ndarray) -> np.ndarray:
     """Position of each value among the fitted categories; -1 when unknown (or missing).
 
-    The column is factorised first, so the categories are looked up once per distinct value."""
-    codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=True)
-    lookup = pd.Index(categories, dtype=object).get_indexer(pd.Index(uniques, dtype=object))
-    return np.append(lookup, -1)[codes]
+    The column is factorised first, so the categories are looked up once per distinct value; a few
+    plain text values are looked up one by one (what ``Index.get_indexer`` does for text)."""
+    if len(column) <= SMALL_BATCH and all(type(v) is str for v in column):
+        lookup = _category_lookup(categories)
+        return np.fromiter((lookup.get(v, -1) for v in column), dtype=np.intp, count=len(column))
+    codes, uniques = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=True)
+    found = pd.Index(categories, dtype=object).get_indexer(pd.Index(uniques, dtype=object))
+    return np.append(found, -1)[codes]
+
+
+_LOOKUPS: dict[int, tuple[np.ndarray, dict[str, int]]] = {}
+
+
+def _category_lookup(categories: np.ndarray) -> dict[str, int]:
+    """Category -> position, built once per fitted category array (kept alive with it, by identity)."""
+    held = _LOOKUPS.get(id(categories))
+    if held is None or held[0] is not categories:
+        if len(_LOOKUPS) >= 256:  # models come and go in a long-lived worker: start over
+            _LOOKUPS.clear()
+        lookup: dict[str, int] = {}
+        for i, c in enumerate(categories.tolist()):
+            lookup.setdefault(c, i)  # the first position, as get_indexer on unique categories
+        held = _LOOKUPS[id(categories)] = (categories, lookup)
+    return held[1]
 
 
 def _plain_categories(categories: np.ndarray) -> bool:
@@ -389,11 +503,15 @@ class FastColumnTransformer(ColumnTransformer):
 
     def transform(self, X: Any, **params: Any) -> Any:
         out = None if params else self._fast_transform(X)
+        if out is None and isinstance(X, FeatureArrays):
+            X = X.frame()
+            out = None if params else self._fast_transform(X)
         return super().transform(X, **params) if out is None else out
 
     def _fast_transform(self, X: Any) -> np.ndarray | None:
         check_is_fitted(self)
-        if not isinstance(X, pd.DataFrame) or not hasattr(self, "feature_names_in_") or self.sparse_output_:
+        arrays = isinstance(X, FeatureArrays)
+        if not (arrays or isinstance(X, pd.DataFrame)) or not hasattr(self, "feature_names_in_") or self.sparse_output_:
             return None
         if _get_output_config("transform", self)["dense"] != "default":
             return None
@@ -407,7 +525,7 @@ class FastColumnTransformer(ColumnTransformer):
             columns = [columns] if isinstance(columns, str) else list(columns)
             if not columns:
                 continue
-            if not all(isinstance(c, str) and c in X.columns for c in columns):
+            if not all(isinstance(c, str) and c in X for c in columns):
                 return None
             size = self._width(trans)
             if size is None:
@@ -463,7 +581,11 @@ class FastColumnTransformer(ColumnTransformer):
             imputer, scaler = numeric
             k = len(columns)
             values = out[:k]
-            if out.shape[1] <= SMALL_BATCH:  # a few rows: one selection beats a column-by-column copy
+            if isinstance(X, FeatureArrays):  # numeric rows of one block: one gather
+                if not all(c in X.layout.position for c in columns):
+                    return False
+                np.take(X.block, [X.layout.position[c] for c in columns], axis=0, out=values)
+            elif out.shape[1] <= SMALL_BATCH:  # a few rows: one selection beats a column-by-column copy
                 selected = X[columns]
                 if not (selected.dtypes == np.float64).all():
                     return False
@@ -497,7 +619,7 @@ class FastColumnTransformer(ColumnTransformer):
             out.fill(0.0)
             offset = 0
             for column, categories in zip(columns, trans.categories_, strict=True):
-                index = _category_index(X[column], categories)
+                index = _category_index(_column(X, column), categories)
                 known = np.flatnonzero(index >= 0)
                 out[offset + index[known], known] = 1.0
                 offset += len(categories)
@@ -506,7 +628,7 @@ class FastColumnTransformer(ColumnTransformer):
             n_classes = len(trans.classes_) if trans.target_type_ == "multiclass" else 1
             means = np.atleast_1d(np.asarray(trans.target_mean_, dtype=np.float64))
             for f, (column, categories) in enumerate(zip(columns, trans.categories_, strict=True)):
-                index = _category_index(X[column], categories)
+                index = _category_index(_column(X, column), categories)
                 unknown = index < 0
                 for c in range(n_classes):
                     encoding = trans.encodings_[f * n_classes + c]

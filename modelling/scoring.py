@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from features.pipeline import FastColumnTransformer, FeatureArrays
 from rtv import contract
 
 from .treeshap import TreeTables
@@ -111,7 +112,7 @@ class Scores:
     reason_contribution: np.ndarray | None = None  # (n, k) calibrated log-odds
     sources: list[str] | None = None
     frame: pd.DataFrame | None = None  # the scored input, for the reasons' values
-    features: pd.DataFrame | None = None  # its engineered features, for derived reasons' values
+    features: FeatureArrays | pd.DataFrame | None = None  # its engineered features, for derived reasons' values
 
     def __len__(self) -> int:
         return len(self.p_vulnerable)
@@ -199,13 +200,12 @@ class HouseholdModel(ClassifierMixin, BaseEstimator):
         if getattr(self, "tables_", None) is not None and len(Xt) >= TABLES_FROM_ROWS:
             return self.tables_.raw(Xt)  # type: ignore[union-attr,return-value]
         if _is_lightgbm(est):
-            return np.asarray(est.predict(Xt, raw_score=True), dtype="float64")
+            return np.asarray(est.booster_.predict(Xt, raw_score=True, **_threads(len(Xt))), dtype="float64")
         return np.asarray(est.decision_function(Xt), dtype="float64")
 
-    def _transform(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        features = self.binary[0].transform(X)
-        Xt = self.binary[1:-1].transform(features)
-        return features, np.asarray(Xt, dtype="float64")
+    def _transform(self, X: pd.DataFrame) -> tuple[Any, np.ndarray]:
+        features = _features(self.binary[0], X)
+        return features, _preprocess(self.binary, features)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         _, Xt = self._transform(X)
@@ -223,7 +223,7 @@ class HouseholdModel(ClassifierMixin, BaseEstimator):
             if getattr(self, "tables_", None) is not None and len(Xt) >= TABLES_FROM_ROWS:
                 raw = np.asarray(self.tables_.contributions(Xt))  # type: ignore[union-attr]
             else:
-                raw = np.asarray(est.booster_.predict(Xt, pred_contrib=True), dtype="float64")
+                raw = np.asarray(est.booster_.predict(Xt, pred_contrib=True, **_threads(len(Xt))), dtype="float64")
             columns, base = raw[:, :-1], raw[:, -1]
         else:
             coef = np.asarray(est.coef_, dtype="float64").ravel()
@@ -233,20 +233,20 @@ class HouseholdModel(ClassifierMixin, BaseEstimator):
         np.add.at(grouped.T, self.source_index_, columns.T)
         return grouped * self.slope, base * self.slope + self.intercept
 
-    def status_probabilities(self, X: pd.DataFrame, p: np.ndarray, features: pd.DataFrame | None = None) -> np.ndarray:
+    def status_probabilities(self, X: pd.DataFrame, p: np.ndarray, features: Any = None) -> np.ndarray:
         """Four statuses, consistent with the calibrated P(vulnerable)."""
         statuses = list(self.statuses)
         p4 = np.zeros((len(p), len(statuses)))
         if features is not None or getattr(self, "status_tables_", None) is not None:
             # Both pipelines start with the same stateless feature step: reuse its output.
-            features = features if features is not None else self.status_model[0].transform(X)
-            Xt = np.asarray(self.status_model[1:-1].transform(features), dtype="float64")
+            features = features if features is not None else _features(self.status_model[0], X)
+            Xt = _preprocess(self.status_model, features)
             if getattr(self, "status_tables_", None) is not None and len(Xt) >= TABLES_FROM_ROWS:
                 raw = self.status_tables_.raw(Xt)  # type: ignore[union-attr]
                 raw = np.exp(raw - raw.max(axis=1, keepdims=True))
                 twin = raw / raw.sum(axis=1, keepdims=True)
             else:
-                twin = self.status_model[-1].predict_proba(Xt)
+                twin = _twin_proba(self.status_model[-1], Xt)
         else:
             twin = self.status_model.predict_proba(X)
         classes = [str(c) for c in self.status_model.classes_]
@@ -308,6 +308,37 @@ def conformal_quantile(proba: np.ndarray, true_index: np.ndarray, alpha: float) 
     n = len(scores)
     level = min(1.0, np.ceil((n + 1) * (1 - alpha)) / n)
     return float(np.quantile(scores, level, method="higher"))
+
+
+def _features(step: Any, X: pd.DataFrame) -> Any:
+    """The pipeline's feature step; as arrays when it can (``SurveyFeatures.arrays``): the
+    preprocessor reads those directly, with no DataFrame built in between."""
+    return step.arrays(X) if hasattr(step, "arrays") else step.transform(X)
+
+
+def _preprocess(pipeline: Any, features: Any) -> np.ndarray:
+    """The steps between the feature step and the estimator, on the feature step's output."""
+    Xt = features
+    for _, step in pipeline.steps[1:-1]:
+        if isinstance(Xt, FeatureArrays) and not isinstance(step, FastColumnTransformer):
+            Xt = Xt.frame()
+        Xt = step.transform(Xt)
+    return np.asarray(Xt, dtype="float64")
+
+
+def _threads(rows: int) -> dict[str, int]:
+    """LightGBM's own predict on a few rows: one thread.  Its OpenMP team costs 3-8 ms a call to start
+    (pred_contrib above all), against 0.1 ms for the walk itself on one household.  A batch without
+    tables (trees too deep for them) keeps LightGBM's default threads."""
+    return {"num_threads": 1} if rows < TABLES_FROM_ROWS else {}
+
+
+def _twin_proba(est: Any, Xt: np.ndarray) -> np.ndarray:
+    """The four-status model's probabilities; LightGBM's booster directly (softmax, one thread),
+    without the sklearn wrapper's checks on an array the pipeline just made."""
+    if _is_lightgbm(est) and len(est.classes_) > 2:
+        return np.asarray(est.booster_.predict(Xt, **_threads(len(Xt))), dtype="float64")
+    return np.asarray(est.predict_proba(Xt), dtype="float64")
 
 
 def _is_lightgbm(est: Any) -> bool:

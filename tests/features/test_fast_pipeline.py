@@ -183,3 +183,24 @@ def test_the_whole_feature_pipeline_equals_the_original_one(
     same = [new_names.index(n) for n in old_names]
     assert np.array_equal(fitted_new[:, same], fitted_old)  # out-of-fold target encoding included
     np.testing.assert_allclose(new.transform(test)[:, same], old.transform(test), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("rows", [1, 12, 400])  # a few rows are read as one object array, more by column
+def test_feature_arrays_are_the_transform_without_the_frame(households: pd.DataFrame, labels: np.ndarray,
+                                                          rows: int) -> None:
+    """Serving hands ``SurveyFeatures.arrays`` straight to the preprocessor: the same numbers, bit for
+    bit, as the DataFrame path, for typed rows and for messy Python values."""
+    fields = fields_of(households)
+    pipe = build_model_pipeline(LogisticRegression(max_iter=200), households, fields=fields)
+    pipe.fit(households.head(2000), labels[:2000])
+    features, pre = pipe.named_steps["features"], pipe.named_steps["pre"]
+    for frame in (households.tail(rows), messy(households.tail(max(rows, 12))).head(rows)):
+        arrays = features.arrays(frame)
+        expected = reference_features(frame, fields)
+        pd.testing.assert_frame_equal(arrays.frame()[expected.columns], expected, check_dtype=False, atol=1e-9)
+        pd.testing.assert_frame_equal(arrays.frame(), features.transform(frame))
+        assert np.array_equal(pre.transform(arrays), pre.transform(arrays.frame()))
+        assert np.array_equal(pre.transform(arrays), ColumnTransformer.transform(pre, arrays.frame()))
+        assert set(arrays.columns) == {c for c in arrays.columns if c in arrays}
+        pd.testing.assert_series_equal(arrays["land_per_member"], arrays.frame()["land_per_member"])
+        pd.testing.assert_series_equal(arrays["village"], arrays.frame()["village"])
