@@ -79,8 +79,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, list[list[str]]]:
-    """Validate all items at once (one vectorised pass); also report unknown data keys."""
+def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                                                  list[list[str]]]:
+    """Validate all items at once (one vectorised pass): typed values, quality scores (score,
+    completeness, validity, consistency), issues; also report unknown data keys."""
     known = set(SURVEY_NAMES)
     unknown = [sorted(set(e.data) - known) for e in envelopes]
     raw: dict[str, list[object]] = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
@@ -91,8 +93,7 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, 
     fields = [f for f in schema.fields if f.name in raw]
     result = validate_frame(raw, fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
-    return result.typed.assign(**{f"_{k}": result.scores[k].to_numpy() for k in result.scores.columns}), \
-        result.issues, unknown
+    return result.typed, result.scores, result.issues, unknown
 
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -112,7 +113,7 @@ def _item_errors(issues: list[dict[str, Any]], unknown: list[str]) -> list[dict[
 def payloads_check(envelopes: list[Envelope]) -> tuple[pd.DataFrame, list[list[dict[str, Any]]]]:
     """Receipt's validation with nothing written (the prediction API scores unsaved payloads):
     the typed values, and each item's errors in the API's shape (empty when it is valid)."""
-    typed, issues, unknown = _validate(envelopes, current_schema())
+    typed, _, issues, unknown = _validate(envelopes, current_schema())
     by_row: dict[int, list[dict[str, Any]]] = {}
     for issue in frame_records(issues):
         by_row.setdefault(int(issue["row"]), []).append(issue)
@@ -136,11 +137,12 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     if not envelopes:
         return []
     schema = current_schema()
-    typed, issues, unknown = _validate(envelopes, schema)
+    typed, scores, issues, unknown = _validate(envelopes, schema)
     per_day = income_per_day(typed).to_numpy()
     status = progress_status(pd.Series(per_day)).to_numpy()
     vulnerable = is_vulnerable(pd.Series(status)).to_numpy()
     typed_rows = frame_records(typed)
+    quality = frame_records(scores)
     by_row: dict[int, list[dict[str, Any]]] = {}
     for issue in frame_records(issues):  # few rows: plain dicts beat pandas grouping here
         by_row.setdefault(int(issue["row"]), []).append(issue)
@@ -199,7 +201,7 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
             seen[env.submission_id] = i
             new.append(i)
         if new:
-            records = _create_all(user, user_agent, schema, envelopes, new, typed_rows, per_day, status, vulnerable,
+            records = _create_all(user, user_agent, schema, envelopes, new, typed_rows, quality, per_day, status, vulnerable,
                                   by_row, hashes, priors, rejected=sum(1 for o in outcomes if o and o.result == "invalid"),
                                   typed=typed)
             for i, record in zip(new, records, strict=True):
@@ -225,7 +227,8 @@ def _existing(record: SurveyRecord, content_hash: str) -> Outcome:
 
 
 def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Schema, envelopes: list[Envelope],
-                new: list[int], typed_rows: list[dict[str, Any]], per_day: np.ndarray, status: np.ndarray,
+                new: list[int], typed_rows: list[dict[str, Any]], quality: list[dict[str, Any]], per_day: np.ndarray,
+                status: np.ndarray,
                 vulnerable: np.ndarray, by_row: dict[int, list[dict[str, Any]]], hashes: list[str],
                 priors: dict[uuid.UUID, SurveyRecord], rejected: int, typed: pd.DataFrame) -> list[SurveyRecord]:
     """Bulk-write the new items: households, one device batch, records, values, issues, outbox."""
@@ -247,7 +250,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         warnings=sum(1 for i in new if any(r["severity"] == "warning" for r in by_row.get(i, []))))
     records = []
     for i in new:
-        env, d = envelopes[i], data[i]
+        env, d, q = envelopes[i], data[i], quality[i]
         prior = priors.get(env.supersedes) if env.supersedes else None
         records.append(SurveyRecord(
             household=households[str(d["household_id"])], batch=batch, submission_id=env.submission_id,
@@ -258,10 +261,10 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
             income_per_day=None if _missing(per_day[i]) else float(per_day[i]), progress_status=status[i] or "",
             vulnerable=vulnerable[i], warning_count=sum(1 for r in by_row.get(i, []) if r["severity"] == "warning"),
             collected_at=env.collected_at, form_version=env.form_version, device_id=env.device_id,
-            field_officer=officer, gps=env.location, quality_score=d["_score"], completeness=d["_completeness"],
-            validity=d["_validity"], consistency=d["_consistency"],
-            auto_approved=d["_score"] >= settings.RTV_AUTO_APPROVE_SCORE,
-            review_status=(SurveyRecord.ReviewStatus.APPROVED if d["_score"] >= settings.RTV_AUTO_APPROVE_SCORE
+            field_officer=officer, gps=env.location, quality_score=q["score"], completeness=q["completeness"],
+            validity=q["validity"], consistency=q["consistency"],
+            auto_approved=q["score"] >= settings.RTV_AUTO_APPROVE_SCORE,
+            review_status=(SurveyRecord.ReviewStatus.APPROVED if q["score"] >= settings.RTV_AUTO_APPROVE_SCORE
                            else SurveyRecord.ReviewStatus.HAS_ISSUES)))
     records = SurveyRecord.objects.bulk_create(records)
     # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's

@@ -17,7 +17,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.api.submissions import record_body
-from ingestion.models import Household
 from ingestion.selectors import records_visible_to
 from ingestion.submissions import Envelope, payloads_check
 from rtv.errors import ApiError
@@ -147,9 +146,11 @@ class PredictView(APIView):
             raise ApiError("invalid_payload", "The payload has invalid fields; nothing was scored.",
                            status_code=400, errors=errors[0])
         household_id = v.get("household_id") or str(v["data"].get("household_id") or "") or None
-        pk = Household.objects.filter(household_id=household_id).values_list("pk", flat=True).first() if household_id else None
-        frame = serving.with_previous_survey(typed.assign(collected_at=v.get("collected_at")),
-                                             np.array([pk if pk is not None else -1]))
+        when = v.get("collected_at")
+        # The household's earlier surveys matter only for a dated payload (time since the last one).
+        history = serving.household_history(household_id) if household_id and when is not None else []
+        frame = serving.with_previous_survey(typed.assign(collected_at=when),
+                                             np.array([history[0][0] if history else -1]), history=history)
         try:
             [answer] = serving.predictions_make(frame, household_ids=[household_id], store=v["store"],
                                                 user=request.user, payloads=[v["data"]] if v["store"] else None)

@@ -9,6 +9,7 @@ back takes effect in every worker within a minute, without a restart.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
@@ -37,6 +38,8 @@ from .scoring import Scores, reason
 T = TypeVar("T")
 BUCKETS = 10_000
 TEMPORAL = ("collected_at", "previous_collected_at")
+SMALL_BATCH = 32  # rows: at most a request's worth, handled in plain Python rather than by frame operations
+NAT = np.iinfo(np.int64).min  # NaT as an int64
 
 
 class NoChampion(RuntimeError):
@@ -120,39 +123,77 @@ def plan(household_ids: Sequence[str | None]) -> Plan:
 
 
 # ---- frames ------------------------------------------------------------------------------------------
-def with_previous_survey(frame: pd.DataFrame, household_pks: np.ndarray) -> pd.DataFrame:
-    """Add ``previous_collected_at``: the household's latest earlier survey date (one query)."""
-    out = frame.copy() if "collected_at" in frame else frame.assign(collected_at=pd.NaT)
-    out["collected_at"] = pd.to_datetime(out["collected_at"], utc=True)
-    known = out["collected_at"].notna().to_numpy()
-    previous = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
+def with_previous_survey(frame: pd.DataFrame, household_pks: np.ndarray,
+                         history: list[tuple[int, Any]] | None = None) -> pd.DataFrame:
+    """Add ``previous_collected_at``: the latest date, strictly before the row's own, among the
+    household's current surveys (one query, none when ``history`` is given: its current surveys'
+    (household pk, collected_at)).  A stored record gets the survey before it; an unsaved payload
+    (the prediction API) gets the household's latest survey before its date, as its stored twin
+    would once saved."""
+    when = (pd.to_datetime(frame["collected_at"], utc=True) if "collected_at" in frame
+            else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]"))
+    n = len(frame)
+    previous = np.full(n, NAT, dtype=np.int64)
+    known = when.notna().to_numpy()
     if known.any():
-        rows = list(SurveyRecord.objects.filter(household_id__in=set(household_pks[known].tolist()),
-                                                superseded_by__isnull=True, collected_at__isnull=False)
-                    .values_list("household_id", "collected_at"))
+        rows = history if history is not None else list(
+            SurveyRecord.objects.filter(household_id__in=set(household_pks[known].tolist()), superseded_by__isnull=True,
+                                        collected_at__isnull=False).values_list("household_id", "collected_at"))
         if rows:
-            history = pd.DataFrame(rows, columns=["h", "t"]).drop_duplicates()
-            history["t"] = pd.to_datetime(history["t"], utc=True)
-            history = history.sort_values(["h", "t"])
-            history["prev"] = history.groupby("h")["t"].shift()
-            lookup = history.set_index(["h", "t"])["prev"]
-            keys = pd.MultiIndex.from_arrays([household_pks, out["collected_at"]])
-            previous = pd.Series(lookup.reindex(keys).to_numpy(), index=out.index, dtype="datetime64[ns, UTC]")
-    out["previous_collected_at"] = previous
+            ns = np.asarray(pd.DatetimeIndex(when).as_unit("ns").asi8, dtype=np.int64)
+            previous = _previous_dates(rows, household_pks, ns, known)
+    return frame.assign(collected_at=when, previous_collected_at=pd.Series(
+        pd.DatetimeIndex(previous.view("datetime64[ns]"), tz="UTC"), index=frame.index))
+
+
+def household_history(household_id: str) -> list[tuple[int, Any]]:
+    """``with_previous_survey``'s history for one household, by its public id (one query)."""
+    return list(SurveyRecord.objects.filter(household__household_id=household_id, superseded_by__isnull=True,
+                                            collected_at__isnull=False).values_list("household_id", "collected_at"))
+
+
+def _previous_dates(history: list[tuple[int, Any]], households: np.ndarray, ns: np.ndarray,
+                    known: np.ndarray) -> np.ndarray:
+    """For each known row, the latest history date of its household strictly before ``ns`` (NAT: none)."""
+    out = np.full(len(ns), NAT, dtype=np.int64)
+    if len(ns) <= SMALL_BATCH:  # a request: a sorted list per household and a bisection
+        dates: dict[int, list[int]] = {}
+        for h, t in history:
+            dates.setdefault(h, []).append(pd.Timestamp(t).as_unit("ns").value)
+        for times in dates.values():
+            times.sort()
+        for i in np.flatnonzero(known).tolist():
+            times = dates.get(int(households[i]), [])
+            j = bisect.bisect_left(times, int(ns[i]))
+            if j:
+                out[i] = times[j - 1]
+        return out
+    right = pd.DataFrame(history, columns=["h", "t"])
+    right["t"] = pd.to_datetime(right["t"], utc=True).dt.as_unit("ns")
+    right = right.assign(prev=right["t"]).sort_values("t", kind="stable")
+    rows = np.flatnonzero(known)
+    left = pd.DataFrame({"h": households[rows].astype(right["h"].dtype),
+                         "t": pd.DatetimeIndex(ns[rows].view("datetime64[ns]"), tz="UTC"), "row": rows})
+    merged = pd.merge_asof(left.sort_values("t", kind="stable"), right, on="t", by="h",
+                           allow_exact_matches=False, direction="backward")
+    found = merged["prev"].notna().to_numpy()
+    out[merged["row"].to_numpy()[found]] = pd.DatetimeIndex(merged["prev"][found]).as_unit("ns").asi8
     return out
 
 
 RECORD_COLUMNS = ["_record", "_household_pk", "_household_id", "collected_at", *SURVEY_VALUE_FIELDS]
 
 
-def records_frame(qs: QuerySet[SurveyRecord]) -> pd.DataFrame:
+def records_frame(qs: QuerySet[SurveyRecord], *, few: bool = False) -> pd.DataFrame:
     """Typed values of records, with what lineage and temporal features need (one query + one).
 
     On PostgreSQL the rows come by ``COPY (SELECT ...) TO STDOUT`` read by Arrow with the columns'
-    types: five times faster than building a Python tuple per row for the batch job."""
+    types: five times faster than building a Python tuple per row for the batch job.  ``few``: the
+    caller reads a request's worth of records, for which COPY's fixed cost (Arrow's parse, a
+    conversion per column: several ms) is more than the tuples cost; the values are the same."""
     values = qs.values_list("pk", "household_id", "household__household_id", "collected_at",
                             *(f"values__{f}" for f in SURVEY_VALUE_FIELDS))
-    frame = (_copy_out(values) if connection.vendor == "postgresql"
+    frame = (_copy_out(values) if connection.vendor == "postgresql" and not few
              else pd.DataFrame.from_records(list(values), columns=RECORD_COLUMNS))
     return with_previous_survey(frame, frame["_household_pk"].to_numpy())
 
@@ -265,10 +306,18 @@ def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: 
                  household_ids: Sequence[str | None], record_ids: Sequence[int | None],
                  buckets: Sequence[int | None], now: Any) -> pd.DataFrame:
     """The stored columns of a batch of predictions."""
+    return pd.DataFrame(scores_columns(scores, mv=mv, variant=variant, experiment=experiment,
+                                       household_ids=household_ids, record_ids=record_ids, buckets=buckets, now=now))
+
+
+def scores_columns(scores: Scores, *, mv: ModelVersion, variant: str, experiment: Experiment | None,
+                   household_ids: Sequence[str | None], record_ids: Sequence[int | None],
+                   buckets: Sequence[int | None], now: Any) -> dict[str, Any]:
+    """``scores_frame``'s columns, before they become a frame (callers add theirs, then build it once)."""
     n = len(scores)
     # A request's worth: plain Python beats a few dozen Arrow kernel calls; a batch: the reverse.
     probs, sets, reasons = _json_by_row(scores) if n <= SMALL_BATCH else _json_by_column(scores)
-    return pd.DataFrame({
+    return {
         "record_id": pd.array(list(record_ids), dtype="Int64"),
         "household_id": [h or "" for h in household_ids],
         "model_version_id": mv.pk,
@@ -284,10 +333,9 @@ def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: 
         "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
         "bucket": pd.array(list(buckets), dtype="Int64"),
         "created_at": pd.Series(pd.Timestamp(now), index=range(n), dtype="datetime64[ns, UTC]"),
-    })
+    }
 
 
-SMALL_BATCH = 32
 
 
 def _json_by_row(scores: Scores) -> tuple[list[str], list[str], list[str]]:
@@ -358,20 +406,20 @@ def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None
         shadow_idx = [i for i in range(n) if pl.bucket[i] is not None]
         if shadow_idx:
             jobs.append((pl.shadow, Prediction.Variant.SHADOW, shadow_idx))
+    requested_by = getattr(user, "pk", None) if user is not None and user.is_authenticated else None
     parts: list[pd.DataFrame] = []
     for mv, variant, idx in jobs:
         rows = frame.iloc[idx].reset_index(drop=True) if len(idx) < n else frame
-        part = scores_frame(model_for(mv).score(rows), mv=mv, variant=variant, experiment=pl.experiment,
-                            household_ids=[household_ids[i] for i in idx], record_ids=[record_ids[i] for i in idx],
-                            buckets=[pl.bucket[i] for i in idx], now=now)
-        part["_row"] = idx
-        parts.append(part)
+        columns = scores_columns(model_for(mv).score(rows), mv=mv, variant=variant, experiment=pl.experiment,
+                                 household_ids=[household_ids[i] for i in idx],
+                                 record_ids=[record_ids[i] for i in idx], buckets=[pl.bucket[i] for i in idx], now=now)
+        columns["_row"] = idx
+        columns["source"] = source
+        columns["payload"] = (None if payloads is None else
+                              [json.dumps(payloads[i], default=str) if payloads[i] is not None else None for i in idx])
+        columns["requested_by_id"] = pd.array([requested_by] * len(idx), dtype="Int64")
+        parts.append(pd.DataFrame(columns))  # one frame per model: its columns are built, then framed once
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    out["source"] = source
-    out["payload"] = (None if payloads is None else
-                      [json.dumps(payloads[i], default=str) if payloads[i] is not None else None for i in out["_row"]])
-    out["requested_by_id"] = pd.array([getattr(user, "pk", None) if user is not None and user.is_authenticated
-                                       else None] * len(out), dtype="Int64")
     if store:
         predictions_write(out)
     return out, pl
@@ -384,9 +432,11 @@ def predictions_make(frame: pd.DataFrame, *, household_ids: Sequence[str | None]
     """``predictions_frame``, answered: one body per input row, from the model that answers it."""
     out, pl = predictions_frame(frame, household_ids=household_ids, record_ids=record_ids, source=source,
                                 store=store, user=user, payloads=payloads)
-    answered = out[out["variant"] != Prediction.Variant.SHADOW].sort_values("_row")
+    # Rows as dicts first: for a request's few rows this beats a boolean mask and a sort in pandas.
+    answered = sorted((row for row in frame_records(out) if row["variant"] != Prediction.Variant.SHADOW),
+                      key=lambda row: row["_row"])
     versions = {mv.pk: mv for mv in pl.answer}
-    return [answer_body(row, versions[row["model_version_id"]], pl.experiment) for row in frame_records(answered)]
+    return [answer_body(row, versions[row["model_version_id"]], pl.experiment) for row in answered]
 
 
 PREDICTION_COLUMNS = ["record_id", "household_id", "model_version_id", "probability_vulnerable", "predicted_vulnerable",

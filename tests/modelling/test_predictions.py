@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from django.core.files.storage import default_storage
@@ -112,6 +113,23 @@ def test_submissions_answer_with_a_provisional_prediction_and_replays_repeat_it(
     again = officer.post("/api/v1/submissions/", payload, format="json")
     assert again.status_code == 200 and again.json()["prediction"] == prediction
     assert Prediction.objects.filter(record_id=first.json()["id"], source="submission").count() == 1
+
+
+def test_a_dated_payload_is_scored_as_its_stored_twin_with_the_households_earlier_survey(  # type: ignore[no-untyped-def]
+        api, champion) -> None:
+    """Time since the previous survey is a feature: the API reads the household's earlier surveys
+    for a dated payload, so it answers what the stored record was answered."""
+    officer = api("field_officer")
+    answers = []
+    for day in ("2026-02-02T09:00:00+03:00", "2026-10-05T09:00:00+03:00"):
+        resp = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "collected_at": day,
+                                                     "data": household(8)}, format="json")
+        assert resp.status_code == 201
+        answers.append(resp.json()["prediction"])
+    again = api("reviewer").post("/api/v1/predictions/", {"collected_at": "2026-10-05T09:00:00+03:00",
+                                                          "data": household(8)}, format="json").json()
+    assert again["probability_vulnerable"] == answers[1]["probability_vulnerable"]
+    assert again["reasons"] == answers[1]["reasons"]
 
 
 def test_the_household_view_shows_latest_record_status_prediction_and_lineage(api, champion) -> None:  # type: ignore[no-untyped-def]
@@ -249,6 +267,43 @@ def test_serving_frames_carry_the_survey_date_and_the_households_previous_one(ap
     assert features["rainy_season"].tolist() == [1.0, 1.0]  # March and September
 
 
+def test_an_unsaved_payload_gets_the_households_latest_earlier_survey(api) -> None:  # type: ignore[no-untyped-def]
+    """The prediction API scores payloads that are not stored: their previous survey is the
+    household's latest one before the payload's date, as it will be once the payload is saved."""
+    officer = api("field_officer")
+    hid = household(6)["household_id"]
+    for day in ("2026-03-02T09:00:00+03:00", "2026-09-14T09:00:00+03:00"):
+        resp = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "collected_at": day,
+                                                     "data": household(6)}, format="json")
+        assert resp.status_code in (200, 201), resp.json()
+    pk = SurveyRecord.objects.filter(household__household_id=hid).values_list("household_id", flat=True).first()
+    payloads = pd.DataFrame({"collected_at": ["2026-11-20T10:00:00+03:00", "2026-06-01T10:00:00+03:00",
+                                              "2026-03-02T09:00:00+03:00", "2026-01-01T10:00:00+03:00", None]})
+    out = serving.with_previous_survey(payloads, np.array([pk] * 5))
+    expected = ["2026-09-14T06:00:00Z", "2026-03-02T06:00:00Z", None, None, None]
+    assert [None if pd.isna(t) else t.isoformat().replace("+00:00", "Z") for t in out["previous_collected_at"]] == expected
+
+
+def test_the_previous_survey_is_the_same_for_a_request_and_a_batch() -> None:
+    """A request's few rows are matched in plain Python, a batch by ``merge_asof``: same answers."""
+    rng = np.random.default_rng(3)
+    base = pd.Timestamp("2025-01-01", tz="UTC").value
+    history = [(int(h), pd.Timestamp(base + int(d) * 86_400 * 10**9, tz="UTC").to_pydatetime())
+               for h, d in zip(rng.integers(0, 12, 300), rng.integers(0, 400, 300), strict=True)]
+    households = rng.integers(0, 15, 200)
+    ns = base + rng.integers(0, 400, 200) * 86_400 * 10**9 + rng.choice([0, 3600 * 10**9], 200)
+    known = rng.random(200) > 0.1
+    batch = serving._previous_dates(history, households, ns, known)
+    small = serving.SMALL_BATCH
+    assert len(households) > small
+    pieces = [serving._previous_dates(history, households[i:i + small], ns[i:i + small], known[i:i + small])
+              for i in range(0, 200, small)]
+    assert np.array_equal(np.concatenate(pieces), batch)
+    for i in range(200):  # and both are the definition
+        times = [pd.Timestamp(t).value for h, t in history if h == households[i] and pd.Timestamp(t).value < ns[i]]
+        assert batch[i] == (max(times) if times and known[i] else serving.NAT)
+
+
 def test_records_read_by_copy_hold_the_same_values_as_through_the_orm(records) -> None:  # type: ignore[no-untyped-def]
     from django.db import connection
 
@@ -261,9 +316,15 @@ def test_records_read_by_copy_hold_the_same_values_as_through_the_orm(records) -
     rows = list(qs.values_list("pk", "household_id", "household__household_id", "collected_at",
                                *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
     slow = pd.DataFrame.from_records(rows, columns=serving.RECORD_COLUMNS)
-    assert len(fast) == len(slow) == records
+    few = serving.records_frame(qs, few=True)  # a request's worth is read through the ORM
+    assert len(fast) == len(slow) == len(few) == records
+
+    def plain(values: pd.Series) -> list[Any]:
+        return [None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)) else v
+                for v in values.tolist()]
+
     for column in serving.RECORD_COLUMNS:
-        a, b = fast[column].tolist(), slow[column].tolist()
-        norm = [[None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)) else v for v in xs]
-                for xs in (a, b)]
-        assert norm[0] == norm[1], column
+        assert plain(fast[column]) == plain(slow[column]), column
+        assert plain(few[column]) == plain(slow[column]) or column == "collected_at", column  # few: parsed dates
+    assert plain(fast["collected_at"]) == plain(few["collected_at"])
+    assert plain(fast["previous_collected_at"]) == plain(few["previous_collected_at"])
