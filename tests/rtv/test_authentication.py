@@ -1,0 +1,62 @@
+"""API authentication: a JWT names the user; one query reads the user and their roles, and every
+change to either counts from the next request."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from ingestion.synthetic.generator import generate
+from tests.payloads import household_payload
+
+pytestmark = pytest.mark.django_db
+
+ROWS = generate(3, seed=99, bad_rate=0.0)[0]
+
+
+def test_one_query_reads_the_user_and_their_roles(api) -> None:  # type: ignore[no-untyped-def]
+    officer = api("field_officer")
+    officer.get("/api/v1/schema/")  # warm what is cached per process
+    with CaptureQueriesContext(connection) as queries:
+        assert officer.get(f"/api/v1/submissions/{uuid.uuid4()}/").status_code == 404
+    auth = [q["sql"] for q in queries.captured_queries if "auth_" in q["sql"]]
+    assert len(auth) == 1 and "auth_group" in auth[0], auth
+
+
+def test_a_role_taken_away_or_given_counts_from_the_next_request(api) -> None:  # type: ignore[no-untyped-def]
+    client = api("field_officer")
+    body = {"submission_id": str(uuid.uuid4()), "data": household_payload(ROWS, 0)}
+    assert client.post("/api/v1/submissions/", body, format="json").status_code == 201
+    client.user.groups.clear()
+    assert client.post("/api/v1/submissions/", {**body, "submission_id": str(uuid.uuid4())},
+                       format="json").status_code == 403
+    client.user.groups.add(Group.objects.get(name="data_manager"))
+    assert client.post("/api/v1/submissions/", {**body, "submission_id": str(uuid.uuid4())},
+                       format="json").status_code == 201
+
+
+def test_a_deactivated_user_is_refused_with_a_valid_token(api) -> None:  # type: ignore[no-untyped-def]
+    client = api("reviewer")
+    assert client.get("/api/v1/models/").status_code == 200
+    client.user.is_active = False
+    client.user.save()
+    resp = client.get("/api/v1/models/")
+    assert resp.status_code == 401 and resp.json()["code"] in ("user_inactive", "authentication_failed",
+                                                                "not_authenticated"), resp.json()
+
+
+def test_a_superuser_without_groups_is_an_admin(make_user) -> None:  # type: ignore[no-untyped-def]
+    from rest_framework.test import APIClient
+
+    user = make_user(None)
+    user.is_superuser = True
+    user.save()
+    client = APIClient()
+    token = client.post("/api/v1/auth/token/", {"username": user.username, "password": "pw-Secret-123"},
+                        format="json").json()["access"]
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get("/api/v1/models/").status_code == 200
