@@ -144,8 +144,14 @@ def _value_text(text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.
     if isinstance(text, _Text | pa.Array):
         taken = text.take(idx) if isinstance(text, _Text) else text.take(pa.array(idx))
         return pc.utf8_rtrim(taken, characters="\x00")  # numpy's unicode strings drop trailing NULs
-    picked = text(idx) if callable(text) else np.asarray(text)[idx]
-    return pa.array(np.asarray(picked).astype(object).astype(str), type=pa.string())
+    picked = np.asarray(text(idx) if callable(text) else np.asarray(text)[idx])
+    if picked.dtype == np.float64 and picked.size > 64:
+        # Findings repeat a few numbers (answers in whole minutes): each distinct number is written out
+        # once, told apart by its bits (so -0.0 and 0.0 stay apart, as their text does).
+        codes, distinct = pd.factorize(picked.view(np.int64))
+        words = pa.array(distinct.view(np.float64).astype(object).astype(str), type=pa.string())
+        return words.take(pa.array(codes))
+    return pa.array(picked.astype(object).astype(str), type=pa.string())
 
 
 def _fmt(v: float | int | str | None) -> str:
