@@ -257,7 +257,8 @@ class _Text:
         self.unchanged = False
         objects = _object_column(column)
         if objects is not None and (coded := self._by_identity(objects)) is not None:
-            self.unchanged = self._coded(*coded[:2]) and coded[2]
+            codes, lookup, dictionary, plain = coded
+            self.unchanged = self._coded(codes, dictionary, lookup) and plain
             return
         if objects is not None and self._repeats(len(pd.unique(objects[:self.SAMPLE])), len(objects)):
             codes, uniques = pd.factorize(objects)  # None and NaN: -1
@@ -277,39 +278,46 @@ class _Text:
             address = _addresses(objects)
             self.unchanged = address is not None and bool((address[self.empty] == id(None)).all())
 
-    def _by_identity(self, objects: np.ndarray) -> tuple[np.ndarray, pa.Array, bool] | None:
+    def _by_identity(self, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, pa.Array, bool] | None:
         """Codes and distinct values of an object column whose rows repeat the same str objects (typed
         values are built that way): grouped by object address, which hashes integers instead of
         strings.  Equal strings held by different objects stay apart here and are merged by ``_coded``
-        (as it merges values equal once stripped), so the outcome is the factorize by value's.  The
-        flag: every object is None or of type str (not a subclass), as the typed output's are."""
+        (as it merges values equal once stripped), so the outcome is the factorize by value's.
+        Returns each row's object number, each object's value number (-1: missing), the values, and
+        whether every object is None or of type str (not a subclass), as the typed output's are."""
         address = _addresses(objects)
         if address is None or not self._repeats(len(pd.unique(address[:self.SAMPLE])), len(objects)):
             return None
         codes, distinct = pd.factorize(address)
-        where = np.empty(len(distinct), dtype=np.intp)
-        where[codes] = np.arange(len(codes), dtype=np.intp)  # a row holding each object
+        where = np.full(len(distinct), -1, dtype=np.intp)  # a row holding each object
+        head = codes[:self.SAMPLE]
+        where[head] = np.arange(len(head), dtype=np.intp)
+        if (where < 0).any():  # some object first appears further down
+            where[codes] = np.arange(len(codes), dtype=np.intp)
         uniques = objects[where]
         missing = pd.isna(uniques)  # None, NaN, NA: -1, as factorize by value gives them
         plain = bool((distinct[missing] == id(None)).all())
-        if missing.any():
-            renumber = np.full(len(uniques), -1, dtype=np.intp)
-            renumber[~missing] = np.arange(int((~missing).sum()), dtype=np.intp)
-            codes, uniques = renumber[codes], uniques[~missing]
+        lookup = np.full(len(uniques), -1, dtype=np.intp)
+        lookup[~missing] = np.arange(int((~missing).sum()), dtype=np.intp)
+        uniques = uniques[~missing]
         # one look per distinct object, and only when they are few (the flag only saves a copy)
         plain = plain and len(uniques) <= self.SAMPLE and all(type(u) is str for u in uniques.tolist())
-        return codes, pa.array(uniques, type=pa.string(), from_pandas=True), plain
+        return codes, lookup, pa.array(uniques, type=pa.string(), from_pandas=True), plain
+
     def _repeats(self, distinct: int, n: int) -> bool:
         return distinct * 8 <= min(n, self.SAMPLE)
 
-    def _coded(self, codes: np.ndarray, dictionary: pa.Array) -> bool:
-        """Takes the codes (-1: missing) and their values; returns whether every value was already
-        stripped and none is '' (then only missing rows are blank)."""
+    def _coded(self, codes: np.ndarray, dictionary: pa.Array, lookup: np.ndarray | None = None) -> bool:
+        """Takes the codes and their values (the codes numbering the values, or ``lookup`` doing so;
+        -1: missing); returns whether every value was already stripped and none is '' (then only
+        missing rows are blank)."""
         trimmed = pc.utf8_trim_whitespace(dictionary)
         words = pa.concat_arrays([trimmed, pa.array([""], type=dictionary.type)])
         remap, distinct = pd.factorize(words.to_numpy(zero_copy_only=False))  # stripping can merge values
-        codes = np.where(codes < 0, len(words) - 1, codes)
-        self.codes = remap[codes]
+        if lookup is None:
+            self.codes = remap[np.where(codes < 0, len(words) - 1, codes)]
+        else:  # composed on the few distinct codes first: one gather over the rows
+            self.codes = remap[np.where(lookup < 0, len(words) - 1, lookup)][codes]
         self.values = pa.array(distinct, type=pa.string())
         self.blank = int(remap[-1])
         self.empty = self.codes == self.blank
