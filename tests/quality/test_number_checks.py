@@ -185,3 +185,15 @@ def test_far_rows_are_the_z_score_rows(threshold: float) -> None:
         with np.errstate(invalid="ignore", over="ignore"):
             z = np.abs(0.6745 * (part - med) / mad)
         np.testing.assert_array_equal(engine._far(part, med, mad, threshold), np.flatnonzero(z > threshold))
+
+
+def test_repeated_text_with_values_first_seen_late() -> None:
+    """Values (and blanks) whose objects first appear after the rows sampled for grouping."""
+    late = engine._Text.SAMPLE + 100
+    places = np.array(["Kanungu", "Mitooma"] * (late // 2) + ["Kisoro ", "Rubirizi", "", None] * 25, dtype=object)
+    places[late + 3] = float("nan")
+    typed = pd.DataFrame({"place": pd.Series(places, dtype=object), "code": pd.Series(["ABC-1"] * len(places))})
+    fields = [Field("place", "text"), Field("code", "text")]
+    got = engine.validate_frame(typed, fields, rules=TEXT_RULES, now=NOW)  # type: ignore[arg-type]
+    assert_same(got, frozen_engine.validate_frame(typed, fields, rules=TEXT_RULES, now=NOW))  # type: ignore[arg-type]
+    assert set(got.typed["place"].dropna()) == {"Kanungu", "Mitooma", "Kisoro", "Rubirizi"}
