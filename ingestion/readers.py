@@ -228,15 +228,20 @@ def _xlsx_column(values: Sequence[object]) -> pa.Array:
     ("3" for 3.0); in a column that also holds text or blanks every cell reads as ``_cell_text``
     would (whole numbers without ".0", others as Python's repr, dates ISO, booleans 1/0)."""
     n = len(values)
+    if not n:
+        return pa.array([], type=pa.string())
+    try:
+        # Arrow's own type inference settles the usual columns in one C pass: numbers only
+        # (integers stay integers: a 17-digit id must not pass through a float), or text only.
+        whole = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        whole = None
+    if whole is not None and (pa.types.is_int64(whole.type) or pa.types.is_float64(whole.type)):
+        return pc.fill_null(pc.cast(whole, pa.string()), "")
+    if whole is not None and pa.types.is_string(whole.type):
+        return pc.fill_null(whole, "")
     kinds = np.fromiter(map(_CELL_KIND.get, map(type, values), itertools.repeat(_OTHER, n)), np.int8, n)
     present = set(np.unique(kinds).tolist())
-    if n and present == {_INT}:
-        # Integers stay integers (a 17-digit id must not pass through a float).
-        return pc.cast(pa.array(values, type=pa.int64()), pa.string())
-    if n and present <= {_FLOAT, _INT}:
-        return pc.cast(pa.array(np.asarray(values, dtype=np.float64)), pa.string())
-    if present <= {_STR}:
-        return pa.array(values, type=pa.string())
     cells = np.asarray(values, dtype=object)
     parts: list[pa.Array] = []
     order: list[np.ndarray] = []

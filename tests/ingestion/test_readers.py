@@ -134,3 +134,10 @@ def test_chunks_are_processed_from_the_planned_text_not_the_original(fmt: str, t
     assert batch.status == "succeeded" and batch.rejected == errors["row_number"].nunique()
     assert SurveyRecord.objects.filter(batch=batch).count() == batch.accepted == 100 - batch.rejected
     assert not IngestionChunk.objects.filter(batch=batch).exclude(status="done").exists()
+
+
+def test_a_column_arrow_cannot_type_falls_back_to_cell_by_cell() -> None:
+    assert _texts([True, False]) == ["1", "0"]
+    assert _texts([1, 2.5]) == ["1", "2.5"]
+    assert _texts(["a", None]) == ["a", ""]
+    assert _texts([2**70, 1]) == [str(2**70), "1"]  # beyond int64: text, not an overflow
