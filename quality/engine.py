@@ -926,7 +926,10 @@ def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarr
             rows[odd[fractional]] = True
             bad_type = rows if bad_type is None else bad_type | rows
     else:
-        low, high = _bounds(values)
+        limits = kinds["range"].params if "range" in kinds else {}
+        both = whole_only or "sentinel" in kinds or codes is not None  # else only what range and outlier use
+        low, high = _bounds(values, low=both or limits.get("min") is not None,
+                            high=both or limits.get("max") is not None or "outlier" in kinds)
         if whole_only and (fraction := _fractions(values, low, high, sc)) is not None:
             bad_type = fraction if bad_type is None else bad_type | fraction
     if bad_type is not None and (r := kinds.get("type")) is not None:
@@ -989,13 +992,13 @@ def _without(idx: np.ndarray, taken: np.ndarray) -> np.ndarray:
     return idx[~np.isin(idx, taken)] if taken.size and idx.size else idx
 
 
-def _bounds(values: np.ndarray) -> tuple[float, float]:
-    """The smallest and largest number of ``values``, NaN skipped (NaN, NaN when there is none): every
-    test against them is written so that NaN means "cannot tell", never "cannot fail"."""
+def _bounds(values: np.ndarray, low: bool = True, high: bool = True) -> tuple[float, float]:
+    """The smallest and largest number of ``values``, NaN skipped (NaN when there is none, or when not
+    asked for): every test against them is written so that NaN means "cannot tell", never "cannot fail"."""
     if not values.size:
         return np.nan, np.nan
     with np.errstate(invalid="ignore"):
-        return float(np.fmin.reduce(values)), float(np.fmax.reduce(values))
+        return (float(np.fmin.reduce(values)) if low else np.nan, float(np.fmax.reduce(values)) if high else np.nan)
 
 
 def _whole_span(codes: np.ndarray) -> tuple[float, float] | None:
