@@ -28,7 +28,6 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord, SurveyValues
-from ingestion.submissions import frame_records
 from rtv.bulk import copy_frame
 
 from . import registry
@@ -392,6 +391,23 @@ def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None
     """Score rows with the model each household is assigned to (champion, A/B challenger, and the
     shadow when one runs) and store them when asked.  Returns the predictions as stored (column
     ``_row`` is the input row), shadow rows included, and the plan that routed them."""
+    parts, pl = _prediction_parts(frame, household_ids=household_ids, record_ids=record_ids, source=source,
+                                  user=user, payloads=payloads)
+    out = _parts_frame(parts)
+    if store:
+        predictions_write(out)
+    return out, pl
+
+
+def _parts_frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
+    frames = [pd.DataFrame(columns) for columns in parts]  # one frame per model, built once
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _prediction_parts(frame: pd.DataFrame, *, household_ids: Sequence[str | None],
+                      record_ids: Sequence[int | None] | None, source: str, user: Any,
+                      payloads: Sequence[Any] | None) -> tuple[list[dict[str, Any]], Plan]:
+    """The stored columns of each model's predictions (``scores_columns`` plus the request's)."""
     n = len(frame)
     frame = frame.reset_index(drop=True)
     record_ids = list(record_ids) if record_ids is not None else [None] * n
@@ -407,7 +423,7 @@ def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None
         if shadow_idx:
             jobs.append((pl.shadow, Prediction.Variant.SHADOW, shadow_idx))
     requested_by = getattr(user, "pk", None) if user is not None and user.is_authenticated else None
-    parts: list[pd.DataFrame] = []
+    parts: list[dict[str, Any]] = []
     for mv, variant, idx in jobs:
         rows = frame.iloc[idx].reset_index(drop=True) if len(idx) < n else frame
         columns = scores_columns(model_for(mv).score(rows), mv=mv, variant=variant, experiment=pl.experiment,
@@ -418,11 +434,16 @@ def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None
         columns["payload"] = (None if payloads is None else
                               [json.dumps(payloads[i], default=str) if payloads[i] is not None else None for i in idx])
         columns["requested_by_id"] = pd.array([requested_by] * len(idx), dtype="Int64")
-        parts.append(pd.DataFrame(columns))  # one frame per model: its columns are built, then framed once
-    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    if store:
-        predictions_write(out)
-    return out, pl
+        parts.append(columns)
+    return parts, pl
+
+
+def _part_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """A part's rows as dicts of plain values (what ``frame_records`` of its frame gives), without the frame."""
+    n = len(columns["_row"])
+    values = [v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, list) else [v] * n
+              for v in columns.values()]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def predictions_make(frame: pd.DataFrame, *, household_ids: Sequence[str | None],
@@ -430,10 +451,12 @@ def predictions_make(frame: pd.DataFrame, *, household_ids: Sequence[str | None]
                      store: bool = True, user: Any = None, payloads: Sequence[Any] | None = None,
                      ) -> list[dict[str, Any]]:
     """``predictions_frame``, answered: one body per input row, from the model that answers it."""
-    out, pl = predictions_frame(frame, household_ids=household_ids, record_ids=record_ids, source=source,
-                                store=store, user=user, payloads=payloads)
-    # Rows as dicts first: for a request's few rows this beats a boolean mask and a sort in pandas.
-    answered = sorted((row for row in frame_records(out) if row["variant"] != Prediction.Variant.SHADOW),
+    parts, pl = _prediction_parts(frame, household_ids=household_ids, record_ids=record_ids, source=source,
+                                  user=user, payloads=payloads)
+    if store:
+        predictions_write(_parts_frame(parts))
+    # A request's rows straight from the columns: no frame, mask or sort in pandas for a few rows.
+    answered = sorted((row for part in parts for row in _part_rows(part) if row["variant"] != Prediction.Variant.SHADOW),
                       key=lambda row: row["_row"])
     versions = {mv.pk: mv for mv in pl.answer}
     return [answer_body(row, versions[row["model_version_id"]], pl.experiment) for row in answered]
