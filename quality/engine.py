@@ -1275,11 +1275,11 @@ def _scores(failing: Mapping[str, np.ndarray], n: int, rules: RuleSet, present: 
 
     weights = settings.RTV_QUALITY_WEIGHTS
     out: dict[str, np.ndarray] = {}
+    if n > SMALL_MAX_ROWS and weights and set(weights) <= set(SCORE_LEVELS):
+        return _large_scores(failing, n, weights, {name: _applicable(name, level, rules, present)
+                                                   for name, level in SCORE_LEVELS.items()})
     for name, level in SCORE_LEVELS.items():
-        if name == "completeness":
-            applicable = sum(1 for r in rules.by_kind.get("required", ()) if r.field in present)
-        else:
-            applicable = sum(1 for r in rules.rules if r.level == level and r.field in present)
+        applicable = _applicable(name, level, rules, present)
         counts = np.bincount(failing[name], minlength=n)[:n] if n else np.zeros(0)
         out[name] = np.clip(1.0 - counts / max(applicable, 1), 0.0, 1.0)
     total = sum(weights.values())
@@ -1287,3 +1287,33 @@ def _scores(failing: Mapping[str, np.ndarray], n: int, rules: RuleSet, present: 
     if n <= SMALL_MAX_ROWS and all(v.dtype == np.float64 and v.shape == (n,) for v in out.values()):
         return _small_frame(out, pd.RangeIndex(n))
     return pd.DataFrame(out, copy=False)
+
+
+def _applicable(name: str, level: str, rules: RuleSet, present: set[str]) -> int:
+    if name == "completeness":
+        return sum(1 for r in rules.by_kind.get("required", ()) if r.field in present)
+    return sum(1 for r in rules.rules if r.level == level and r.field in present)
+
+
+def _large_scores(failing: Mapping[str, np.ndarray], n: int, weights: Mapping[str, float],
+                  applicable: Mapping[str, int]) -> pd.DataFrame:
+    """``_scores`` of many rows: the same operations in the same order, written in place into one block
+    that becomes the frame (no temporaries, no copy when the frame is built)."""
+    names = [*SCORE_LEVELS, "score"]
+    block = np.empty((len(names), n), dtype=np.float64)
+    out = dict(zip(names, block, strict=True))
+    for name in SCORE_LEVELS:
+        row = out[name]
+        np.divide(np.bincount(failing[name], minlength=n)[:n], max(applicable[name], 1), out=row)
+        np.subtract(1.0, row, out=row)
+        np.clip(row, 0.0, 1.0, out=row)
+    score, term = out["score"], np.empty(n, dtype=np.float64)
+    for i, (k, w) in enumerate(weights.items()):  # sum(): 0 + the first term, then + each other term
+        if i == 0:
+            np.multiply(out[k], w, out=score)
+            np.add(score, 0, out=score)
+        else:
+            score += np.multiply(out[k], w, out=term)
+    np.divide(score, sum(weights.values()), out=score)
+    return create_dataframe_from_blocks([(block, np.arange(len(names), dtype=np.intp))], index=pd.RangeIndex(n),
+                                        columns=pd.Index(names))

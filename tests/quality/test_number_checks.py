@@ -197,3 +197,14 @@ def test_repeated_text_with_values_first_seen_late() -> None:
     got = engine.validate_frame(typed, fields, rules=TEXT_RULES, now=NOW)  # type: ignore[arg-type]
     assert_same(got, frozen_engine.validate_frame(typed, fields, rules=TEXT_RULES, now=NOW))  # type: ignore[arg-type]
     assert set(got.typed["place"].dropna()) == {"Kanungu", "Mitooma", "Kisoro", "Rubirizi"}
+
+
+@pytest.mark.parametrize("weights", [{"validity": 2, "completeness": 0.5}, {"consistency": -1.0, "validity": 3.0},
+                                     {"completeness": 1}])
+def test_scores_of_many_rows_match_frozen_engine(weights: dict[str, float], settings: Any) -> None:
+    settings.RTV_QUALITY_WEIGHTS = weights
+    rng = np.random.default_rng(9)
+    typed = pd.DataFrame({"flag": _column(rng, [0, 1, np.nan], 0.3), "count": _column(rng, [0, 3, 12], 0.3)})
+    fields = [Field("flag", "code"), Field("count", "integer")]
+    got = engine.validate_frame(typed, fields, rules=RULES, now=NOW)  # type: ignore[arg-type]
+    assert_same(got, frozen_engine.validate_frame(typed, fields, rules=RULES, now=NOW))  # type: ignore[arg-type]
