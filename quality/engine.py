@@ -1239,12 +1239,19 @@ def _ranked(v: np.ndarray, ranks: list[int]) -> list[float]:
     return [found[k] for k in ranks]
 
 
+_FEW_GROUPS = 8  # groups this few are gathered one by one rather than sorted
+
+
 def _grouping(by: np.ndarray, text: _Text | None) -> tuple[np.ndarray, np.ndarray]:
     """The rows ordered by group (those without one first), and each group's slice bounds in that order."""
     codes = text.groups() if text is not None else None
     if codes is None:
         codes = pd.factorize(by)[0]
     k = int(codes.max()) + 1 if codes.size else 0
+    if k <= _FEW_GROUPS:  # (districts) each group's rows, ascending: what the stable sort gives, in k + 1 passes
+        parts = [np.flatnonzero(codes == g) for g in range(-1, k)]  # those without a group first
+        sizes = np.array([len(p) for p in parts[1:]], dtype=np.int64)
+        return np.concatenate(parts), np.concatenate([[0], np.cumsum(sizes)]) + len(parts[0])
     small = codes.astype(np.int16) if k < 2**15 else codes  # stable sort of 16-bit keys is a radix sort
     order = np.argsort(small, kind="stable")
     counts = np.bincount(codes[codes >= 0], minlength=k)
