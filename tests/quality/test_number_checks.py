@@ -208,3 +208,14 @@ def test_scores_of_many_rows_match_frozen_engine(weights: dict[str, float], sett
     fields = [Field("flag", "code"), Field("count", "integer")]
     got = engine.validate_frame(typed, fields, rules=RULES, now=NOW)  # type: ignore[arg-type]
     assert_same(got, frozen_engine.validate_frame(typed, fields, rules=RULES, now=NOW))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 8, 9])
+def test_grouping_of_few_groups_is_the_sorted_one(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    codes = np.random.default_rng(k).integers(-1, max(k, 0), 5000) if k else np.full(5000, -1)
+    by = np.array([None if c < 0 else f"g{c}" for c in codes], dtype=object)
+    few = engine._grouping(by, None)
+    monkeypatch.setattr(engine, "_FEW_GROUPS", -1)
+    sorted_order, sorted_bounds = engine._grouping(by, None)
+    np.testing.assert_array_equal(few[0], sorted_order)
+    np.testing.assert_array_equal(few[1], sorted_bounds)
