@@ -18,6 +18,7 @@ Rule codes (stable; reports, the generator's sidecar and tests use them):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -911,7 +912,7 @@ def _number_rules(f: FieldLike, kinds: dict[str, CompiledRule], values: np.ndarr
     # Fractions (and infinities) are type errors for integers, and for codes unless a code is a fraction.
     fractional_codes = any(isinstance(a, float) and not a.is_integer() for a in allowed_values)
     whole_only = f.type == "integer" or (f.type == "code" and not fractional_codes)
-    span = _whole_span(codes) if whole_only and codes is not None else None
+    span = _whole_span(tuple(codes.tolist())) if whole_only and codes is not None else None
     unknown: np.ndarray | None = None  # with a few codes: the whole numbers that are not one of them
     if span is not None and span[1] - span[0] < _FEW_CODES:
         odd = _neither_code_nor_missing(values, span, sc)  # few rows: looked at one by one below
@@ -1001,9 +1002,11 @@ def _bounds(values: np.ndarray, low: bool = True, high: bool = True) -> tuple[fl
         return (float(np.fmin.reduce(values)) if low else np.nan, float(np.fmax.reduce(values)) if high else np.nan)
 
 
-def _whole_span(codes: np.ndarray) -> tuple[float, float] | None:
-    """(lo, hi) when the whole numbers among ``codes`` are exactly lo, lo + 1, ..., hi (then a whole
+@functools.lru_cache(maxsize=1024)  # per rule: small inputs check one row against the same codes again and again
+def _whole_span(values: tuple[float, ...]) -> tuple[float, float] | None:
+    """(lo, hi) when the whole numbers among the codes are exactly lo, lo + 1, ..., hi (then a whole
     number is allowed if and only if it lies between them)."""
+    codes = np.array(values, dtype=np.float64)
     whole = np.unique(codes[np.isfinite(codes) & (codes == np.rint(codes))])
     if not whole.size or not np.array_equal(whole, np.arange(whole[0], whole[-1] + 1)):
         return None

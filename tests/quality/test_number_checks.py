@@ -100,11 +100,11 @@ def test_number_checks_on_uniform_columns(fill: float) -> None:
 
 
 def test_whole_span() -> None:
-    assert engine._whole_span(np.array([0.0, 1.0])) == (0.0, 1.0)
-    assert engine._whole_span(np.array([3.0, 1.0, 2.0, 2.5])) == (1.0, 3.0)
-    assert engine._whole_span(np.array([1.0, 2.0, 4.0])) is None
-    assert engine._whole_span(np.array([0.5])) is None
-    assert engine._whole_span(np.array([1.0, np.inf])) == (1.0, 1.0)
+    assert engine._whole_span((0.0, 1.0)) == (0.0, 1.0)
+    assert engine._whole_span((3.0, 1.0, 2.0, 2.5)) == (1.0, 3.0)
+    assert engine._whole_span((1.0, 2.0, 4.0)) is None
+    assert engine._whole_span((0.5,)) is None
+    assert engine._whole_span((1.0, np.inf)) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("tol_rel", [1e-6, 0.0, -0.5])
