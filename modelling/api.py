@@ -147,10 +147,12 @@ class PredictView(APIView):
                            status_code=400, errors=errors[0])
         household_id = v.get("household_id") or str(v["data"].get("household_id") or "") or None
         when = v.get("collected_at")
-        # The household's earlier surveys matter only for a dated payload (time since the last one).
-        history = serving.household_history(household_id) if household_id and when is not None else []
-        frame = serving.with_previous_survey(typed.assign(collected_at=when),
-                                             np.array([history[0][0] if history else -1]), history=history)
+        if when is None:  # no date, no temporal features: the pipeline reads absent dates as missing
+            frame = typed
+        else:  # the household's earlier surveys give the time since the last one
+            history = serving.household_history(household_id) if household_id else []
+            frame = serving.with_previous_survey(typed.assign(collected_at=when),
+                                                 np.array([history[0][0] if history else -1]), history=history)
         try:
             [answer] = serving.predictions_make(frame, household_ids=[household_id], store=v["store"],
                                                 user=request.user, payloads=[v["data"]] if v["store"] else None)

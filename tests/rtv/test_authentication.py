@@ -60,3 +60,22 @@ def test_a_superuser_without_groups_is_an_admin(make_user) -> None:  # type: ign
                         format="json").json()["access"]
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     assert client.get("/api/v1/models/").status_code == 200
+
+
+def test_the_user_read_with_its_roles_is_the_user_the_orm_reads(make_user) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import User
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from rtv.authentication import RoleJWTAuthentication
+
+    user = make_user("reviewer")
+    user.groups.add(Group.objects.get(name="data_scientist"))
+    read = RoleJWTAuthentication().get_user(AccessToken.for_user(user))
+    expected = User.objects.get(pk=user.pk)
+    fields = [f.attname for f in User._meta.concrete_fields]
+    assert [getattr(read, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert read._rtv_roles == {"reviewer", "data_scientist"}
+    assert not read._state.adding and read._state.db == "default"
+    read.first_name = "Saved"  # a normal model instance: it saves as an update
+    read.save(update_fields=["first_name"])
+    assert User.objects.get(pk=user.pk).first_name == "Saved"
