@@ -111,7 +111,9 @@ def test_chunks_are_the_whole_file_in_order(fmt: str, tmp_path: Path) -> None:
     whole = read_table(path)
     headers, frames = iter_chunks(path, fmt, 60)
     parts = list(frames)
-    assert headers == whole.headers and [len(p) for p in parts] == [60, 60, 60, 60, 10]
+    # CSV streams at most 60 rows a chunk; a file read whole is cut into equal slices of at most 60.
+    assert headers == whole.headers
+    assert [len(p) for p in parts] == ([60, 60, 60, 60, 10] if fmt == "csv" else [50] * 5)
     joined = pd.concat(parts, ignore_index=True).astype(object)
     assert joined.values.tolist() == whole.frame.astype(object).values.tolist()
 
@@ -141,3 +143,22 @@ def test_a_column_arrow_cannot_type_falls_back_to_cell_by_cell() -> None:
     assert _texts([1, 2.5]) == ["1", "2.5"]
     assert _texts(["a", None]) == ["a", ""]
     assert _texts([2**70, 1]) == [str(2**70), "1"]  # beyond int64: text, not an overflow
+
+
+@pytest.mark.parametrize(("rows", "limit", "sizes"), [
+    (100_000, 20_000, [12_500] * 8),  # not 5 of 20k: two or four workers finish together
+    (300_000, 20_000, [20_000] * 15),
+    (40_000, 20_000, [5_000] * 8),
+    (9_000, 20_000, [9_000]),  # small files stay whole
+    (300, 100, [100] * 3),
+    (0, 100, []),
+])
+def test_a_file_read_whole_is_cut_into_balanced_chunks(rows: int, limit: int, sizes: list[int]) -> None:
+    import pyarrow as pa
+
+    from ingestion.readers import _slices
+
+    table = pa.table({"0": pa.array(range(rows))})
+    parts = list(_slices(table, limit))
+    assert [p.num_rows for p in parts] == sizes
+    assert [v for p in parts for v in p.column(0).to_pylist()] == list(range(rows))
