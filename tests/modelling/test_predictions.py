@@ -80,6 +80,17 @@ def test_a_payload_is_scored_with_probabilities_confidence_reasons_and_the_model
     assert out["stored"] is False and not Prediction.objects.filter(source="api").exists()
 
 
+def submitted_on(officer: Any, i: int, days: list[str]) -> list[dict[str, Any]]:
+    """Household ``i`` submitted once per date, in order; the receipts."""
+    receipts = []
+    for day in days:
+        resp = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "collected_at": day,
+                                                     "data": household(i)}, format="json")
+        assert resp.status_code == 201, resp.json()
+        receipts.append(resp.json())
+    return receipts
+
+
 def test_a_prediction_is_stored_only_when_asked(api, champion) -> None:  # type: ignore[no-untyped-def]
     client = api("reviewer")
     resp = client.post("/api/v1/predictions/", {"household_id": "HH-NEW-1", "data": household(1), "store": True},
@@ -119,13 +130,8 @@ def test_a_dated_payload_is_scored_as_its_stored_twin_with_the_households_earlie
         api, champion) -> None:
     """Time since the previous survey is a feature: the API reads the household's earlier surveys
     for a dated payload, so it answers what the stored record was answered."""
-    officer = api("field_officer")
-    answers = []
-    for day in ("2026-02-02T09:00:00+03:00", "2026-10-05T09:00:00+03:00"):
-        resp = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "collected_at": day,
-                                                     "data": household(8)}, format="json")
-        assert resp.status_code == 201
-        answers.append(resp.json()["prediction"])
+    answers = [r["prediction"] for r in submitted_on(api("field_officer"), 8,
+                                                     ["2026-02-02T09:00:00+03:00", "2026-10-05T09:00:00+03:00"])]
     again = api("reviewer").post("/api/v1/predictions/", {"collected_at": "2026-10-05T09:00:00+03:00",
                                                           "data": household(8)}, format="json").json()
     assert again["probability_vulnerable"] == answers[1]["probability_vulnerable"]
@@ -251,12 +257,8 @@ def test_experiments_are_started_and_ended_by_data_scientists_only(api, challeng
 
 
 def test_serving_frames_carry_the_survey_date_and_the_households_previous_one(api) -> None:  # type: ignore[no-untyped-def]
-    officer = api("field_officer")
     hid = household(5)["household_id"]
-    for day in ("2026-03-02T09:00:00+03:00", "2026-09-14T09:00:00+03:00"):
-        resp = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "collected_at": day,
-                                                     "data": household(5)}, format="json")
-        assert resp.status_code in (200, 201), resp.json()
+    submitted_on(api("field_officer"), 5, ["2026-03-02T09:00:00+03:00", "2026-09-14T09:00:00+03:00"])
     frame = serving.records_frame(SurveyRecord.objects.filter(household__household_id=hid).order_by("collected_at"))
     assert pd.isna(frame["previous_collected_at"].iloc[0])
     assert frame["previous_collected_at"].iloc[1] == frame["collected_at"].iloc[0]
@@ -270,12 +272,8 @@ def test_serving_frames_carry_the_survey_date_and_the_households_previous_one(ap
 def test_an_unsaved_payload_gets_the_households_latest_earlier_survey(api) -> None:  # type: ignore[no-untyped-def]
     """The prediction API scores payloads that are not stored: their previous survey is the
     household's latest one before the payload's date, as it will be once the payload is saved."""
-    officer = api("field_officer")
     hid = household(6)["household_id"]
-    for day in ("2026-03-02T09:00:00+03:00", "2026-09-14T09:00:00+03:00"):
-        resp = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "collected_at": day,
-                                                     "data": household(6)}, format="json")
-        assert resp.status_code in (200, 201), resp.json()
+    submitted_on(api("field_officer"), 6, ["2026-03-02T09:00:00+03:00", "2026-09-14T09:00:00+03:00"])
     pk = SurveyRecord.objects.filter(household__household_id=hid).values_list("household_id", flat=True).first()
     payloads = pd.DataFrame({"collected_at": ["2026-11-20T10:00:00+03:00", "2026-06-01T10:00:00+03:00",
                                               "2026-03-02T09:00:00+03:00", "2026-01-01T10:00:00+03:00", None]})
