@@ -288,6 +288,9 @@ def _epoch_ns(X: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray] | Non
         # Already dates (stored records, a validated payload): nothing to parse; naive reads as UTC.
         ns = np.array(pd.DatetimeIndex(column).as_unit("ns").asi8, dtype=np.int64)
         return ns, ns == NAT
+    if len(column) <= SMALL_BATCH and all(v is None or v is pd.NaT or v is pd.NA or (type(v) is float and v != v)
+                                          for v in column.tolist()):
+        return np.full(len(column), NAT, dtype=np.int64), np.ones(len(column), dtype=bool)  # no date at all
     # ISO 8601 in any of its spellings (with or without seconds, fractions, offset); naive reads as UTC.
     when = pd.to_datetime(column, utc=True, errors="coerce", format="ISO8601")
     missing = when.isna().to_numpy()
@@ -597,18 +600,27 @@ class FastColumnTransformer(ColumnTransformer):
                         return False
                     values[i] = array
             statistics = imputer.statistics_.astype(np.float64)
-            indicator = dict.fromkeys(range(k), -1)
-            if imputer.add_indicator:
-                indicator.update({int(f): k + j for j, f in enumerate(imputer.indicator_.features_)})
-            # Feature by feature: the temporary masks stay small (and in cache) however many rows.
-            for i in range(k):
-                row = values[i]
-                missing = np.isnan(row)
-                if np.isinf(row).any():
+            if out.shape[1] <= SMALL_BATCH:  # a few rows: whole-block operations, not a call per feature
+                if np.isinf(values).any():
                     return False  # sklearn refuses infinity: let it say so
-                if indicator[i] >= 0:
-                    out[indicator[i]] = missing
-                np.copyto(row, statistics[i], where=missing)
+                missing = np.isnan(values)
+                if imputer.add_indicator:
+                    out[k:k + len(imputer.indicator_.features_)] = missing[np.asarray(imputer.indicator_.features_,
+                                                                                       dtype=np.intp)]
+                np.copyto(values, statistics[:, None], where=missing)
+            else:
+                indicator = dict.fromkeys(range(k), -1)
+                if imputer.add_indicator:
+                    indicator.update({int(f): k + j for j, f in enumerate(imputer.indicator_.features_)})
+                # Feature by feature: the temporary masks stay small (and in cache) however many rows.
+                for i in range(k):
+                    row = values[i]
+                    missing = np.isnan(row)
+                    if np.isinf(row).any():
+                        return False  # sklearn refuses infinity: let it say so
+                    if indicator[i] >= 0:
+                        out[indicator[i]] = missing
+                    np.copyto(row, statistics[i], where=missing)
             if scaler is not None:
                 if scaler.with_mean:
                     out -= scaler.mean_[:, None]

@@ -204,3 +204,33 @@ def test_feature_arrays_are_the_transform_without_the_frame(households: pd.DataF
         assert set(arrays.columns) == {c for c in arrays.columns if c in arrays}
         pd.testing.assert_series_equal(arrays["land_per_member"], arrays.frame()["land_per_member"])
         pd.testing.assert_series_equal(arrays["village"], arrays.frame()["village"])
+
+
+@pytest.mark.parametrize("rows", [1, 100])  # a few rows are imputed as one block, more feature by feature
+def test_infinity_is_refused_as_sklearn_refuses_it(households: pd.DataFrame, labels: np.ndarray, rows: int) -> None:
+    fields = fields_of(households)
+    pipe = build_model_pipeline(LogisticRegression(max_iter=200), households, fields=fields)
+    pipe.fit(households.head(2000), labels[:2000])
+    features = pipe.named_steps["features"].transform(households.head(rows))
+    features.loc[features.index[-1], "household_size"] = np.inf
+    pre = pipe.named_steps["pre"]
+    assert pre._fast_transform(features) is None
+    with pytest.raises(ValueError, match="infinity"):
+        pre.transform(features)
+    with pytest.raises(ValueError, match="infinity"):
+        ColumnTransformer.transform(pre, features)
+
+
+def test_rows_without_any_date_have_missing_temporal_features(households: pd.DataFrame) -> None:
+    """An undated payload's typed frame carries collected_at as missing objects: the same features
+    as no date column at all, and as missing dates parsed the long way."""
+    fields = fields_of(households)
+    features = SurveyFeatures(fields).fit(households)
+    rows = households.head(3)
+    absent = features.transform(rows)
+    for missing in ([pd.NaT] * 3, [None, pd.NaT, float("nan")], pd.Series([pd.NaT] * 3, dtype="datetime64[ns, UTC]")):
+        undated = features.transform(rows.assign(collected_at=pd.Series(list(missing) if isinstance(missing, list)
+                                                                         else missing.tolist(), index=rows.index,
+                                                                         dtype=object)))
+        pd.testing.assert_frame_equal(undated, absent)
+    assert absent[list(TEMPORAL_FEATURES)].isna().all().all()
