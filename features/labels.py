@@ -33,5 +33,7 @@ def progress_status(per_day: pd.Series) -> pd.Series:
 
 def is_vulnerable(status: pd.Series) -> pd.Series:
     """True for Struggling / Severely Struggling, None where the status is unknown."""
-    vulnerable = status.isin(settings.RTV_VULNERABLE_STATUSES)
-    return vulnerable.astype(object).where(status != "", None)
+    values = status.to_numpy(dtype=object)
+    out = np.isin(values, list(settings.RTV_VULNERABLE_STATUSES)).astype(object)
+    out[values == ""] = None
+    return pd.Series(out, index=status.index, dtype=object)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
@@ -160,11 +160,51 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
         else:
             candidates.append(i)
 
+    # One submission is stored optimistically: no lock and no look-up first, the unique constraint
+    # on submission_id is the arbiter (a simultaneous twin waits on it, then fails here).  Requests of
+    # several items take the checked path: lock the ids, read what exists.  Locks only order checked
+    # requests, so any request can still lose an id to an optimistic one: it then starts over, checked,
+    # and finds the winner's record.  Each retry follows a commit of one of its ids, so it ends.
+    checked = len(candidates) > 1
+    rejected = sum(1 for o in outcomes if o and o.result == "invalid")
+    for retry in range(len(candidates) + 1):
+        attempt = list(outcomes)
+        try:
+            _store(user, user_agent, schema, envelopes, candidates, attempt, hashes, typed_rows, quality, per_day,
+                   status, vulnerable, by_row, rejected, typed, checked=checked)
+        except IntegrityError as exc:
+            if retry == len(candidates) or not _identity_clash(exc):
+                raise
+            checked = True
+            continue
+        outcomes = attempt
+        break
+    for o in outcomes:  # a repeat inside the request names the record its first copy created
+        if o is not None and hasattr(o, "record_of"):
+            o.record = outcomes[o.record_of].record  # type: ignore[union-attr]
+    return outcomes
+
+
+def _identity_clash(exc: IntegrityError) -> bool:
+    """The insert lost a race for a submission id or a superseded record (another request stored it)."""
+    name = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) or str(exc)
+    return "record_unique_submission" in name or "record_superseded_once" in name
+
+
+def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Schema, envelopes: list[Envelope],
+           candidates: list[int], outcomes: list[Outcome | None], hashes: list[str], typed_rows: list[dict[str, Any]],
+           quality: list[dict[str, Any]], per_day: np.ndarray, status: np.ndarray, vulnerable: np.ndarray,
+           by_row: dict[int, list[dict[str, Any]]], rejected: int, typed: pd.DataFrame, *, checked: bool) -> None:
+    """Decide each valid item's fate (created, replayed, conflict) and write the new ones, in one
+    transaction.  Unchecked (one item, first try) it assumes the id is new and lets the database say
+    otherwise."""
     with transaction.atomic():
         ids = [envelopes[i].submission_id for i in candidates]
-        _lock_all(ids)
-        existing = {r.submission_id: r for r in
-                    SurveyRecord.objects.filter(submission_id__in=ids).select_related("household")} if ids else {}
+        existing: dict[uuid.UUID, SurveyRecord] = {}
+        if checked:
+            _lock_all(ids)
+            existing = {r.submission_id: r for r in
+                        SurveyRecord.objects.filter(submission_id__in=ids).select_related("household")} if ids else {}
         prior_ids = [envelopes[i].supersedes for i in candidates if envelopes[i].supersedes is not None]
         priors = {r.submission_id: r for r in SurveyRecord.objects.filter(submission_id__in=prior_ids)} if prior_ids else {}
         taken = set(SurveyRecord.objects.filter(supersedes__in=list(priors.values()))
@@ -202,15 +242,10 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
             new.append(i)
         if new:
             records = _create_all(user, user_agent, schema, envelopes, new, typed_rows, quality, per_day, status, vulnerable,
-                                  by_row, hashes, priors, rejected=sum(1 for o in outcomes if o and o.result == "invalid"),
-                                  typed=typed)
+                                  by_row, hashes, priors, rejected=rejected, typed=typed)
             for i, record in zip(new, records, strict=True):
                 outcomes[i] = Outcome("created", 201, record=record,
                                       warnings=[_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"])
-    for o in outcomes:  # a repeat inside the request names the record its first copy created
-        if o is not None and hasattr(o, "record_of"):
-            o.record = outcomes[o.record_of].record  # type: ignore[union-attr]
-    return outcomes
 
 
 def _public(issue: dict[str, Any]) -> dict[str, Any]:

@@ -216,6 +216,8 @@ class SubmissionBatchView(APIView):
                 entry["record"]["prediction"] = predictions.get(outcome.record.pk)
             else:
                 entry.update(code=outcome.code, message=outcome.message, errors=outcome.errors)
+                if outcome.record is not None:  # a conflict names the stored record, as the single endpoint does
+                    entry["record"] = {"id": outcome.record.pk, "submission_id": str(outcome.record.submission_id)}
             results[pos] = entry
         counts: dict[str, int] = {}
         for r in results:
