@@ -4,7 +4,8 @@ bulk_create as the SQLite fallback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import cache
 
 import pandas as pd
 import pyarrow as pa
@@ -59,3 +60,43 @@ def copy_frame(model: type[models.Model], frame: pd.DataFrame, columns: Sequence
                 rec[c] = ""
     model.objects.bulk_create([model(**r) for r in records], batch_size=1000)
     return len(records)
+
+
+# ---- Several small inserts as one statement (PostgreSQL) -------------------------------------
+
+Expression = tuple[str, list[object]]  # an SQL expression and its parameters
+
+
+@cache
+def _insert_head(model: type[models.Model]) -> tuple[str, tuple[models.Field, ...]]:  # type: ignore[type-arg]
+    """``INSERT INTO table (columns)`` for every concrete column but an auto-incremented key."""
+    fields = tuple(f for f in model._meta.concrete_fields
+                   if not (f.primary_key and isinstance(f, models.AutoField | models.BigAutoField)))
+    quote = connection.ops.quote_name
+    return (f"INSERT INTO {quote(model._meta.db_table)} (" + ", ".join(quote(f.column) for f in fields) + ")",
+            fields)
+
+
+def insert_statement(model: type[models.Model], objs: Sequence[models.Model],
+                     computed: dict[str, Callable[[models.Model], Expression]] | None = None) -> Expression:
+    """``INSERT ... VALUES`` for unsaved instances, prepared the way ``Model.save`` prepares them
+    (defaults, ``auto_now_add``, adapters), so it can be composed with others into one statement.
+    ``computed`` gives an SQL expression instead of a value for some columns (by attname), e.g. a
+    key that another part of the same statement returns."""
+    head, fields = _insert_head(model)  # type: ignore[arg-type]
+    computed = computed or {}
+    rows: list[str] = []
+    params: list[object] = []
+    for obj in objs:
+        cells: list[str] = []
+        for f in fields:
+            if f.attname in computed:
+                sql, more = computed[f.attname](obj)
+                cells.append(sql)
+                params.extend(more)
+            else:
+                value = f.get_db_prep_save(f.pre_save(obj, True), connection=connection)
+                cells.append(f.get_placeholder(value, None, connection) if hasattr(f, "get_placeholder") else "%s")
+                params.append(value)
+        rows.append("(" + ", ".join(cells) + ")")
+    return head + " VALUES " + ", ".join(rows), params

@@ -199,3 +199,38 @@ def test_a_batch_reports_each_item_in_order_and_one_bad_item_rejects_nothing_els
 def test_a_batch_over_500_items_is_refused(officer) -> None:  # type: ignore[no-untyped-def]
     resp = officer.post("/api/v1/submissions/batch/", {"items": [{}] * 501}, format="json")
     assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "items"
+
+
+def test_a_few_items_and_many_items_are_stored_alike(officer, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    """A small request is written as one composed statement, a large one by bulk insert and COPY:
+    the same household data gives the same stored record, values, findings and outbox message."""
+    from django.forms.models import model_to_dict
+
+    from ingestion.models import RowIssue, SurveyValues
+
+    few = [body(i) for i in range(3)]
+    many = [body(i) for i in range(3)] + [body(i) for i in range(3, 25)]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert officer.post("/api/v1/submissions/batch/", {"items": few}, format="json").json()["counts"] == {"created": 3}
+        assert officer.post("/api/v1/submissions/batch/", {"items": many}, format="json").json()["counts"] == {"created": 25}
+
+    def stored(sid: str) -> dict[str, Any]:
+        rec = SurveyRecord.objects.get(submission_id=sid)
+        values = model_to_dict(SurveyValues.objects.get(record=rec), exclude=["record"])
+        record = model_to_dict(rec, exclude=["id", "submission_id", "batch", "received_at", "content_hash"])
+        issues = sorted((i.row_number, i.household_id, i.field, i.column, i.rule, i.severity, i.value, i.message)
+                        for i in RowIssue.objects.filter(record=rec))
+        assert RowIssue.objects.filter(record=rec).exclude(batch=rec.batch).count() == 0
+        outbox = OutboxMessage.objects.get(task="ingestion.after_submissions", args__0__contains=[rec.pk])
+        assert outbox.sent_at is not None
+        return {"record": record, "values": values, "issues": issues, "outbox_size": len(outbox.args[0])}
+
+    for a, b in zip(few, many[:3], strict=True):
+        small, large = stored(a["submission_id"]), stored(b["submission_id"])
+        assert small["outbox_size"] == 3 and large["outbox_size"] == 25
+        assert small["record"] == large["record"] and small["values"] == large["values"]
+        assert small["issues"] == large["issues"]
+    assert sum(len(stored(a["submission_id"])["issues"]) for a in few) > 0, "the sample should carry some findings"
+    assert SurveyRecord.objects.get(submission_id=few[0]["submission_id"]).gps == few[0]["location"]
+    small_batch = SurveyRecord.objects.get(submission_id=few[0]["submission_id"]).batch
+    assert (small_batch.row_count, small_batch.accepted, small_batch.channel) == (3, 3, IngestionBatch.Channel.DEVICE)
