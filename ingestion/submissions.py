@@ -80,10 +80,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]],
                                                                   list[list[str]]]:
     """Validate all items at once (one vectorised pass): typed values, quality scores (score,
-    completeness, validity, consistency), issues; also report unknown data keys."""
+    completeness, validity, consistency), findings as dicts; also report unknown data keys."""
     known = set(SURVEY_NAMES)
     unknown = [sorted(set(e.data) - known) for e in envelopes]
     raw: dict[str, list[object]] = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
@@ -94,7 +94,7 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, 
     fields = [f for f in schema.fields if f.name in raw]
     result = validate_frame(raw, fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
-    return result.typed, result.scores, result.issues, unknown
+    return result.typed, result.scores, result.issue_records(), unknown
 
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -116,7 +116,7 @@ def payloads_check(envelopes: list[Envelope]) -> tuple[pd.DataFrame, list[list[d
     the typed values, and each item's errors in the API's shape (empty when it is valid)."""
     typed, _, issues, unknown = _validate(envelopes, current_schema())
     by_row: dict[int, list[dict[str, Any]]] = {}
-    for issue in frame_records(issues):
+    for issue in issues:
         by_row.setdefault(int(issue["row"]), []).append(issue)
     return typed, [_item_errors(by_row.get(i, []), unknown[i]) for i in range(len(envelopes))]
 
@@ -145,7 +145,7 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     typed_rows = frame_records(typed)
     quality = frame_records(scores)
     by_row: dict[int, list[dict[str, Any]]] = {}
-    for issue in frame_records(issues):  # few rows: plain dicts beat pandas grouping here
+    for issue in issues:  # few rows: plain dicts beat pandas grouping here
         by_row.setdefault(int(issue["row"]), []).append(issue)
 
     outcomes: list[Outcome | None] = [None] * len(envelopes)

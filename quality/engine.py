@@ -57,11 +57,30 @@ class FieldLike(Protocol):
     pattern: str
 
 
-@dataclass
 class ValidationResult:
-    typed: pd.DataFrame
-    issues: pd.DataFrame
-    scores: pd.DataFrame  # completeness, validity, consistency, score per row (0-1)
+    """Typed values, findings (one row each: row, field, rule, severity, value, message) and scores
+    (completeness, validity, consistency, score per row, 0-1).  A small input's findings stay plain
+    lists until a frame is asked for: a device submission wants dicts, and building the frame was a
+    quarter of its validation."""
+
+    def __init__(self, typed: pd.DataFrame, issues: pd.DataFrame | None = None, scores: pd.DataFrame | None = None,
+                 *, findings: _SmallCollector | None = None) -> None:
+        assert scores is not None and (issues is not None or findings is not None)
+        self.typed, self.scores, self._issues, self._findings = typed, scores, issues, findings
+
+    @property
+    def issues(self) -> pd.DataFrame:
+        if self._issues is None:
+            assert self._findings is not None
+            self._issues = self._findings.frame()
+        return self._issues
+
+    def issue_records(self) -> list[dict[str, Any]]:
+        """The findings as dicts, in frame order, with plain Python values."""
+        if self._issues is None and self._findings is not None:
+            return self._findings.records()
+        columns = [str(c) for c in self.issues.columns]
+        return [dict(zip(columns, row, strict=True)) for row in self.issues.to_numpy(dtype=object).tolist()]
 
     def error_rows(self) -> np.ndarray:
         errs = self.issues.loc[self.issues["severity"] == "error", "row"]
@@ -627,11 +646,12 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
         typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out, scratch)
     _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC), parsed)
     _statistical(typed, texts, rules, out)
-    issues = out.frame()
     present_fields = set(typed) | set(columns)
     if small and not shared:
-        return ValidationResult(typed=_small_frame(typed, index), issues=issues,
+        assert isinstance(out, _SmallCollector)
+        return ValidationResult(typed=_small_frame(typed, index), findings=out,
                                 scores=_scores(out.failing(rules), n, rules, present_fields))
+    issues = out.frame()
     # Object columns stay object: letting pandas re-infer them as Arrow strings cost ~20% of a run.
     frame = pd.DataFrame({k: shared[k] if k in shared else
                           (pd.Series(v, index=index, dtype=object, copy=False) if v.dtype == object else v)
@@ -665,6 +685,12 @@ class _SmallCollector(_Collector):
         self.meta.append((name, rule, severity, message))
         # str() of each value with trailing NULs dropped: what numpy's unicode cast gives _value_text
         self.texts.append([str(v).rstrip("\x00") for v in np.asarray(picked).astype(object).tolist()])
+
+    def records(self) -> list[dict[str, Any]]:
+        """What ``frame()`` holds, as dicts: row, field, rule, severity, value, message."""
+        return [{"row": int(r), "field": m[0], "rule": m[1], "severity": m[2], "value": v, "message": m[3]}
+                for rows, m, texts in zip(self.rows, self.meta, self.texts, strict=True)
+                for r, v in zip(rows.tolist(), texts, strict=True)]
 
     def frame(self) -> pd.DataFrame:
         if not self.rows or _ARROW_STRINGS is None:
