@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from django.conf import settings
@@ -9,16 +12,21 @@ from django.conf import settings
 from rtv import contract
 
 
-def income_per_day(typed: pd.DataFrame) -> pd.Series:
-    """The progress measure: the reported per-day value, else the sum of its components / 365."""
-    n = len(typed)
-    reported = (typed[contract.TARGET_FIELD].to_numpy(dtype="float64") if contract.TARGET_FIELD in typed
-                else np.full(n, np.nan))
+def income_per_day(typed: pd.DataFrame | Mapping[str, Any]) -> pd.Series:
+    """The progress measure: the reported per-day value, else the sum of its components / 365.
+    ``typed`` is a frame, or typed columns by name (a small validation's arrays)."""
+    frame = isinstance(typed, pd.DataFrame)
+    n = len(typed) if frame else len(next(iter(typed.values()), ()))
+
+    def column(name: str) -> np.ndarray:
+        return np.asarray(typed[name], dtype="float64")
+
+    reported = column(contract.TARGET_FIELD) if contract.TARGET_FIELD in typed else np.full(n, np.nan)
     if all(c in typed for c in contract.TARGET_COMPONENTS):
         # NaN if any component is missing: a partial sum is not the measure.
-        computed = np.sum([typed[c].to_numpy(dtype="float64") for c in contract.TARGET_COMPONENTS], axis=0) / 365.0
+        computed = np.sum([column(c) for c in contract.TARGET_COMPONENTS], axis=0) / 365.0
         reported = np.where(np.isnan(reported), computed, reported)
-    return pd.Series(reported, index=typed.index, dtype="float64")
+    return pd.Series(reported, index=typed.index if isinstance(typed, pd.DataFrame) else None, dtype="float64")
 
 
 def progress_status(per_day: pd.Series) -> pd.Series:

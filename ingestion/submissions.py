@@ -23,7 +23,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
-from quality.engine import validate_frame
+from quality.engine import ValidationResult, validate_frame
 from rtv import contract
 from rtv.bulk import Expression, copy_frame, insert_statement
 from rtv.models import OutboxMessage
@@ -80,10 +80,9 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]],
-                                                                  list[list[str]]]:
+def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResult, list[list[str]]]:
     """Validate all items at once (one vectorised pass): typed values, quality scores (score,
-    completeness, validity, consistency), findings as dicts; also report unknown data keys."""
+    completeness, validity, consistency), findings; also report unknown data keys."""
     known = set(SURVEY_NAMES)
     unknown = [sorted(set(e.data) - known) for e in envelopes]
     raw: dict[str, list[object]] = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
@@ -94,7 +93,7 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[pd.DataFrame, 
     fields = [f for f in schema.fields if f.name in raw]
     result = validate_frame(raw, fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
-    return result.typed, result.scores, result.issue_records(), unknown
+    return result, unknown
 
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -114,11 +113,12 @@ def _item_errors(issues: list[dict[str, Any]], unknown: list[str]) -> list[dict[
 def payloads_check(envelopes: list[Envelope]) -> tuple[pd.DataFrame, list[list[dict[str, Any]]]]:
     """Receipt's validation with nothing written (the prediction API scores unsaved payloads):
     the typed values, and each item's errors in the API's shape (empty when it is valid)."""
-    typed, _, issues, unknown = _validate(envelopes, current_schema())
+    result, unknown = _validate(envelopes, current_schema())
+    issues = result.issue_records()
     by_row: dict[int, list[dict[str, Any]]] = {}
     for issue in issues:
         by_row.setdefault(int(issue["row"]), []).append(issue)
-    return typed, [_item_errors(by_row.get(i, []), unknown[i]) for i in range(len(envelopes))]
+    return result.typed, [_item_errors(by_row.get(i, []), unknown[i]) for i in range(len(envelopes))]
 
 
 def _lock_all(ids: list[uuid.UUID]) -> None:
@@ -138,12 +138,13 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     if not envelopes:
         return []
     schema = current_schema()
-    typed, scores, issues, unknown = _validate(envelopes, schema)
-    per_day = income_per_day(typed).to_numpy()
+    result, unknown = _validate(envelopes, schema)
+    issues = result.issue_records()
+    per_day = income_per_day(result.typed_columns()).to_numpy()
     status = progress_status(pd.Series(per_day)).to_numpy()
     vulnerable = is_vulnerable(pd.Series(status)).to_numpy()
-    typed_rows = frame_records(typed)
-    quality = frame_records(scores)
+    typed_rows = result.typed_records()
+    quality = frame_records(result.scores)
     by_row: dict[int, list[dict[str, Any]]] = {}
     for issue in issues:  # few rows: plain dicts beat pandas grouping here
         by_row.setdefault(int(issue["row"]), []).append(issue)
@@ -172,7 +173,7 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
         attempt = list(outcomes)
         try:
             _store(user, user_agent, schema, envelopes, candidates, attempt, hashes, typed_rows, quality, per_day,
-                   status, vulnerable, by_row, rejected, typed, checked=checked)
+                   status, vulnerable, by_row, rejected, result, checked=checked)
         except IntegrityError as exc:
             if retry == len(candidates) or not _identity_clash(exc):
                 raise
@@ -195,7 +196,7 @@ def _identity_clash(exc: IntegrityError) -> bool:
 def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Schema, envelopes: list[Envelope],
            candidates: list[int], outcomes: list[Outcome | None], hashes: list[str], typed_rows: list[dict[str, Any]],
            quality: list[dict[str, Any]], per_day: np.ndarray, status: np.ndarray, vulnerable: np.ndarray,
-           by_row: dict[int, list[dict[str, Any]]], rejected: int, typed: pd.DataFrame, *, checked: bool) -> None:
+           by_row: dict[int, list[dict[str, Any]]], rejected: int, result: ValidationResult, *, checked: bool) -> None:
     """Decide each valid item's fate (created, replayed, conflict) and write the new ones, in one
     transaction.  Unchecked (one item, first try) it assumes the id is new and lets the database say
     otherwise."""
@@ -243,7 +244,7 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
             new.append(i)
         if new:
             records = _create_all(user, user_agent, schema, envelopes, new, typed_rows, quality, per_day, status, vulnerable,
-                                  by_row, hashes, priors, rejected=rejected, typed=typed)
+                                  by_row, hashes, priors, rejected=rejected, result=result)
             for i, record in zip(new, records, strict=True):
                 outcomes[i] = Outcome("created", 201, record=record,
                                       warnings=[_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"])
@@ -266,7 +267,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
                 new: list[int], typed_rows: list[dict[str, Any]], quality: list[dict[str, Any]], per_day: np.ndarray,
                 status: np.ndarray,
                 vulnerable: np.ndarray, by_row: dict[int, list[dict[str, Any]]], hashes: list[str],
-                priors: dict[uuid.UUID, SurveyRecord], rejected: int, typed: pd.DataFrame) -> list[SurveyRecord]:
+                priors: dict[uuid.UUID, SurveyRecord], rejected: int, result: ValidationResult) -> list[SurveyRecord]:
     """Bulk-write the new items: households, one device batch, records, values, issues, outbox."""
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
@@ -318,6 +319,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's
     # bulk_create sends each column as an array that psycopg quotes value by value: ~60 ms per 100).
     if len(new) >= COPY_FROM_ROWS:
+        typed = result.typed
         values = typed.iloc[new][[c for c in SURVEY_VALUE_FIELDS if c in typed.columns]].reset_index(drop=True)
         values.insert(0, "record_id", [r.pk for r in records])
         copy_frame(SurveyValues, values, list(values.columns))

@@ -57,16 +57,44 @@ class FieldLike(Protocol):
     pattern: str
 
 
+_F64, _OBJECT = np.dtype("float64"), np.dtype(object)
+
+
 class ValidationResult:
     """Typed values, findings (one row each: row, field, rule, severity, value, message) and scores
     (completeness, validity, consistency, score per row, 0-1).  A small input's findings stay plain
     lists until a frame is asked for: a device submission wants dicts, and building the frame was a
     quarter of its validation."""
 
-    def __init__(self, typed: pd.DataFrame, issues: pd.DataFrame | None = None, scores: pd.DataFrame | None = None,
-                 *, findings: _SmallCollector | None = None) -> None:
+    def __init__(self, typed: pd.DataFrame | None = None, issues: pd.DataFrame | None = None,
+                 scores: pd.DataFrame | None = None, *, findings: _SmallCollector | None = None,
+                 columns: dict[str, np.ndarray] | None = None, index: pd.Index | None = None) -> None:
         assert scores is not None and (issues is not None or findings is not None)
-        self.typed, self.scores, self._issues, self._findings = typed, scores, issues, findings
+        assert typed is not None or (columns is not None and index is not None)
+        self.scores, self._issues, self._findings = scores, issues, findings
+        self._typed, self._columns, self._index = typed, columns, index
+
+    @property
+    def typed(self) -> pd.DataFrame:
+        if self._typed is None:
+            assert self._columns is not None and self._index is not None
+            self._typed = _small_frame(self._columns, self._index)
+        return self._typed
+
+    def typed_columns(self) -> Mapping[str, Any]:
+        """The typed values by column: a small input's arrays as they are, else the frame."""
+        if self._typed is None and self._columns is not None:
+            return self._columns
+        return self.typed
+
+    def typed_records(self) -> list[dict[str, Any]]:
+        """One dict per row with plain Python values: what the frame's object rows hold."""
+        cols = self._columns
+        if self._typed is None and cols is not None and all(v.dtype in (_F64, _OBJECT) for v in cols.values()):
+            names = list(cols)
+            return [dict(zip(names, row, strict=True)) for row in zip(*(v.tolist() for v in cols.values()), strict=True)]
+        columns = [str(c) for c in self.typed.columns]
+        return [dict(zip(columns, row, strict=True)) for row in self.typed.to_numpy(dtype=object).tolist()]
 
     @property
     def issues(self) -> pd.DataFrame:
@@ -649,7 +677,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     present_fields = set(typed) | set(columns)
     if small and not shared:
         assert isinstance(out, _SmallCollector)
-        return ValidationResult(typed=_small_frame(typed, index), findings=out,
+        return ValidationResult(columns=typed, index=index, findings=out,
                                 scores=_scores(out.failing(rules), n, rules, present_fields))
     issues = out.frame()
     # Object columns stay object: letting pandas re-infer them as Arrow strings cost ~20% of a run.

@@ -53,6 +53,11 @@ def assert_same(a: ValidationResult, b: ValidationResult) -> None:
     # First, before a frame exists: a small result's findings as plain dicts, the general one's from its frame.
     if hasattr(a, "issue_records") and hasattr(b, "issue_records"):  # the frozen engine has no such method
         assert a.issue_records() == b.issue_records()
+        ra, rb = a.typed_records(), b.typed_records()  # a: from its arrays, b: from its frame
+        assert len(ra) == len(rb) and all(x.keys() == y.keys() for x, y in zip(ra, rb, strict=True))
+        for x, y in zip(ra, rb, strict=True):
+            for k in x:
+                assert type(x[k]) is type(y[k]) and (x[k] == y[k] or (x[k] != x[k] and y[k] != y[k])), k
         assert all(type(v) is type(w) for x, y in zip(a.issue_records(), b.issue_records(), strict=True)
                    for v, w in zip(x.values(), y.values(), strict=True))
     pd.testing.assert_frame_equal(a.issues, b.issues, check_exact=True)
