@@ -3,8 +3,10 @@
 Identity is the device's submission UUID (or the Idempotency-Key header).  An identical resend
 is answered as a success naming the stored record and stores nothing; the same id with other
 content is a conflict, unless the body says it supersedes an earlier submission, which makes a
-new version (the old one is kept).  A PostgreSQL advisory lock on the id serialises simultaneous
-uploads of one submission; the unique constraint on ``submission_id`` is the backstop.
+new version (the old one is kept).  The unique constraint on ``submission_id`` decides races: a
+single submission is inserted straight away (a simultaneous twin waits on the index, then loses and
+is answered as a replay); a device batch first takes PostgreSQL advisory locks on its ids and reads
+which exist.
 """
 
 from __future__ import annotations
