@@ -221,7 +221,7 @@ def test_a_few_items_and_many_items_are_stored_alike(officer, django_capture_on_
         issues = sorted((i.row_number, i.household_id, i.field, i.column, i.rule, i.severity, i.value, i.message)
                         for i in RowIssue.objects.filter(record=rec))
         assert RowIssue.objects.filter(record=rec).exclude(batch=rec.batch).count() == 0
-        outbox = OutboxMessage.objects.get(task="ingestion.after_submissions", args__0__contains=[rec.pk])
+        [outbox] = [m for m in OutboxMessage.objects.filter(task="ingestion.after_submissions") if rec.pk in m.args[0]]
         assert outbox.sent_at is not None
         return {"record": record, "values": values, "issues": issues, "outbox_size": len(outbox.args[0])}
 
