@@ -27,7 +27,7 @@ from django.utils import timezone
 from features.labels import income_per_day, is_vulnerable, progress_status
 from quality.engine import ValidationResult, validate_frame
 from rtv import contract
-from rtv.bulk import Expression, copy_frame, insert_statement
+from rtv.bulk import Expression, copy_frame, insert_statement, server_bound_cursor
 from rtv.models import OutboxMessage
 from rtv.outbox import outbox_after_commit, outbox_enqueue
 from rtv.selectors import Schema, current_schema
@@ -358,7 +358,7 @@ def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[
             ctes.append(f"{name} AS ({part[0]}{returning.get(name, '')})")
             params.extend(part[1])
     sql = "WITH " + ", ".join(ctes) + ' SELECT r."id", r."submission_id", (SELECT "id" FROM o) FROM r ORDER BY r."id"'
-    with connection.cursor() as cur:
+    with server_bound_cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
     ids = {sid: pk for pk, sid, _ in rows}
