@@ -146,7 +146,7 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     status = progress_status(pd.Series(per_day)).to_numpy()
     vulnerable = is_vulnerable(pd.Series(status)).to_numpy()
     typed_rows = result.typed_records()
-    quality = frame_records(result.scores)
+    quality = result.score_records()
     by_row: dict[int, list[dict[str, Any]]] = {}
     for issue in issues:  # few rows: plain dicts beat pandas grouping here
         by_row.setdefault(int(issue["row"]), []).append(issue)

@@ -68,11 +68,27 @@ class ValidationResult:
 
     def __init__(self, typed: pd.DataFrame | None = None, issues: pd.DataFrame | None = None,
                  scores: pd.DataFrame | None = None, *, findings: _SmallCollector | None = None,
-                 columns: dict[str, np.ndarray] | None = None, index: pd.Index | None = None) -> None:
-        assert scores is not None and (issues is not None or findings is not None)
+                 columns: dict[str, np.ndarray] | None = None, index: pd.Index | None = None,
+                 score_columns: dict[str, np.ndarray] | None = None) -> None:
+        assert scores is not None or score_columns is not None
+        assert issues is not None or findings is not None
         assert typed is not None or (columns is not None and index is not None)
-        self.scores, self._issues, self._findings = scores, issues, findings
+        self._scores, self._score_columns, self._issues, self._findings = scores, score_columns, issues, findings
         self._typed, self._columns, self._index = typed, columns, index
+
+    @property
+    def scores(self) -> pd.DataFrame:
+        if self._scores is None:
+            assert self._score_columns is not None
+            self._scores = _small_frame(self._score_columns, pd.RangeIndex(len(self._score_columns["score"])))
+        return self._scores
+
+    def score_records(self) -> list[dict[str, float]]:
+        """Each row's scores (completeness, validity, consistency, score) as a dict of floats."""
+        cols = self._score_columns if self._scores is None and self._score_columns is not None else {
+            str(k): self.scores[k].to_numpy(dtype="float64") for k in self.scores.columns}
+        names = list(cols)
+        return [dict(zip(names, row, strict=True)) for row in zip(*(v.tolist() for v in cols.values()), strict=True)]
 
     @property
     def typed(self) -> pd.DataFrame:
@@ -678,7 +694,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     if small and not shared:
         assert isinstance(out, _SmallCollector)
         return ValidationResult(columns=typed, index=index, findings=out,
-                                scores=_scores(out.failing(rules), n, rules, present_fields))
+                                score_columns=_score_columns(out.failing(rules), n, rules, present_fields))
     issues = out.frame()
     # Object columns stay object: letting pandas re-infer them as Arrow strings cost ~20% of a run.
     frame = pd.DataFrame({k: shared[k] if k in shared else
@@ -1342,19 +1358,28 @@ def _scores(failing: Mapping[str, np.ndarray], n: int, rules: RuleSet, present: 
     from django.conf import settings
 
     weights = settings.RTV_QUALITY_WEIGHTS
-    out: dict[str, np.ndarray] = {}
     if n > SMALL_MAX_ROWS and weights and set(weights) <= set(SCORE_LEVELS):
         return _large_scores(failing, n, weights, {name: _applicable(name, level, rules, present)
                                                    for name, level in SCORE_LEVELS.items()})
+    out = _score_columns(failing, n, rules, present)
+    if n <= SMALL_MAX_ROWS:
+        return _small_frame(out, pd.RangeIndex(n))
+    return pd.DataFrame(out, copy=False)
+
+
+def _score_columns(failing: Mapping[str, np.ndarray], n: int, rules: RuleSet, present: set[str]) -> dict[str, np.ndarray]:
+    """The scores as float64 columns: completeness, validity, consistency, score."""
+    from django.conf import settings
+
+    weights = settings.RTV_QUALITY_WEIGHTS
+    out: dict[str, np.ndarray] = {}
     for name, level in SCORE_LEVELS.items():
         applicable = _applicable(name, level, rules, present)
         counts = np.bincount(failing[name], minlength=n)[:n] if n else np.zeros(0)
-        out[name] = np.clip(1.0 - counts / max(applicable, 1), 0.0, 1.0)
+        out[name] = np.clip(1.0 - counts / max(applicable, 1), 0.0, 1.0).astype("float64", copy=False)
     total = sum(weights.values())
-    out["score"] = sum(out[k] * w for k, w in weights.items()) / total
-    if n <= SMALL_MAX_ROWS and all(v.dtype == np.float64 and v.shape == (n,) for v in out.values()):
-        return _small_frame(out, pd.RangeIndex(n))
-    return pd.DataFrame(out, copy=False)
+    out["score"] = np.asarray(sum(out[k] * w for k, w in weights.items()) / total, dtype="float64").reshape(n)
+    return out
 
 
 def _applicable(name: str, level: str, rules: RuleSet, present: set[str]) -> int:

@@ -53,6 +53,8 @@ def assert_same(a: ValidationResult, b: ValidationResult) -> None:
     # First, before a frame exists: a small result's findings as plain dicts, the general one's from its frame.
     if hasattr(a, "issue_records") and hasattr(b, "issue_records"):  # the frozen engine has no such method
         assert a.issue_records() == b.issue_records()
+        assert a.score_records() == b.score_records()
+        assert all(type(v) is float for row in a.score_records() for v in row.values())
         ra, rb = a.typed_records(), b.typed_records()  # a: from its arrays, b: from its frame
         assert len(ra) == len(rb) and all(x.keys() == y.keys() for x, y in zip(ra, rb, strict=True))
         for x, y in zip(ra, rb, strict=True):
