@@ -273,14 +273,14 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     """Bulk-write the new items: households, one device batch, records, values, issues, outbox."""
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
-    households = {h.household_id: h for h in Household.objects.filter(household_id__in=hh_ids)}
+    households = _households(hh_ids)
     missing = [h for h in hh_ids if h not in households]
     if missing:
         first = {data[i]["household_id"]: data[i] for i in reversed(new)}
         Household.objects.bulk_create([Household(household_id=h, district=first[h].get("district") or "",
                                                  village=first[h].get("village") or "") for h in missing],
                                       ignore_conflicts=True)
-        households.update({h.household_id: h for h in Household.objects.filter(household_id__in=missing)})
+        households.update(_households(missing))
     officer = user if user.is_authenticated else None
     batch = IngestionBatch(
         channel=IngestionBatch.Channel.DEVICE, source=user_agent[:120], format="json", created_by=officer,
@@ -332,6 +332,22 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         RowIssue.objects.bulk_create(issue_rows)
     outbox_enqueue("ingestion.after_submissions", [r.pk for r in records])
     return records
+
+
+def _households(ids: list[str]) -> dict[str, Household]:
+    """The households with these ids, by id: one plain SELECT (the ORM's compilation of this filter
+    cost a device submission more than the query itself)."""
+    if not ids:
+        return {}
+    fields = Household._meta.concrete_fields
+    quote = connection.ops.quote_name
+    sql = (f"SELECT {', '.join(quote(f.column) for f in fields)} FROM {quote(Household._meta.db_table)} "
+           f"WHERE {quote('household_id')} IN ({', '.join(['%s'] * len(ids))})")
+    with connection.cursor() as cur:
+        cur.execute(sql, ids)
+        rows = cur.fetchall()
+    names = [f.attname for f in fields]
+    return {h.household_id: h for h in (Household.from_db(connection.alias, names, row) for row in rows)}
 
 
 def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[Any], issues: list[RowIssue]) -> OutboxMessage:
