@@ -598,7 +598,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     texts: dict[str, _Text] = {}
     shared: dict[str, pd.Series] = {}
     batch: _NumberBatch | None = None
-    parsed: dict[str, tuple[np.ndarray, pd.DatetimeIndex]] = {}  # datetime fields' typed values, as parsed
+    parsed: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # datetime fields' typed values, and as naive UTC
     if plan is not None:
         batched = [f.name for f in fields if f.name in plan.numbers.pos and f.name in columns
                    and not _is_numeric(raw[f.name])]
@@ -658,6 +658,10 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             continue
         if f.type == "datetime":
             s = _as_objects(s)
+            if small and (instants := _iso_instants(s, empty)) is not None:  # every value plain ISO with an offset
+                typed[f.name] = instants[0]
+                parsed[f.name] = instants
+                continue
             if small:  # the same parse without a Series around it ('' -> None rather than NaN: both NaT)
                 stamps = pd.to_datetime(_blank_to_none(s, empty), errors="coerce", utc=True, format="ISO8601")
             else:
@@ -669,7 +673,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
             kept = stamps.where(~bad)
             typed[f.name] = kept.to_numpy()
             if small:
-                parsed[f.name] = (typed[f.name], kept)
+                parsed[f.name] = (typed[f.name], kept.tz_localize(None).to_numpy())
             continue
         if f.type == "multiselect":
             if (r := kinds.get("allowed")) is not None:
@@ -1140,12 +1144,37 @@ class _Scratch:
         return self._floats[i]
 
 
+_ISO_INSTANT = re.compile(r"(?:19|20)\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+_UTC_TZ = pd.to_datetime(["2020-01-01T00:00:00Z"], utc=True).tz
+
+
+def _iso_instants(s: np.ndarray, empty: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A small input's date-times when each is a plain ISO 8601 instant with an offset (what devices
+    send): the Timestamps ``pd.to_datetime(..., utc=True, format="ISO8601")`` gives, and the same
+    instants as naive UTC datetime64, by ``datetime.fromisoformat``.  None when any value has another
+    form: the caller then parses the column with pandas, which also judges it."""
+    typed = np.empty(len(s), dtype=object)
+    naive = np.empty(len(s), dtype="datetime64[us]")
+    for i, (text, blank) in enumerate(zip(s.tolist(), empty.tolist(), strict=True)):
+        if blank:
+            typed[i], naive[i] = pd.NaT, np.datetime64("NaT")
+            continue
+        if not _ISO_INSTANT.fullmatch(text):
+            return None
+        try:
+            stamp = pd.Timestamp(datetime.fromisoformat(text)).tz_convert(_UTC_TZ)
+        except ValueError:  # e.g. a 30th of February: pandas decides
+            return None
+        typed[i], naive[i] = stamp, stamp.tz_localize(None).to_datetime64()
+    return typed, naive
+
+
 def _has_offset(text: str) -> bool:
     return text.endswith(("Z", "z")) or bool(re.search(r"[+-]\d\d:?\d\d$", text))
 
 
 def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol_abs: float, tol_rel: float,
-              now: datetime, parsed: Mapping[str, tuple[np.ndarray, pd.DatetimeIndex]] | None = None) -> None:
+              now: datetime, parsed: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     n = len(next(iter(typed.values()))) if typed else 0
     sc = _Scratch(n)  # the identities' temporaries, reused from rule to rule
 
@@ -1206,7 +1235,7 @@ def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol
             limit = np.datetime64((now + timedelta(minutes=r.params.get("tolerance_minutes", 0))).replace(tzinfo=None))
             known = (parsed or {}).get(r.field)
             if known is not None and known[0] is typed[r.field]:  # the instants the typed values came from
-                stamps = known[1].tz_localize(None).to_numpy()
+                stamps = known[1]
             else:
                 stamps = pd.to_datetime(typed[r.field], utc=True).tz_localize(None).to_numpy()
             future = ~pd.isna(stamps) & (stamps > limit)

@@ -136,3 +136,19 @@ def test_small_path_on_frames_of_text_and_of_typed_values(n: int) -> None:
     assert_same(small, general)
     typed_small, typed_general = both(small.typed, fields)  # type: ignore[arg-type]
     assert_same(typed_small, typed_general)
+
+
+@pytest.mark.parametrize("stamps", [
+    ["2025-05-31T10:00:00+03:00", "2025-06-01T12:30:00Z", "2025-06-01T09:00:00.5-04:00", "", "1999-12-31T23:59:59.123456+00:00"],
+    ["2025-06-01T12:00:00.000001Z"] * 3,
+    ["2025-02-30T10:00:00+03:00", "2025-05-31T10:00:00+03:00"],  # an impossible day: pandas judges the column
+    ["2025-05-31T10:00:00", "2025-05-31T10:00:00+03:00"],  # no offset: a type error, found by the pandas path
+])
+def test_device_date_times_parse_as_pandas_parses_them(stamps: list[str]) -> None:
+    """Plain ISO instants with an offset (what devices send) skip pandas in a small input; the typed
+    values, the findings (type, not in the future) and the scores are the general path's."""
+    raw = envelope_raw(len(stamps), seed=3)
+    raw["collected_at"] = stamps
+    fields = [f for f in current_schema().fields if f.name in raw]
+    small, general = both(raw, fields)
+    assert_same(small, general)
