@@ -169,7 +169,10 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     # several items take the checked path: lock the ids, read what exists.  Locks only order checked
     # requests, so any request can still lose an id to an optimistic one: it then starts over, checked,
     # and finds the winner's record.  Each retry follows a commit of one of its ids, so it ends.
-    checked = len(candidates) > 1 or connection.vendor != "postgresql"  # SQLite names no constraint in its errors
+    # Corrections are checked too: their refusals (prior missing or already superseded) are decided by
+    # reading, and a resent correction must be found as the stored record, not refused.
+    checked = (len(candidates) > 1 or connection.vendor != "postgresql"  # SQLite names no constraint in its errors
+               or any(envelopes[i].supersedes is not None for i in candidates))
     rejected = sum(1 for o in outcomes if o and o.result == "invalid")
     for retry in range(len(candidates) + 1):
         attempt = list(outcomes)
@@ -384,6 +387,8 @@ def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[
         obj.record_id = obj.record.pk
     message.pk = rows[0][2]
     message.args = [[pk for pk, _, _ in rows]]
+    for obj in [batch, *records, *values, *issues, message]:  # saved now, as save() would mark them
+        obj._state.adding, obj._state.db = False, connection.alias
     return message
 
 

@@ -45,15 +45,21 @@ def _send(message_id: int, message: OutboxMessage | None = None) -> bool:
         log.warning("broker unavailable; outbox message kept for the sweeper",
                     extra={"outbox_id": message_id, "task": message.task, "error": str(exc)})
         return False
-    _mark_sent(message_id)
+    _mark_sent(message_id, message.task)
     return True
 
 
-def _mark_sent(message_id: int) -> None:
-    """Record the publication.  It runs after every device submission, so on PostgreSQL it is one
-    plain statement whose commit does not wait for the WAL flush: losing the mark in a crash only
-    means the sweeper sends the (idempotent) task again."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+# Tasks that are safe to run twice, whose "sent" mark may be committed without waiting for the WAL
+# flush: a mark lost in a crash only makes the sweeper send the task again.  (Training is not one of
+# them: a resend would register another model version.)
+RELAXED_MARK_TASKS = frozenset({"ingestion.after_submissions"})
+
+
+def _mark_sent(message_id: int, task: str = "") -> None:
+    """Record the publication.  It runs after every device submission, so for the idempotent tasks on
+    PostgreSQL it is one plain statement whose commit does not wait for the WAL flush."""
+    if (connection.vendor != "postgresql" or task not in RELAXED_MARK_TASKS
+            or connection.in_atomic_block or not connection.get_autocommit()):
         OutboxMessage.objects.filter(pk=message_id, sent_at__isnull=True).update(sent_at=timezone.now(),
                                                                                 attempts=F("attempts") + 1)
         return

@@ -89,6 +89,25 @@ def test_a_correction_that_supersedes_makes_a_new_version_and_keeps_the_old(offi
     assert again.status_code == 409 and again.json()["code"] == "already_superseded"
 
 
+def test_a_resent_correction_is_a_replay_and_its_altered_twin_a_conflict(officer) -> None:  # type: ignore[no-untyped-def]
+    """A device that resends a correction after a timeout gets the stored version back, not a refusal;
+    the same id with other content is a conflict naming it, as for any submission."""
+    first = body()
+    officer.post("/api/v1/submissions/", first, format="json")
+    fix = body(sid=str(uuid.uuid4()), supersedes=first["submission_id"])
+    created = officer.post("/api/v1/submissions/", fix, format="json")
+    resent = officer.post("/api/v1/submissions/", fix, format="json")
+    assert (created.status_code, resent.status_code) == (201, 200)
+    assert resent.json() == created.json() and resent.json()["version"] == 2
+    altered = dict(fix, device_id="tab-99")
+    conflict = officer.post("/api/v1/submissions/", altered, format="json")
+    assert conflict.status_code == 409 and conflict.json()["code"] == "submission_conflict"
+    assert conflict.json()["record"]["id"] == created.json()["id"]
+    in_batch = officer.post("/api/v1/submissions/batch/", {"items": [fix]}, format="json").json()["results"][0]
+    assert in_batch["result"] == "replayed" and in_batch["record"]["id"] == created.json()["id"]
+    assert SurveyRecord.objects.count() == 2
+
+
 def test_superseding_an_unknown_submission_is_refused_by_code(officer) -> None:  # type: ignore[no-untyped-def]
     resp = officer.post("/api/v1/submissions/", body(supersedes=str(uuid.uuid4())), format="json")
     assert resp.status_code == 409 and resp.json()["code"] == "supersedes_not_found"
@@ -234,3 +253,21 @@ def test_a_few_items_and_many_items_are_stored_alike(officer, django_capture_on_
     assert SurveyRecord.objects.get(submission_id=few[0]["submission_id"]).gps == few[0]["location"]
     small_batch = SurveyRecord.objects.get(submission_id=few[0]["submission_id"]).batch
     assert (small_batch.row_count, small_batch.accepted, small_batch.channel) == (3, 3, IngestionBatch.Channel.DEVICE)
+
+
+def test_rows_written_in_one_statement_are_marked_saved(officer) -> None:  # type: ignore[no-untyped-def]
+    """After the composed write, the objects are what save() leaves: keyed and no longer 'adding'."""
+    from datetime import datetime
+
+    from ingestion.submissions import Envelope, submissions_receive
+
+    payload = body()
+    [outcome] = submissions_receive(user=officer.user, envelopes=[Envelope(
+        submission_id=uuid.UUID(payload["submission_id"]), data=payload["data"], device_id="tab-07",
+        collected_at=datetime.fromisoformat(payload["collected_at"]), location=payload["location"])])
+    assert outcome is not None and outcome.result == "created"
+    record = outcome.record
+    assert record is not None and record.pk and not record._state.adding and not record.batch._state.adding
+    record.batch.status = IngestionBatch.Status.FAILED
+    record.batch.save()  # an update, not a second insert
+    assert IngestionBatch.objects.get(pk=record.batch.pk).status == IngestionBatch.Status.FAILED
