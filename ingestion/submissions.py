@@ -24,7 +24,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from features.labels import income_per_day, is_vulnerable, progress_status
+from features.labels import income_per_day_values, is_vulnerable_values, progress_status_values
 from quality.engine import ValidationResult, validate_frame
 from rtv import contract
 from rtv.bulk import Expression, copy_frame, insert_statement, server_bound_cursor
@@ -142,9 +142,9 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     schema = current_schema()
     result, unknown = _validate(envelopes, schema)
     issues = result.issue_records()
-    per_day = income_per_day(result.typed_columns()).to_numpy()
-    status = progress_status(pd.Series(per_day)).to_numpy()
-    vulnerable = is_vulnerable(pd.Series(status)).to_numpy()
+    per_day = income_per_day_values(result.typed_columns())
+    status = progress_status_values(per_day)
+    vulnerable = is_vulnerable_values(status)
     typed_rows = result.typed_records()
     quality = result.score_records()
     by_row: dict[int, list[dict[str, Any]]] = {}
