@@ -41,6 +41,16 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+class AnswersField(serializers.DictField):
+    """The survey answers: a JSON object, taken as it is.  The survey's own rules judge the values
+    (with field names in their errors); a DictField's per-key child validation only cost time."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            self.fail("not_a_dict", input_type=type(data).__name__)
+        return data
+
+
 class SubmissionIn(serializers.Serializer):
     submission_id = serializers.UUIDField(required=False)
     form_version = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
@@ -48,7 +58,7 @@ class SubmissionIn(serializers.Serializer):
     device_id = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
     location = LocationIn(required=False, allow_null=True, default=None)
     supersedes = serializers.UUIDField(required=False, allow_null=True, default=None)
-    data = serializers.DictField()
+    data = AnswersField()
 
 
 # One bound instance, validating every envelope: ``run_validation`` keeps no state between calls (it is

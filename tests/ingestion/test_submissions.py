@@ -271,3 +271,12 @@ def test_rows_written_in_one_statement_are_marked_saved(officer) -> None:  # typ
     record.batch.status = IngestionBatch.Status.FAILED
     record.batch.save()  # an update, not a second insert
     assert IngestionBatch.objects.get(pk=record.batch.pk).status == IngestionBatch.Status.FAILED
+
+
+def test_answers_that_are_not_an_object_are_refused_naming_the_field(officer) -> None:  # type: ignore[no-untyped-def]
+    resp = officer.post("/api/v1/submissions/", dict(body(), data=["not", "an", "object"]), format="json")
+    assert resp.status_code == 400
+    assert {(e["field"], e["code"]) for e in resp.json()["errors"]} == {("data", "not_a_dict")}
+    item = officer.post("/api/v1/submissions/batch/", {"items": [dict(body(), data=7), body(1)]}, format="json").json()
+    assert [r["result"] for r in item["results"]] == ["invalid", "created"]
+    assert item["results"][0]["errors"][0]["field"] == "data"
