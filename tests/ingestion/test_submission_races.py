@@ -80,24 +80,12 @@ def test_simultaneous_singles_and_batches_with_one_id_store_it_once(live_server)
 def test_twenty_concurrent_identical_posts_store_one_record_and_all_name_it(live_server) -> None:  # type: ignore[no-untyped-def]
     if connection.vendor != "postgresql":
         pytest.skip("a concurrent insert waiting on the unique index is PostgreSQL's behaviour under test")
-    user = User.objects.create_user("fo-race", password="pw-Secret-123")
-    user.groups.add(Group.objects.get(name="field_officer"))
-    token = str(AccessToken.for_user(user))
+    token = _officer_token("fo-race")
     payload = json.dumps(body(5, sid=str(uuid.uuid4()))).encode()
     barrier = Barrier(20)
-
-    def post(_: int) -> tuple[int, dict]:  # type: ignore[type-arg]
-        req = urllib.request.Request(f"{live_server.url}/api/v1/submissions/", data=payload, method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-        barrier.wait(timeout=30)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
+    url = f"{live_server.url}/api/v1/submissions/"
     with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(post, range(20)))
+        answers = list(pool.map(lambda _: _post(url, token, payload, barrier), range(20)))
     statuses = sorted(s for s, _ in answers)
     assert all(200 <= s < 300 for s in statuses), answers
     assert statuses.count(201) == 1 and statuses.count(200) == 19
