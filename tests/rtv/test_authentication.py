@@ -79,3 +79,34 @@ def test_the_user_read_with_its_roles_is_the_user_the_orm_reads(make_user) -> No
     read.first_name = "Saved"  # a normal model instance: it saves as an update
     read.save(update_fields=["first_name"])
     assert User.objects.get(pk=user.pk).first_name == "Saved"
+
+
+def test_a_remembered_token_is_refused_once_it_expires(make_user) -> None:  # type: ignore[no-untyped-def]
+    """Validated tokens are remembered per process, but the expiry still counts on every request."""
+    import time
+    from datetime import timedelta
+
+    from rest_framework.test import APIClient
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(make_user("field_officer"))
+    token.set_exp(lifetime=timedelta(seconds=1))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    missing = f"/api/v1/submissions/{uuid.uuid4()}/"
+    assert client.get(missing).status_code == 404  # authenticated (and now remembered)
+    assert client.get(missing).status_code == 404
+    time.sleep(1.2)
+    refused = client.get(missing)
+    assert refused.status_code == 401
+
+
+def test_a_tampered_token_is_refused_even_after_its_original_was_accepted(api) -> None:  # type: ignore[no-untyped-def]
+    client = api("field_officer")
+    missing = f"/api/v1/submissions/{uuid.uuid4()}/"
+    assert client.get(missing).status_code == 404
+    raw = client._credentials["HTTP_AUTHORIZATION"].removeprefix("Bearer ")
+    head, payload, signature = raw.split(".")
+    forged = ".".join([head, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")])
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+    assert client.get(missing).status_code == 401
