@@ -439,7 +439,7 @@ def _prediction_parts(frame: pd.DataFrame, *, household_ids: Sequence[str | None
 
 
 def _part_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
-    """A part's rows as dicts of plain values (what ``frame_records`` of its frame gives), without the frame."""
+    """A part's rows as dicts of plain values (what ``quality.engine.frame_records`` of its frame gives), without the frame."""
     n = len(columns["_row"])
     values = [v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, list) else [v] * n
               for v in columns.values()]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ingestion.submissions import frame_records
+from quality.engine import frame_records
 
 
 def test_frame_records_gives_what_to_dict_gives() -> None:
