@@ -176,6 +176,9 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Producers must not hang when the broker is down: the outbox keeps the work for the sweeper.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Device submissions' downstream tasks are published by a per-process relay, merged, after this many
+# seconds of gathering (0: each is published inline after its commit).  See rtv.outbox.
+RTV_OUTBOX_RELAY_SECONDS = env.float("RTV_OUTBOX_RELAY_SECONDS", default=0.1)
 CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "rtv.outbox_sweep", "schedule": 60.0},
     "resume-stale-chunks": {"task": "ingestion.resume_stale_chunks", "schedule": 120.0},

@@ -3,6 +3,8 @@ outage (the outbox keeps it; the sweeper sends it when the broker is back; a rea
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from celery.contrib.testing.worker import start_worker
 from django.test import override_settings
 
@@ -20,7 +23,7 @@ from modelling.models import Prediction
 from modelling.services import model_train
 from rtv.celery import app
 from rtv.models import OutboxMessage
-from rtv.outbox import outbox_sweep
+from rtv.outbox import outbox_relay_stop, outbox_sweep
 from tests.ingestion.test_submissions import body
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -36,6 +39,7 @@ def broker() -> Iterator[dict[str, str]]:
     try:
         yield {"dead": DEAD_BROKER, "live": REDIS}
     finally:
+        outbox_relay_stop()  # its thread's connection must not outlive the test database
         use_broker(old.pop("broker_url"))
         app.conf.update(old)
 
@@ -68,6 +72,8 @@ def test_the_api_accepts_while_the_broker_is_down_and_the_sweeper_delivers_later
     assert time.monotonic() - started < 15  # the outage costs a bounded wait, not a hang
     record = SurveyRecord.objects.get(pk=resp.json()["id"])
     message = OutboxMessage.objects.get(task="ingestion.after_submissions", args=[[record.pk]])
+    outbox_relay_stop()  # the relay has tried the broker
+    message.refresh_from_db()
     assert message.sent_at is None and message.attempts == 1 and message.last_error
     assert outbox_sweep(older_than=timedelta(0)) == 0  # still down: kept
 
@@ -97,3 +103,55 @@ def test_a_committed_submission_is_in_the_database_before_the_answer(api, broker
                 assert cur.fetchone()[0] == 1
         finally:
             other.close()
+
+
+def published(url: str) -> list[tuple[str, list[int]]]:
+    """The tasks waiting in the broker's default queue: (name, record ids), oldest first."""
+    client = redis.Redis.from_url(url)
+    out = []
+    for raw in reversed(client.lrange("celery", 0, -1)):  # LPUSH: the newest is first
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        out.append((message["headers"]["task"], args[0]))
+    return out
+
+
+def test_a_burst_of_submissions_is_published_as_one_task_naming_every_record(  # type: ignore[no-untyped-def]
+        api, broker, settings) -> None:
+    settings.RTV_OUTBOX_RELAY_SECONDS = 1.0  # the burst gathers within the relay's wait
+    use_broker(broker["live"])
+    redis.Redis.from_url(broker["live"]).delete("celery")
+    officer = api("field_officer")
+    ids = [officer.post("/api/v1/submissions/", body(i), format="json").json()["id"] for i in range(5)]
+    messages = OutboxMessage.objects.filter(task="ingestion.after_submissions")
+    assert messages.count() == 5  # one committed per submission: each stands alone for the sweeper
+    outbox_relay_stop()
+    assert published(broker["live"]) == [("ingestion.after_submissions", sorted(ids))]
+    assert all(m.sent_at is not None and m.attempts == 1 for m in messages)
+    assert outbox_sweep(older_than=timedelta(0)) == 0  # nothing left for it
+
+
+def test_a_published_task_names_at_most_a_bounded_number_of_records(  # type: ignore[no-untyped-def]
+        api, broker, settings, monkeypatch) -> None:
+    import rtv.outbox
+
+    settings.RTV_OUTBOX_RELAY_SECONDS = 1.0
+    monkeypatch.setattr(rtv.outbox, "MERGED_IDS_MAX", 2)
+    use_broker(broker["live"])
+    redis.Redis.from_url(broker["live"]).delete("celery")
+    officer = api("field_officer")
+    ids = [officer.post("/api/v1/submissions/", body(i), format="json").json()["id"] for i in range(5)]
+    outbox_relay_stop()
+    assert published(broker["live"]) == [("ingestion.after_submissions", ids[0:2]),
+                                         ("ingestion.after_submissions", ids[2:4]),
+                                         ("ingestion.after_submissions", ids[4:5])]
+
+
+def test_without_the_relay_each_submission_is_published_after_its_commit(  # type: ignore[no-untyped-def]
+        api, broker, settings) -> None:
+    settings.RTV_OUTBOX_RELAY_SECONDS = 0
+    use_broker(broker["live"])
+    redis.Redis.from_url(broker["live"]).delete("celery")
+    officer = api("field_officer")
+    ids = [officer.post("/api/v1/submissions/", body(i), format="json").json()["id"] for i in range(2)]
+    assert published(broker["live"]) == [("ingestion.after_submissions", [pk]) for pk in ids]
