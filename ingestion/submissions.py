@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,43 +210,107 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
         priors = {r.submission_id: r for r in SurveyRecord.objects.filter(submission_id__in=prior_ids)} if prior_ids else {}
         taken = set(SurveyRecord.objects.filter(supersedes__in=list(priors.values()))
                     .values_list("supersedes_id", flat=True)) if priors else set()
+        # A correction may supersede an item of this same request (a device back online sends an original
+        # and its correction together): it is decided after that item, and written in a later wave.
         new: list[int] = []
-        seen: dict[uuid.UUID, int] = {}
-        for i in candidates:
-            env = envelopes[i]
-            if env.submission_id in existing:
-                outcomes[i] = _existing(existing[env.submission_id], hashes[i])
-                continue
-            if env.submission_id in seen:  # the same id twice in one request
-                first = seen[env.submission_id]
-                outcomes[i] = Outcome("replayed", 200) if hashes[first] == hashes[i] else Outcome(
-                    "conflict", 409, code="submission_conflict", message="This id appears twice with different content.",
-                    errors=[{"field": "submission_id", "code": "submission_conflict", "message": str(env.submission_id)}])
-                outcomes[i].record_of = first  # type: ignore[union-attr]
-                continue
-            if env.supersedes is not None:
-                prior = priors.get(env.supersedes)
-                if prior is None:
-                    outcomes[i] = Outcome("invalid", 409, code="supersedes_not_found",
-                                          message="The submission this one supersedes is not stored.",
-                                          errors=[{"field": "supersedes", "code": "not_found", "message": str(env.supersedes)}])
+        wave: dict[int, int] = {}
+        seen: dict[uuid.UUID, int] = {}  # submission id -> the item of this request that stores it
+        superseded_here: dict[uuid.UUID, uuid.UUID] = {}  # prior's submission id -> the correction's
+        heads: dict[int, uuid.UUID] = {}  # item -> a DB prior it found already superseded (named below)
+        remaining = list(candidates)
+        while remaining:
+            waiting = Counter(envelopes[i].submission_id for i in remaining)
+            later: list[int] = []
+            for i in remaining:
+                env = envelopes[i]
+                s = env.supersedes
+                if s is not None and s not in priors and s not in seen and waiting[s] > 0:
+                    later.append(i)  # its prior is an item of this request not decided yet
                     continue
-                if prior.pk in taken:
-                    outcomes[i] = Outcome("conflict", 409, code="already_superseded",
-                                          message="That submission was already superseded; supersede the latest version "
-                                                  "instead.",
-                                          errors=[{"field": "supersedes", "code": "already_superseded",
-                                                   "message": str(env.supersedes)}])
-                    continue
-                taken.add(prior.pk)
-            seen[env.submission_id] = i
-            new.append(i)
-        if new:
-            records = _create_all(user, user_agent, schema, envelopes, new, typed_rows, quality, per_day, status, vulnerable,
-                                  by_row, hashes, priors, rejected=rejected, result=result)
-            for i, record in zip(new, records, strict=True):
+                waiting[env.submission_id] -= 1
+                _decide(i, env, hashes, existing, seen, priors, taken, superseded_here, wave, new, heads, outcomes)
+            if len(later) == len(remaining):  # supersedes links that go round: none can be first
+                for i in later:
+                    outcomes[i] = _not_found(envelopes[i].supersedes)
+                break
+            remaining = later
+        if heads:
+            _name_latest(heads, priors, outcomes)
+        batch: IngestionBatch | None = None
+        for w in sorted(set(wave.values())):
+            part = [i for i in new if wave[i] == w]
+            records = _create_all(user, user_agent, schema, envelopes, part, typed_rows, quality, per_day, status,
+                                  vulnerable, by_row, hashes, priors, rejected=rejected, result=result, batch=batch,
+                                  counted=new)
+            batch = records[0].batch
+            for i, record in zip(part, records, strict=True):
+                priors[envelopes[i].submission_id] = record  # the prior of the next wave's corrections
                 outcomes[i] = Outcome("created", 201, record=record,
                                       warnings=[_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"])
+
+
+def _decide(i: int, env: Envelope, hashes: list[str], existing: dict[uuid.UUID, SurveyRecord],
+            seen: dict[uuid.UUID, int], priors: dict[uuid.UUID, SurveyRecord], taken: set[int],
+            superseded_here: dict[uuid.UUID, uuid.UUID], wave: dict[int, int], new: list[int],
+            heads: dict[int, uuid.UUID], outcomes: list[Outcome | None]) -> None:
+    """One valid item's fate: a replay or conflict of what is stored or of an earlier item, a refused
+    correction, or new (with the wave that writes it: one after its prior's when that is in the request)."""
+    if env.submission_id in existing:
+        outcomes[i] = _existing(existing[env.submission_id], hashes[i])
+        return
+    if env.submission_id in seen:  # the same id twice in one request
+        first = seen[env.submission_id]
+        outcomes[i] = Outcome("replayed", 200) if hashes[first] == hashes[i] else Outcome(
+            "conflict", 409, code="submission_conflict", message="This id appears twice with different content.",
+            errors=[{"field": "submission_id", "code": "submission_conflict", "message": str(env.submission_id)}])
+        outcomes[i].record_of = first  # type: ignore[union-attr]
+        return
+    w = 0
+    if (s := env.supersedes) is not None:
+        prior = priors.get(s)
+        if prior is None and s not in seen:
+            outcomes[i] = _not_found(s)
+            return
+        if s in superseded_here:  # an earlier item of this request corrects the same one
+            outcomes[i] = _already_superseded(s, superseded_here[s])
+            return
+        if prior is not None and prior.pk in taken:
+            heads[i] = s
+            return
+        superseded_here[s] = env.submission_id
+        if prior is None:
+            w = wave[seen[s]] + 1
+    seen[env.submission_id] = i
+    wave[i] = w
+    new.append(i)
+
+
+def _not_found(supersedes: uuid.UUID | None) -> Outcome:
+    return Outcome("invalid", 409, code="supersedes_not_found",
+                   message="The submission this one supersedes is not stored.",
+                   errors=[{"field": "supersedes", "code": "not_found", "message": str(supersedes)}])
+
+
+def _already_superseded(supersedes: uuid.UUID, latest: uuid.UUID, record: SurveyRecord | None = None) -> Outcome:
+    """A correction of a superseded version: refused, naming the version to supersede instead (with
+    the stored record when it is stored)."""
+    return Outcome("conflict", 409, record=record, code="already_superseded",
+                   message=f"That submission was already superseded; supersede the latest version ({latest}) instead.",
+                   errors=[{"field": "supersedes", "code": "already_superseded", "message": str(supersedes)}])
+
+
+def _name_latest(heads: dict[int, uuid.UUID], priors: dict[uuid.UUID, SurveyRecord],
+                 outcomes: list[Outcome | None]) -> None:
+    """Refuse corrections of superseded records, naming each history's current version (one query):
+    what the device must supersede instead, e.g. a reviewer's correction it never saw."""
+    roots = {priors[s].root_id or priors[s].pk for s in heads.values()}
+    current = {r.root_id or r.pk: r for r in SurveyRecord.objects.filter(
+        models.Q(pk__in=roots) | models.Q(root_id__in=roots), superseded_by__isnull=True)}
+    for i, s in heads.items():
+        prior = priors[s]
+        latest = current.get(prior.root_id or prior.pk)
+        outcomes[i] = _already_superseded(s, latest.submission_id if latest and latest.submission_id else s,
+                                          record=latest)
 
 
 def _public(issue: dict[str, Any]) -> dict[str, Any]:
@@ -265,8 +330,11 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
                 new: list[int], typed_rows: list[dict[str, Any]], quality: list[dict[str, Any]], per_day: np.ndarray,
                 status: np.ndarray,
                 vulnerable: np.ndarray, by_row: dict[int, list[dict[str, Any]]], hashes: list[str],
-                priors: dict[uuid.UUID, SurveyRecord], rejected: int, result: ValidationResult) -> list[SurveyRecord]:
-    """Bulk-write the new items: households, one device batch, records, values, issues, outbox."""
+                priors: dict[uuid.UUID, SurveyRecord], rejected: int, result: ValidationResult,
+                batch: IngestionBatch | None = None, counted: list[int] | None = None) -> list[SurveyRecord]:
+    """Bulk-write the new items: households, one device batch, records, values, issues, outbox.
+    ``batch``: the request's batch, already written by an earlier wave; ``counted``: the items its
+    counts cover (all the request's new items; default ``new``)."""
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
     households = _households(hh_ids)
@@ -278,11 +346,12 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
                                       ignore_conflicts=True)
         households.update(_households(missing))
     officer = user if user.is_authenticated else None
-    batch = IngestionBatch(
+    counted = new if counted is None else counted
+    batch = batch or IngestionBatch(
         channel=IngestionBatch.Channel.DEVICE, source=user_agent[:120], format="json", created_by=officer,
         status=IngestionBatch.Status.SUCCEEDED, schema_version=schema.version, finished_at=timezone.now(),
-        row_count=len(new) + rejected, accepted=len(new), rejected=rejected,
-        warnings=sum(1 for i in new if any(r["severity"] == "warning" for r in by_row.get(i, []))))
+        row_count=len(counted) + rejected, accepted=len(counted), rejected=rejected,
+        warnings=sum(1 for i in counted if any(r["severity"] == "warning" for r in by_row.get(i, []))))
     records = []
     for i in new:
         env, d, q = envelopes[i], data[i], quality[i]
@@ -314,7 +383,8 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
                        for i, r in zip(new, records, strict=True)]
         outbox_after_commit(_write_few(batch, records, values_rows, issue_rows))
         return records
-    batch.save(force_insert=True)
+    if batch._state.adding:
+        batch.save(force_insert=True)
     records = SurveyRecord.objects.bulk_create(records)
     # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's
     # bulk_create sends each column as an array that psycopg quotes value by value: ~60 ms per 100).
@@ -358,7 +428,7 @@ def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[
 
     message = OutboxMessage(task="ingestion.after_submissions")
     parts = {
-        "b": insert_statement(IngestionBatch, [batch]),
+        "b": insert_statement(IngestionBatch, [batch]) if batch._state.adding else None,
         "r": insert_statement(SurveyRecord, records),
         "v": insert_statement(SurveyValues, values, {"record_id": record_key}),
         "i": insert_statement(RowIssue, issues, {"record_id": record_key}) if issues else None,

@@ -108,6 +108,67 @@ def test_a_resent_correction_is_a_replay_and_its_altered_twin_a_conflict(officer
     assert SurveyRecord.objects.count() == 2
 
 
+def test_a_correction_of_a_superseded_version_is_refused_naming_the_latest(officer) -> None:  # type: ignore[no-untyped-def]
+    """A device that never saw the newer version (another device's, a reviewer's) learns what to
+    supersede instead: a 409 with a way out."""
+    first = body()
+    officer.post("/api/v1/submissions/", first, format="json")
+    second = body(sid=str(uuid.uuid4()), supersedes=first["submission_id"])
+    stored = officer.post("/api/v1/submissions/", second, format="json").json()
+    late = officer.post("/api/v1/submissions/", body(supersedes=first["submission_id"]), format="json")
+    assert late.status_code == 409 and late.json()["code"] == "already_superseded"
+    assert late.json()["record"] == {"id": stored["id"], "submission_id": second["submission_id"]}
+    assert second["submission_id"] in late.json()["message"]
+    retried = officer.post("/api/v1/submissions/", body(supersedes=second["submission_id"]), format="json")
+    assert retried.status_code == 201 and retried.json()["version"] == 3
+
+
+@pytest.mark.parametrize("order", ["original first", "correction first"])
+def test_an_original_and_its_corrections_in_one_batch_are_all_stored_as_versions(officer, order) -> None:  # type: ignore[no-untyped-def]
+    """A device back online sends what it queued: an original and its corrections, in any order."""
+    a = body()
+    b = body(sid=str(uuid.uuid4()), supersedes=a["submission_id"])
+    c = body(sid=str(uuid.uuid4()), supersedes=b["submission_id"])
+    items = [a, b, c] if order == "original first" else [c, b, a]
+    results = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json").json()["results"]
+    assert [r["result"] for r in results] == ["created"] * 3
+    version = {r["submission_id"]: r["record"]["version"] for r in results}
+    assert [version[x["submission_id"]] for x in (a, b, c)] == [1, 2, 3]
+    stored = {str(r.submission_id): r for r in SurveyRecord.objects.select_related("supersedes")}
+    assert stored[b["submission_id"]].supersedes == stored[a["submission_id"]]
+    assert stored[c["submission_id"]].root_id == stored[a["submission_id"]].pk
+    assert IngestionBatch.objects.get().accepted == 3  # one request, one batch
+    resent = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json").json()["results"]
+    assert [r["result"] for r in resent] == ["replayed"] * 3 and SurveyRecord.objects.count() == 3
+
+
+def test_a_large_batch_with_a_correction_writes_both_waves_into_one_batch(officer) -> None:  # type: ignore[no-untyped-def]
+    """Twenty originals go by COPY, the correction after them in one statement: one batch, both counted."""
+    originals = [body(i) for i in range(20)]
+    fix = body(sid=str(uuid.uuid4()), supersedes=originals[3]["submission_id"])
+    results = officer.post("/api/v1/submissions/batch/", {"items": [fix, *originals]}, format="json").json()["results"]
+    assert [r["result"] for r in results] == ["created"] * 21 and results[0]["record"]["version"] == 2
+    batch = IngestionBatch.objects.get()
+    assert (batch.row_count, batch.accepted) == (21, 21) and batch.records.count() == 21
+
+
+def test_two_corrections_of_one_version_in_a_batch_keep_the_first(officer) -> None:  # type: ignore[no-untyped-def]
+    a = body()
+    b1 = body(sid=str(uuid.uuid4()), supersedes=a["submission_id"])
+    b2 = body(sid=str(uuid.uuid4()), supersedes=a["submission_id"])
+    results = officer.post("/api/v1/submissions/batch/", {"items": [a, b1, b2]}, format="json").json()["results"]
+    assert [r["result"] for r in results] == ["created", "created", "conflict"]
+    assert results[2]["code"] == "already_superseded" and b1["submission_id"] in results[2]["message"]
+
+
+def test_corrections_that_supersede_each_other_in_a_circle_are_refused(officer) -> None:  # type: ignore[no-untyped-def]
+    x_id, y_id = str(uuid.uuid4()), str(uuid.uuid4())
+    items = [body(sid=x_id, supersedes=y_id), body(sid=y_id, supersedes=x_id), body()]
+    results = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json").json()["results"]
+    assert [(r["result"], r.get("code")) for r in results] == [
+        ("invalid", "supersedes_not_found"), ("invalid", "supersedes_not_found"), ("created", None)]
+
+
 def test_superseding_an_unknown_submission_is_refused_by_code(officer) -> None:  # type: ignore[no-untyped-def]
     resp = officer.post("/api/v1/submissions/", body(supersedes=str(uuid.uuid4())), format="json")
     assert resp.status_code == 409 and resp.json()["code"] == "supersedes_not_found"
