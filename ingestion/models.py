@@ -66,6 +66,8 @@ class IngestionBatch(models.Model):
     quality = models.JSONField(default=dict, blank=True, help_text="the batch quality report")
     timings = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    plan_lease_until = models.DateTimeField(null=True, blank=True, help_text="a batch still being split into chunks "
+                                            "after this time lost its worker: the sweep plans it again")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -40,7 +40,8 @@ from features.labels import income_per_day, is_vulnerable, progress_status
 from quality.engine import validate_frame
 from quality.rules import NEAR_DUPLICATE_IGNORE, active_rules
 from rtv.bulk import copy_frame
-from rtv.outbox import outbox_enqueue
+from rtv.models import OutboxMessage
+from rtv.outbox import outbox_after_commit, outbox_enqueue
 from rtv.selectors import current_schema
 from rtv.services import audit_record
 from rtv.storage import area_path
@@ -200,10 +201,12 @@ def _chunk_bytes(table: pa.Table) -> bytes:
 def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
     """Read and split the batch's file into chunks.  Idempotent: only a pending batch is planned."""
     t0 = time.perf_counter()
+    lease = timezone.now() + timedelta(seconds=settings.RTV_CHUNK_LEASE_SECONDS)
     if not IngestionBatch.objects.filter(pk=batch_id, status=IngestionBatch.Status.PENDING).update(
-            status=IngestionBatch.Status.RUNNING):
+            status=IngestionBatch.Status.RUNNING, plan_lease_until=lease):
         return []
     batch = IngestionBatch.objects.get(pk=batch_id)
+    _clear_temp(batch.pk)  # what a planner that died part-way left behind
     schema = current_schema()
     chunk_rows = settings.RTV_CHUNK_ROWS
     chunks: list[IngestionChunk] = []
@@ -239,6 +242,9 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
         raise
     except TooManyRows as exc:
         _fail(batch_id, "too_many_rows", str(exc))
+        raise
+    except Exception as exc:  # storage, Arrow, anything: the batch says so rather than run for ever
+        _fail(batch_id, "plan_failed", f"the file could not be split into chunks ({type(exc).__name__}: {exc})")
         raise
     duplicates = _flag_file_wide(chunks, household_ids, villages, answer_hashes)
     with transaction.atomic():
@@ -540,6 +546,32 @@ def frequency_shift(batch: IngestionBatch) -> dict[str, Any]:
             "message": rule.message}
 
 
+def _clear_temp(batch_id: Any) -> None:
+    """Delete the batch's chunk files (none are recorded before planning ends)."""
+    prefix = area_path("temp", str(batch_id))
+    try:
+        _, names = default_storage.listdir(prefix)
+    except (FileNotFoundError, NotImplementedError):
+        return
+    for name in names:
+        default_storage.delete(f"{prefix}/{name}")
+
+
+def plans_resume_stale() -> int:
+    """Plan again the batches whose planner died (killed, lost host): still running past their plan
+    lease with no chunk written (chunks are written together, when planning ends)."""
+    stale = IngestionBatch.objects.filter(
+        status=IngestionBatch.Status.RUNNING, plan_lease_until__lt=timezone.now()).filter(
+        ~Exists(IngestionChunk.objects.filter(batch=OuterRef("pk"))))
+    with transaction.atomic():
+        ids = list(stale.select_for_update(skip_locked=True).values_list("pk", flat=True)[:100])
+        IngestionBatch.objects.filter(pk__in=ids).update(status=IngestionBatch.Status.PENDING, plan_lease_until=None)
+        for message in OutboxMessage.objects.bulk_create(  # keys returned: no read back
+                [OutboxMessage(task="ingestion.plan_batch", args=[str(pk)]) for pk in ids]):
+            outbox_after_commit(message)
+    return len(ids)
+
+
 def chunks_resume_stale(*, pending_older_than: timedelta = timedelta(minutes=10)) -> int:
     """Hand out again chunks whose worker died (lease expired) or whose message was lost."""
     now = timezone.now()
@@ -577,4 +609,4 @@ def batch_progress(batch: IngestionBatch) -> dict[str, Any]:
 
 
 __all__ = ["DuplicateFile", "IngestSummary", "TooManyRows", "batch_create", "batch_finalize", "batch_plan",
-           "batch_progress", "chunk_process", "chunks_resume_stale", "ingest_file"]
+           "batch_progress", "chunk_process", "chunks_resume_stale", "ingest_file", "plans_resume_stale"]

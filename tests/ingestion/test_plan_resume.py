@@ -1,0 +1,62 @@
+"""Splitting a file into chunks never leaves a batch running for ever: a planner that dies is
+replaced by the sweep, and one that fails says why."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from ingestion.models import IngestionBatch, SurveyRecord
+from ingestion.services import batch_create, batch_plan, plans_resume_stale
+from ingestion.synthetic.generator import generate, write
+from ingestion.tasks import resume_stale_chunks_task
+from rtv.models import OutboxMessage
+
+pytestmark = pytest.mark.django_db
+
+
+def uploaded(tmp_path: Path, rows: int = 60) -> IngestionBatch:
+    data, errors = generate(rows, seed=5, bad_rate=0.0)
+    path = write(data, errors, tmp_path / "s.csv", "csv")
+    with path.open("rb") as fh:
+        return batch_create(fh=fh, original_name=path.name)
+
+
+def test_a_batch_whose_planner_died_is_planned_again_and_completes(  # type: ignore[no-untyped-def]
+        tmp_path, settings, django_capture_on_commit_callbacks) -> None:
+    settings.RTV_CHUNK_ROWS = 25
+    batch = uploaded(tmp_path)
+    # What a worker killed mid-plan leaves: the batch running, a chunk file written, no chunk row.
+    IngestionBatch.objects.filter(pk=batch.pk).update(status="running",
+                                                      plan_lease_until=timezone.now() - timedelta(seconds=1))
+    orphan = default_storage.save(f"temp/{batch.pk}/chunk-00000.parquet", ContentFile(b"half a chunk"))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert resume_stale_chunks_task() == 1
+    batch.refresh_from_db()
+    assert batch.status == "succeeded" and batch.accepted == SurveyRecord.objects.filter(batch=batch).count() == 60
+    assert not default_storage.exists(orphan)
+    assert plans_resume_stale() == 0  # done: nothing left to resume
+
+
+def test_a_planner_within_its_lease_is_left_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    batch = uploaded(tmp_path)
+    IngestionBatch.objects.filter(pk=batch.pk).update(status="running",
+                                                      plan_lease_until=timezone.now() + timedelta(minutes=5))
+    assert plans_resume_stale() == 0
+    assert IngestionBatch.objects.get(pk=batch.pk).status == "running"
+    assert not OutboxMessage.objects.filter(task="ingestion.plan_batch").exists()
+
+
+def test_a_file_that_cannot_be_read_fails_its_batch_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    batch = uploaded(tmp_path)
+    default_storage.delete(batch.file_key)  # storage lost the original
+    with pytest.raises(FileNotFoundError):
+        batch_plan(batch.pk, enqueue=False)
+    batch.refresh_from_db()
+    assert batch.status == "failed" and batch.error.startswith("plan_failed: ") and batch.finished_at is not None
+    assert plans_resume_stale() == 0  # failed is final: not planned again
