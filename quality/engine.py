@@ -13,7 +13,9 @@ would come out as it went in; and big temporaries are avoided, since touching fr
 about as much as the checks themselves on small VMs.  Every pass over a million values counts: the
 number checks skip what a column's bounds rule out and take findings as row indices, tolerances
 and z-scores are worked out only for the rows that can fail, and medians are bracketed by a sample
-and settled by counting.  ``tests/quality`` holds the outcome to the frozen engine's, exactly.
+and settled by counting.  Number text is cast by Arrow whole (looked at byte by byte only when
+Arrow refuses some of it), and a large input's number columns are parsed on a few threads while
+the other fields are checked.  ``tests/quality`` holds the outcome to the frozen engine's, exactly.
 
 Rule codes (stable; reports, the generator's sidecar and tests use them):
   errors:   required, type, range, allowed, sum_identity, per_day_identity, currency_identity
@@ -23,8 +25,10 @@ Rule codes (stable; reports, the generator's sidecar and tests use them):
 from __future__ import annotations
 
 import functools
+import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -40,7 +44,7 @@ from .rules import CompiledRule, RuleSet
 ISSUE_COLUMNS = ["row", "field", "rule", "severity", "value", "message"]
 ARROW_MIN_ROWS = 512  # below this, plain Python on the few strings beats Arrow's call overhead
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_NUMBER_RE = re.compile(_NUMBER)
+_NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only, as Arrow reads large columns
 _BOOLEAN = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -282,38 +286,105 @@ def _blank(arr: pa.Array) -> np.ndarray:
 
 
 def _numbers(text: np.ndarray | pa.Array, empty: np.ndarray | None = None) -> np.ndarray:
-    """float64 of each string; NaN where empty or not a number (no 'nan', 'inf' or '1,5')."""
+    """float64 of each string; NaN where empty or not a number (no 'nan', 'inf' or '1,5').
+
+    A string is a number when it fully matches ``_NUMBER`` over ASCII (no other digits) and is finite.
+    Large columns are parsed by Arrow, the cheapest way that is sure to decide as that grammar does:
+    one ASCII digit per row (codes) needs no parsing; else Arrow casts the whole column, and only
+    when it refuses a string are the strings outside the grammar's characters found and set aside
+    (see ``_cast_numbers``)."""
     if isinstance(text, pa.Array):
         if empty is None:
             empty = _blank(text)
-        # Only strings made of digits, '.', 'e', 'E', '+' and '-' can be numbers: a byte scan finds the
-        # others and Arrow parses the rest, as nulls elsewhere (its grammar over these characters is
-        # the regex's: when it refuses one, the regex decides, as before).
-        offsets, data = _layout(text)
-        candidate = ~empty
-        if data.size and (int(data.min()) < 0x30 or int(data.max()) > 0x39):  # not all digits
-            number = (data >= 0x30) & (data <= 0x39)
-            for byte in b".eE+-":
-                number |= data == byte
-            odd = np.flatnonzero(~number) + offsets[0]
-            if odd.size:  # the row holding each odd byte (empty rows hold none)
-                candidate[np.searchsorted(offsets, odd, side="right") - 1] = False
-        buffers = text.buffers()
+        values = _single_digits(text, empty)
+        if values is not None:
+            return values
+        values = _cast_numbers(text, empty)
+        if values is None:
+            values = _scanned_numbers(text, empty)
+    else:  # a few strings: the grammar, then Python's float
+        values = np.array([float(s) if _NUMBER_RE.match(s) else np.nan for s in text], dtype="float64")
+    infinite = np.isinf(values)
+    if infinite.any():  # too large for a float: not data, whatever the input's size
+        values[infinite] = np.nan
+    return values
+
+
+def _single_digits(text: pa.Array, empty: np.ndarray) -> np.ndarray | None:
+    """The values of a column holding one ASCII digit in each row that is not empty (NaN there), from
+    the bytes alone (Arrow spends most of its cast on each string's overhead); None for any other."""
+    _, data = _layout(text)
+    present = len(empty) - int(np.count_nonzero(empty))
+    if data.size != present:  # each row that is not empty holds a byte at least: here exactly one
+        return None
+    if data.size and (int(data.min()) < 0x30 or int(data.max()) > 0x39):
+        return None
+    if not present:
+        return np.full(len(empty), np.nan)
+    digits = data.astype(np.float64)
+    digits -= 0x30
+    if present == len(empty):
+        return digits
+    values = np.full(len(empty), np.nan)
+    values[~empty] = digits
+    return values
+
+
+_CAST_CHUNK = 1 << 16  # rows cast at a time: a string Arrow refuses costs the rest of its chunk, not a column
+
+
+def _cast_numbers(text: pa.Array, empty: np.ndarray) -> np.ndarray | None:
+    """Arrow's float64 of every string (NaN where empty), or None when Arrow refuses one of them.
+
+    Arrow accepts exactly the grammar's strings, and beyond them only spellings of NaN and of infinity
+    ('nan', 'NaN(1)', '-Infinity'...: ``tests/quality/test_number_typing.py`` holds it to that), which
+    ``_numbers`` turns into NaN as it does numbers too large for a float.  So when Arrow accepts every
+    string, its values are the grammar's, without looking for the characters the grammar excludes.
+    The column is cast a chunk at a time so that a refused string (a column with a few typos) stops
+    the work early: Arrow itself would parse the whole column before refusing it."""
+    arr = text
+    if empty.any() or text.null_count:
+        valid = ~empty
         if text.offset:
-            candidate = np.concatenate([np.zeros(text.offset, dtype=bool), candidate])
-        masked = pa.Array.from_buffers(text.type, len(text), [pa.py_buffer(np.packbits(candidate, bitorder="little")),
-                                                              buffers[1], buffers[2]], offset=text.offset)
-        try:
-            parsed = pc.cast(masked, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. '1.2.3': the regex decides
-            valid = pc.match_substring_regex(text, _NUMBER)
-            parsed = pc.cast(pc.if_else(valid, text, pa.scalar(None, text.type)), pa.float64())
-        values = parsed.to_numpy(zero_copy_only=False, writable=True).astype("float64", copy=False)
-        infinite = np.isinf(values)
-        if infinite.any():  # 'inf' spelled out, or too large: not data
-            values[infinite] = np.nan
-        return values
-    return np.array([float(s) if _NUMBER_RE.match(s) else np.nan for s in text], dtype="float64")
+            valid = np.concatenate([np.zeros(text.offset, dtype=bool), valid])
+        buffers = text.buffers()
+        arr = pa.Array.from_buffers(text.type, len(text), [pa.py_buffer(np.packbits(valid, bitorder="little")),
+                                                           buffers[1], buffers[2]], offset=text.offset)
+    parts = []
+    try:
+        for start in range(0, len(arr), _CAST_CHUNK):
+            parts.append(pc.cast(arr.slice(start, _CAST_CHUNK), pa.float64()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    values = pa.chunked_array(parts, type=pa.float64()).to_numpy()
+    return values if values.flags.writeable else values.copy()
+
+
+def _scanned_numbers(text: pa.Array, empty: np.ndarray) -> np.ndarray:
+    """``_numbers`` of a column Arrow refuses as a whole (infinities left in)."""
+    # Only strings made of digits, '.', 'e', 'E', '+' and '-' can be numbers: a byte scan finds the
+    # others and Arrow parses the rest, as nulls elsewhere (its grammar over these characters is
+    # the regex's: when it refuses one, the regex decides, as before).
+    offsets, data = _layout(text)
+    candidate = ~empty
+    if data.size and (int(data.min()) < 0x30 or int(data.max()) > 0x39):  # not all digits
+        number = (data >= 0x30) & (data <= 0x39)
+        for byte in b".eE+-":
+            number |= data == byte
+        odd = np.flatnonzero(~number) + offsets[0]
+        if odd.size:  # the row holding each odd byte (empty rows hold none)
+            candidate[np.searchsorted(offsets, odd, side="right") - 1] = False
+    buffers = text.buffers()
+    if text.offset:
+        candidate = np.concatenate([np.zeros(text.offset, dtype=bool), candidate])
+    masked = pa.Array.from_buffers(text.type, len(text), [pa.py_buffer(np.packbits(candidate, bitorder="little")),
+                                                          buffers[1], buffers[2]], offset=text.offset)
+    try:
+        parsed = pc.cast(masked, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. '1.2.3': the regex decides
+        valid = pc.match_substring_regex(text, _NUMBER)
+        parsed = pc.cast(pc.if_else(valid, text, pa.scalar(None, text.type)), pa.float64())
+    return parsed.to_numpy(zero_copy_only=False, writable=True).astype("float64", copy=False)
 
 
 class _Text:
@@ -580,6 +651,41 @@ def _fullmatch(text: np.ndarray | pa.Array, pattern: str) -> np.ndarray:
     return np.fromiter((rx.fullmatch(s) is not None for s in text), dtype=bool, count=len(text))
 
 
+_PARALLEL_MIN_ROWS = 1 << 13  # from this many rows, number columns are parsed on the pool
+_NUMBER_TYPES = ("integer", "decimal", "code")
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """This process's parsing threads (a forked worker starts its own: the parent's are not in it)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(os.cpu_count() or 2, 4),
+                                                 thread_name_prefix="quality-numbers"))
+    return _POOL[1]
+
+
+def _parse_ahead(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: Sequence[FieldLike],
+                 columns: Container[str]) -> dict[str, Future[tuple[np.ndarray | pa.Array, np.ndarray, np.ndarray]]]:
+    """The number fields given as text, each parsed (``_parsed_numbers``) on the pool, by name.  Arrow's
+    cast and numpy's passes over large arrays let go of the GIL, so columns are parsed side by side
+    and while the field loop checks others; the loop takes each result in field order, so the
+    findings and values are those of parsing one column after another."""
+    names = list(dict.fromkeys(f.name for f in fields if f.type in _NUMBER_TYPES and f.name in columns
+                               and not _is_numeric(raw[f.name])))
+    if len(names) < 2:
+        return {}
+    pool = _pool()
+    return {name: pool.submit(_parsed_numbers, raw[name]) for name in names}
+
+
+def _parsed_numbers(column: Any) -> tuple[np.ndarray | pa.Array, np.ndarray, np.ndarray]:
+    """A number column's stripped text, its empty rows and its values: what the field loop works out."""
+    s = _strings(column)
+    empty = _blank(s) if isinstance(s, pa.Array) else s == ""
+    return s, empty, _numbers(s, empty)
+
+
 def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: Sequence[FieldLike], *,
                    rules: RuleSet | None = None, tol_abs: float = 0.01, tol_rel: float = 1e-6,
                    now: datetime | None = None) -> ValidationResult:
@@ -612,94 +718,103 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
                    and not _is_numeric(raw[f.name])]
         if batched:
             batch = _number_batch(plan.numbers, batched, [raw[name] for name in batched], n)
-    for f in fields:
-        kinds = plan.kinds[f.name] if plan is not None else {r.kind: r for r in rules.by_field.get(f.name, ())}
-        if f.name not in columns:
-            if (r := kinds.get("required")) is not None:
-                out.add(np.ones(n, dtype=bool), f.name, "required", r.severity, np.full(n, "", dtype=object),
-                        f"{r.message} (column missing)")
-            continue
-        if batch is not None and f.name in batch.position:
-            p = batch.position[f.name]
-            for kind, idx in batch.hits.get(p, ()):
-                r = kinds[_NUMBER_KINDS[kind]]
-                out.add_rows(idx, f.name, r.kind, r.severity, batch.text[p], r.message)
-            typed[f.name] = batch.values[p]
-            continue
-        column = raw[f.name]
-        if f.type in ("integer", "decimal", "code") and _is_numeric(column):
-            # Already typed (stored values, Parquet): no text to parse, only the rules to apply.
-            values = np.asarray(column, dtype="float64")
-            typed[f.name] = checked = _number_rules(f, kinds, values, None, values, out, scratch)
-            if checked is values and (values is column or not values.flags.writeable):  # unchanged, not ours
-                if isinstance(column, pd.Series):
-                    shared[f.name] = column  # the frame shares it: pandas copies on write
-                else:
-                    typed[f.name] = values.copy()
-            continue
-        if n >= ARROW_MIN_ROWS and f.type in ("text", "uuid", "multiselect"):
-            texts[f.name] = text = _Text(column)
-            _text_rules(f, kinds, text, out)
-            if text.unchanged and isinstance(raw, pd.DataFrame) and isinstance(column, pd.Series):
-                shared[f.name] = column  # the frame shares it: pandas copies on write
-                typed[f.name] = column.to_numpy()
-            else:
-                typed[f.name] = text.objects()
-            continue
-        s = _strings(column)
-        empty = _blank(s) if isinstance(s, pa.Array) else s == ""
-        present = ~empty
-        if (r := kinds.get("required")) is not None:
-            out.add(empty, f.name, "required", r.severity, s, r.message)
-        if f.type in ("text", "uuid"):
-            if (r := kinds.get("pattern")) is not None:
-                out.add(present & ~_fullmatch(s, r.params["regex"]), f.name, "pattern", r.severity, s, r.message)
-            s = _as_objects(s)
-            typed[f.name] = _blank_to_none(s, empty)
-            if (r := kinds.get("unknown_value")) is not None:
-                if plan is not None:  # set membership: what np.isin decides for str objects, without its sorting
-                    known_set = plan.known[f.name]
-                    known = np.fromiter((v in known_set for v in s), dtype=bool, count=len(s))
-                else:
-                    known = np.isin(s, np.array([str(a) for a in r.params["values"]], dtype=object))
-                out.add(present & ~known, f.name, "unknown_value", r.severity, s, r.message)
-            continue
-        if f.type == "datetime":
-            s = _as_objects(s)
-            if small and (instants := _iso_instants(s, empty)) is not None:  # every value plain ISO with an offset
-                typed[f.name] = instants[0]
-                parsed[f.name] = instants
+    ahead = _parse_ahead(raw, fields, columns) if n >= _PARALLEL_MIN_ROWS else {}
+    try:
+        for f in fields:
+            kinds = plan.kinds[f.name] if plan is not None else {r.kind: r for r in rules.by_field.get(f.name, ())}
+            if f.name not in columns:
+                if (r := kinds.get("required")) is not None:
+                    out.add(np.ones(n, dtype=bool), f.name, "required", r.severity, np.full(n, "", dtype=object),
+                            f"{r.message} (column missing)")
                 continue
-            if small:  # the same parse without a Series around it ('' -> None rather than NaN: both NaT)
-                stamps = pd.to_datetime(_blank_to_none(s, empty), errors="coerce", utc=True, format="ISO8601")
+            if batch is not None and f.name in batch.position:
+                p = batch.position[f.name]
+                for kind, idx in batch.hits.get(p, ()):
+                    r = kinds[_NUMBER_KINDS[kind]]
+                    out.add_rows(idx, f.name, r.kind, r.severity, batch.text[p], r.message)
+                typed[f.name] = batch.values[p]
+                continue
+            column = raw[f.name]
+            if f.type in ("integer", "decimal", "code") and _is_numeric(column):
+                # Already typed (stored values, Parquet): no text to parse, only the rules to apply.
+                values = np.asarray(column, dtype="float64")
+                typed[f.name] = checked = _number_rules(f, kinds, values, None, values, out, scratch)
+                if checked is values and (values is column or not values.flags.writeable):  # unchanged, not ours
+                    if isinstance(column, pd.Series):
+                        shared[f.name] = column  # the frame shares it: pandas copies on write
+                    else:
+                        typed[f.name] = values.copy()
+                continue
+            if n >= ARROW_MIN_ROWS and f.type in ("text", "uuid", "multiselect"):
+                texts[f.name] = text = _Text(column)
+                _text_rules(f, kinds, text, out)
+                if text.unchanged and isinstance(raw, pd.DataFrame) and isinstance(column, pd.Series):
+                    shared[f.name] = column  # the frame shares it: pandas copies on write
+                    typed[f.name] = column.to_numpy()
+                else:
+                    typed[f.name] = text.objects()
+                continue
+            numbers: np.ndarray | None = None
+            if (job := ahead.pop(f.name, None)) is not None:
+                s, empty, numbers = job.result()  # parsed on the pool while earlier fields were checked
             else:
-                stamps = pd.to_datetime(pd.Series(s).where(present), errors="coerce", utc=True, format="ISO8601")
-            naive = np.array([bool(v) and not _has_offset(v) for v in s], dtype=bool)
-            bad = present & (np.asarray(stamps.isna()) | naive)
-            if (r := kinds.get("type")) is not None:
-                out.add(bad, f.name, "type", r.severity, s, r.message)
-            kept = stamps.where(~bad)
-            typed[f.name] = kept.to_numpy()
-            if small:
-                parsed[f.name] = (typed[f.name], kept.tz_localize(None).to_numpy())
-            continue
-        if f.type == "multiselect":
-            if (r := kinds.get("allowed")) is not None:
-                allowed = plan.codes[f.name] if plan is not None else _codes_allowed(r)
-                out.add(_bad_codes(s, present, allowed), f.name, "allowed", r.severity, s, r.message)
-            s = _as_objects(s)
-            typed[f.name] = _blank_to_none(s, empty)
-            continue
-        if f.type == "boolean":
-            s = _as_objects(s)
-            lowered = np.array([v.lower() for v in s], dtype=object)
-            is_bool = np.isin(lowered, np.array(list(_BOOLEAN), dtype=object))
-            if (r := kinds.get("type")) is not None:
-                out.add(present & ~is_bool, f.name, "type", r.severity, s, r.message)
-            typed[f.name] = np.array([_BOOLEAN.get(v) for v in lowered], dtype=object)
-            continue
-        values = _numbers(s, empty)
-        typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out, scratch)
+                s = _strings(column)
+                empty = _blank(s) if isinstance(s, pa.Array) else s == ""
+            present = ~empty
+            if (r := kinds.get("required")) is not None:
+                out.add(empty, f.name, "required", r.severity, s, r.message)
+            if f.type in ("text", "uuid"):
+                if (r := kinds.get("pattern")) is not None:
+                    out.add(present & ~_fullmatch(s, r.params["regex"]), f.name, "pattern", r.severity, s, r.message)
+                s = _as_objects(s)
+                typed[f.name] = _blank_to_none(s, empty)
+                if (r := kinds.get("unknown_value")) is not None:
+                    if plan is not None:  # set membership: what np.isin decides for str objects, without its sorting
+                        known_set = plan.known[f.name]
+                        known = np.fromiter((v in known_set for v in s), dtype=bool, count=len(s))
+                    else:
+                        known = np.isin(s, np.array([str(a) for a in r.params["values"]], dtype=object))
+                    out.add(present & ~known, f.name, "unknown_value", r.severity, s, r.message)
+                continue
+            if f.type == "datetime":
+                s = _as_objects(s)
+                if small and (instants := _iso_instants(s, empty)) is not None:  # every value plain ISO with an offset
+                    typed[f.name] = instants[0]
+                    parsed[f.name] = instants
+                    continue
+                if small:  # the same parse without a Series around it ('' -> None rather than NaN: both NaT)
+                    stamps = pd.to_datetime(_blank_to_none(s, empty), errors="coerce", utc=True, format="ISO8601")
+                else:
+                    stamps = pd.to_datetime(pd.Series(s).where(present), errors="coerce", utc=True, format="ISO8601")
+                naive = np.array([bool(v) and not _has_offset(v) for v in s], dtype=bool)
+                bad = present & (np.asarray(stamps.isna()) | naive)
+                if (r := kinds.get("type")) is not None:
+                    out.add(bad, f.name, "type", r.severity, s, r.message)
+                kept = stamps.where(~bad)
+                typed[f.name] = kept.to_numpy()
+                if small:
+                    parsed[f.name] = (typed[f.name], kept.tz_localize(None).to_numpy())
+                continue
+            if f.type == "multiselect":
+                if (r := kinds.get("allowed")) is not None:
+                    allowed = plan.codes[f.name] if plan is not None else _codes_allowed(r)
+                    out.add(_bad_codes(s, present, allowed), f.name, "allowed", r.severity, s, r.message)
+                s = _as_objects(s)
+                typed[f.name] = _blank_to_none(s, empty)
+                continue
+            if f.type == "boolean":
+                s = _as_objects(s)
+                lowered = np.array([v.lower() for v in s], dtype=object)
+                is_bool = np.isin(lowered, np.array(list(_BOOLEAN), dtype=object))
+                if (r := kinds.get("type")) is not None:
+                    out.add(present & ~is_bool, f.name, "type", r.severity, s, r.message)
+                typed[f.name] = np.array([_BOOLEAN.get(v) for v in lowered], dtype=object)
+                continue
+            values = numbers if numbers is not None else _numbers(s, empty)
+            typed[f.name] = _number_rules(f, kinds, values, present & np.isnan(values), s, out, scratch)
+    finally:
+        for job in ahead.values():  # left over when a check raised: not worth finishing
+            job.cancel()
     _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC), parsed)
     _statistical(typed, texts, rules, out)
     present_fields = set(typed) | set(columns)
@@ -867,6 +982,8 @@ _PARSED: dict[str, float] = {}  # text -> its number (NaN: not one); common answ
 
 def _parse(s: str) -> float:
     v = float(s) if _NUMBER_RE.match(s) else np.nan
+    if v in (np.inf, -np.inf):  # too large for a float: not data, as for any input
+        v = np.nan
     if len(_PARSED) > 100_000:
         _PARSED.clear()
     _PARSED[s] = v
