@@ -149,13 +149,31 @@ def _decide_action(to_status: str, label: str) -> Any:
     return action
 
 
+class VillageFilter(admin.SimpleListFilter):
+    """Villages of the district and cluster chosen (there are hundreds in all): one query."""
+
+    title = "village"
+    parameter_name = "village"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        qs = SurveyRecord.objects.exclude(village="")
+        if district := request.GET.get("district__exact"):
+            qs = qs.filter(district=district)
+        if cluster := request.GET.get("cluster__exact"):
+            qs = qs.filter(cluster=cluster)
+        return [(v, v) for v in qs.order_by("village").values_list("village", flat=True).distinct()[:300]]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(village=self.value()) if self.value() else queryset
+
+
 @admin.register(SurveyRecord)
 class ReviewAdmin(RoleAdmin):
     edit = CAN_REVIEW
     list_display = ("household_code", "district", "village", "field_officer", "review_status", "score", "warning_count",
                     "version", "progress_status", "received_at")
-    list_filter = (QueueFilter, "review_status", ScoreBand, RuleFilter, "district", "cluster", "field_officer",
-                   "auto_approved", "progress_status")
+    list_filter = (QueueFilter, "review_status", ScoreBand, RuleFilter, "district", "cluster", VillageFilter,
+                   "field_officer", "auto_approved", "progress_status")
     search_fields = ("household__household_id", "village", "cluster")
     ordering = ("quality_score", "id")  # the queue: worst quality first
     list_select_related = ("household", "field_officer")

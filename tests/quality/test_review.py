@@ -46,7 +46,7 @@ def test_the_queue_lists_worst_quality_first(reviewer_client, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("query", ["", "?queue=open", "?score=good", "?rule=pattern", "?district=Kanungu",
-                                   "?review_status=approved&o=-6"])
+                                   "?review_status=approved&o=-6", "?district__exact=Kanungu&village=Kihanda"])
 def test_review_list_pages_use_a_bounded_number_of_queries(reviewer_client, tmp_path: Path, query: str) -> None:  # type: ignore[no-untyped-def]
     stored(tmp_path, 5, seed=2)
     reviewer_client.get(CHANGELIST + query)  # warm caches (rules, schema, session)
@@ -56,6 +56,19 @@ def test_review_list_pages_use_a_bounded_number_of_queries(reviewer_client, tmp_
     with CaptureQueriesContext(connection) as large:
         assert reviewer_client.get(CHANGELIST + query).status_code == 200
     assert len(large.captured_queries) == len(small.captured_queries) <= 15
+
+
+def test_the_queue_filters_by_village_within_the_chosen_district(reviewer_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    records = stored(tmp_path, 40)
+    district = records[0].district
+    page = reviewer_client.get(CHANGELIST + f"?district__exact={district}")
+    [village_filter] = [f for f in page.context["cl"].filter_specs if f.title == "village"]
+    offered = [v for v, _ in village_filter.lookup_choices]
+    assert offered == sorted({r.village for r in records if r.district == district and r.village})
+    chosen = records[0].village
+    page = reviewer_client.get(CHANGELIST + f"?district__exact={district}&village={chosen}")
+    assert {r.village for r in page.context["cl"].result_list} == {chosen}
+    assert page.context["cl"].result_count == sum(1 for r in records if r.district == district and r.village == chosen)
 
 
 def test_a_bulk_decision_with_a_comment_is_recorded_and_audited(reviewer_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
