@@ -1,0 +1,25 @@
+"""The API's OpenAPI document and its browsable docs: every device endpoint is described, with
+the bearer JWT it needs."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_schema_offers_the_bearer_jwt_and_the_submission_endpoints_require_it(api) -> None:  # type: ignore[no-untyped-def]
+    resp = api("field_officer").get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert resp.status_code == 200
+    doc = resp.json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["jwtAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    for path in ("/api/v1/submissions/", "/api/v1/submissions/batch/", "/api/v1/predictions/", "/api/v1/uploads/"):
+        assert {"jwtAuth": []} in doc["paths"][path]["post"]["security"], path
+
+
+def test_the_schema_and_docs_are_for_signed_in_users(client, api) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/api/schema/").status_code == 401
+    assert client.get("/api/docs/").status_code == 401
+    resp = api("field_officer").get("/api/docs/")
+    assert resp.status_code == 200 and b"swagger" in resp.content.lower()
