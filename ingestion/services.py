@@ -315,11 +315,13 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     result = validate_frame(raw, schema.fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
     typed, issues = result.typed, result.issues
+    flagged = np.zeros(n, dtype=bool)  # a likely duplicate goes to a reviewer, whatever its score
     for kind, rows in flag_rows.items():
         rule = rules.get("household_id", kind)
         if rule is None or "household_id" not in typed:
             continue
         idx = np.asarray(rows, dtype=np.int64)
+        flagged[idx] = True
         issues = pd.concat([issues, pd.DataFrame({
             "row": idx, "field": "household_id", "rule": kind, "severity": rule.severity,
             "value": typed["household_id"].to_numpy()[idx].astype(str), "message": rule.message,
@@ -334,7 +336,7 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     labelled = accepted & (status != "").to_numpy()
     header_by_field = {str(c["field"]): str(c["header"]) for c in batch.header_mapping if c["field"]}
     scores = result.scores
-    auto = accepted & (scores["score"].to_numpy() >= settings.RTV_AUTO_APPROVE_SCORE)
+    auto = accepted & ~flagged & (scores["score"].to_numpy() >= settings.RTV_AUTO_APPROVE_SCORE)
     return {
         "raw": raw, "typed": typed, "issues": issues, "per_day": per_day, "status": status, "scores": scores,
         "auto_approved": auto,

@@ -87,6 +87,24 @@ def test_statistical_rules_flag_district_outliers_and_identical_households(tmp_p
     assert {(3, "household_id", "near_duplicate"), (4, "household_id", "near_duplicate")} <= found
 
 
+def test_likely_duplicates_go_to_a_reviewer_whatever_their_score(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RTV_AUTO_APPROVE_SCORE = 0.0  # every other row is approved by score
+    data, _ = generate(60, seed=21, bad_rate=0.0)
+    data.loc[5, "household_id"] = data.loc[4, "household_id"]  # the same household twice
+    data.loc[11] = data.loc[12]
+    data.loc[11, "household_id"] = "KAN-XXX-YYY-K99999"  # same village and answers, another id
+    path = tmp_path / "d.csv"
+    write(data, data.iloc[0:0], path, "csv")
+    ingest_file(path)
+    flagged = set(RowIssue.objects.filter(rule__in=["duplicate_household", "near_duplicate"])
+                  .values_list("row_number", flat=True))
+    assert {6, 7, 13, 14} <= flagged  # spreadsheet rows: header is row 1 (the generator makes a few too)
+    waiting = set(SurveyRecord.objects.filter(auto_approved=False).values_list("row_number", flat=True))
+    assert waiting == flagged
+    assert set(SurveyRecord.objects.filter(row_number__in=flagged).values_list("review_status", flat=True)) == {
+        "has_issues"}
+
+
 def test_scores_fall_with_findings_and_decide_auto_approval() -> None:
     data, _ = generate(50, seed=12)
     data.loc[0, "village"] = None  # required: completeness falls
@@ -137,11 +155,12 @@ def test_only_approved_records_train(tmp_path: Path) -> None:
     data, _ = generate(120, seed=5)
     write(data, data.iloc[0:0], tmp_path / "t.csv", "csv")
     ingest_file(tmp_path / "t.csv")
-    assert SurveyRecord.objects.filter(review_status="approved").count() == 120
-    SurveyRecord.objects.filter(pk__in=list(SurveyRecord.objects.values_list("pk", flat=True)[:20])).update(
-        review_status="rejected")
+    duplicates = RowIssue.objects.filter(rule__in=["duplicate_household", "near_duplicate"]).count()
+    assert SurveyRecord.objects.filter(review_status="approved").count() == 120 - duplicates  # those wait
+    SurveyRecord.objects.filter(pk__in=list(SurveyRecord.objects.filter(review_status="approved")
+                                            .values_list("pk", flat=True)[:20])).update(review_status="rejected")
     first_ten = list(SurveyRecord.objects.filter(review_status="approved").values_list("pk", flat=True)[:10])
     SurveyRecord.objects.filter(pk__in=first_ten).update(review_status="on_hold")
     frame, y, _, _, _ = training_frame()
-    assert len(frame) == len(y) == 90
+    assert len(frame) == len(y) == 90 - duplicates
     assert active_rules().get("household_size", "range") is not None
