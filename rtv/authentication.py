@@ -104,4 +104,4 @@ class RoleJWTScheme(SimpleJWTScheme):
     """The API's security scheme in the OpenAPI document: a bearer JWT (simplejwt's own extension
     matches its class only, not this subclass, so the schema offered no way to sign in)."""
 
-    target_class = RoleJWTAuthentication
+    target_class = "rtv.authentication.RoleJWTAuthentication"
