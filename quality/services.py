@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -80,7 +82,9 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
     if unknown:
         raise ReviewError(f"not survey fields: {', '.join(sorted(unknown))}")
     current = {**record.data, **changes}
-    raw = {k: ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)] for k, v in current.items()}
+    raw: dict[str, Any] = {k: ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)]
+                           for k, v in current.items()}
+    raw.update(_metadata_columns([record.collected_at], [record.gps]))  # checked again, as at receipt
     schema = current_schema()
     result = validate_frame(raw, [f for f in schema.fields if f.name in raw],
                             tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS, tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
@@ -102,7 +106,7 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
         new = SurveyRecord.objects.create(
             household=old.household, batch=old.batch, row_number=old.row_number, survey_round=old.survey_round,
             version=old.version + 1, supersedes=old, root_id=old.root_id or old.pk,
-            submission_id=uuid.uuid4() if old.submission_id else None, content_hash=old.content_hash + "+c",
+            submission_id=uuid.uuid4() if old.submission_id else None, content_hash=_corrected_hash(old.content_hash, changes),
             district=values.get("district") or "", cluster=values.get("cluster") or "", village=values.get("village") or "",
             household_size=values.get("household_size"), income_per_day=None if np.isnan(per_day) else per_day,
             progress_status=status or "", vulnerable=is_vulnerable(pd.Series([status])).iloc[0],
@@ -128,6 +132,26 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
 
 
 
+def _corrected_hash(previous: str, changes: dict[str, Any]) -> str:
+    """A correction's content hash: of the version it corrects and the changes (64 hex characters,
+    as a device's; appending to a device's hash overflowed the column)."""
+    text = previous + json.dumps(changes, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _metadata_columns(collected: list[Any], gps: list[Any]) -> dict[str, Any]:
+    """A stored record's envelope metadata as the validator's columns, as a device's submission
+    gives them: the time it was collected and the GPS point (the rules on them: not in the future,
+    inside Uganda)."""
+    def coordinate(point: Any, key: str) -> float:
+        value = (point or {}).get(key)
+        return float(value) if isinstance(value, int | float) else np.nan
+
+    return {"collected_at": [c.isoformat() if c is not None and not pd.isna(c) else "" for c in collected],
+            "gps_lat": np.array([coordinate(p, "lat") for p in gps], dtype="float64"),
+            "gps_lon": np.array([coordinate(p, "lon") for p in gps], dtype="float64")}
+
+
 def quality_snapshot_take(*, day: Any = None, since_hours: int = 24) -> Any:
     """Re-validate the last day's records with the current rules and record the day's quality
     (idempotent per day).  A drop in the mean score beyond the threshold raises an alert."""
@@ -139,14 +163,16 @@ def quality_snapshot_take(*, day: Any = None, since_hours: int = 24) -> Any:
     end = timezone.make_aware(datetime.combine(day, datetime.min.time()))
     start = end - timedelta(hours=since_hours)
     records = SurveyRecord.objects.filter(received_at__gte=start, received_at__lt=end, superseded_by__isnull=True)
-    rows = list(records.values_list("pk", "district", *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
+    rows = list(records.values_list("pk", "district", "collected_at", "gps",
+                                    *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))
     by_rule: dict[str, int] = {}
     by_district: dict[str, dict[str, Any]] = {}
     errors = warnings = 0
     scores = None
     if rows:
-        frame = pd.DataFrame.from_records(rows, columns=["_pk", "_district", *SURVEY_VALUE_FIELDS])
-        raw = {c: frame[c] for c in SURVEY_VALUE_FIELDS}  # typed: the validator skips parsing
+        frame = pd.DataFrame.from_records(rows, columns=["_pk", "_district", "_collected_at", "_gps", *SURVEY_VALUE_FIELDS])
+        raw: dict[str, Any] = {c: frame[c] for c in SURVEY_VALUE_FIELDS}  # typed: the validator skips parsing
+        raw.update(_metadata_columns(frame["_collected_at"].tolist(), frame["_gps"].tolist()))
         schema = current_schema()
         result = validate_frame(raw, [f for f in schema.fields if f.name in raw],
                                 tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS, tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)

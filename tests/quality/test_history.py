@@ -126,3 +126,19 @@ def test_answer_counts_of_all_fields_at_once_are_each_fields_own(tmp_path: Path)
         alone = dict(values.values_list(name).annotate(n=Count("record")).values_list(name, "n"))
         assert together[name] == alone, name
     assert None in together["hhh_sex"]
+
+
+def test_the_device_metadata_is_checked_again_by_the_re_validation_and_a_correction(api, make_user) -> None:  # type: ignore[no-untyped-def]
+    """A GPS point outside Uganda is a warning at receipt; the daily re-validation and a reviewer's
+    correction check the same stored point, so the finding and the score do not silently go."""
+    from quality.services import record_correct
+    from tests.ingestion.test_submissions import body
+
+    resp = api("field_officer").post("/api/v1/submissions/", body(location={"lat": 10.0, "lon": 10.0}), format="json")
+    assert resp.status_code == 201 and "gps_in_uganda" in {i["code"] for i in resp.json()["quality"]["issues"]}
+    record = SurveyRecord.objects.get(pk=resp.json()["id"])
+    corrected = record_correct(record=record, changes={"household_size": 6}, reviewer=make_user("reviewer"))
+    assert "gps_in_uganda" in set(corrected.issues.values_list("rule", flat=True))
+    assert corrected.validity == record.validity
+    snap = quality_snapshot_take(day=timezone.localdate() + timedelta(days=1))
+    assert snap.by_rule.get("gps_in_uganda") == 1  # the corrected version; the first is superseded
