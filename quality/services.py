@@ -152,16 +152,17 @@ def _metadata_columns(collected: list[Any], gps: list[Any]) -> dict[str, Any]:
             "gps_lon": np.array([coordinate(p, "lon") for p in gps], dtype="float64")}
 
 
-def quality_snapshot_take(*, day: Any = None, since_hours: int = 24) -> Any:
-    """Re-validate the last day's records with the current rules and record the day's quality
-    (idempotent per day).  A drop in the mean score beyond the threshold raises an alert."""
+def quality_snapshot_take(*, day: Any = None) -> Any:
+    """Re-validate one day's records (received that local day; by default yesterday) with the current
+    rules and record that day's quality under its date (idempotent per day).  A drop in the mean
+    score beyond the threshold raises an alert."""
     from datetime import timedelta
 
     from .models import QualityAlert, QualitySnapshot
 
-    day = day or timezone.localdate()
-    end = timezone.make_aware(datetime.combine(day, datetime.min.time()))
-    start = end - timedelta(hours=since_hours)
+    day = day or timezone.localdate() - timedelta(days=1)
+    start = timezone.make_aware(datetime.combine(day, datetime.min.time()))
+    end = timezone.make_aware(datetime.combine(day + timedelta(days=1), datetime.min.time()))
     records = SurveyRecord.objects.filter(received_at__gte=start, received_at__lt=end, superseded_by__isnull=True)
     rows = list(records.values_list("pk", "district", "collected_at", "gps",
                                     *(f"values__{f}" for f in SURVEY_VALUE_FIELDS)))

@@ -35,28 +35,30 @@ def test_a_day_is_revalidated_with_the_current_rules_and_a_drop_raises_an_alert(
     d1, d2 = date(2026, 11, 20), date(2026, 11, 21)
     stored_on(tmp_path, d1, 60, seed=1)
     stored_on(tmp_path, d2, 60, seed=2, bad_ids=30)
-    first = quality_snapshot_take(day=d1 + timedelta(days=1))
-    second = quality_snapshot_take(day=d2 + timedelta(days=1))
+    first = quality_snapshot_take(day=d1)
+    second = quality_snapshot_take(day=d2)
     assert (first.records, second.records) == (60, 60)
     assert second.by_rule.get("pattern", 0) >= 30 > first.by_rule.get("pattern", 0)
     assert second.mean_score < first.mean_score
     alert = QualityAlert.objects.get()
     assert alert.snapshot == second and alert.previous == first.mean_score and "fell" in alert.message
-    again = quality_snapshot_take(day=d2 + timedelta(days=1))  # idempotent per day
+    again = quality_snapshot_take(day=d2)  # idempotent per day
+    assert (first.day, second.day) == (d1, d2)  # a day's snapshot holds that day's records
     assert QualitySnapshot.objects.count() == 2 and again.pk == second.pk
 
 
 def test_no_alert_when_quality_holds(tmp_path: Path) -> None:
     stored_on(tmp_path, date(2026, 11, 20), 40, seed=1)
     stored_on(tmp_path, date(2026, 11, 21), 40, seed=2)
+    quality_snapshot_take(day=date(2026, 11, 20))
     quality_snapshot_take(day=date(2026, 11, 21))
-    quality_snapshot_take(day=date(2026, 11, 22))
     assert not QualityAlert.objects.exists()
 
 
 def test_the_scheduled_job_records_its_run() -> None:
     assert daily_snapshot_task() == 0
     assert PipelineRun.objects.get(job="quality_daily_snapshot").status == "succeeded"
+    assert QualitySnapshot.objects.get().day == timezone.localdate() - timedelta(days=1)  # at 01:00: yesterday's
     from django.conf import settings
 
     entry = settings.CELERY_BEAT_SCHEDULE["quality-daily-snapshot"]
@@ -66,15 +68,15 @@ def test_the_scheduled_job_records_its_run() -> None:
 
 def test_the_trend_endpoint_and_page_show_each_day(api, client, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     stored_on(tmp_path, date(2026, 11, 20), 30, seed=1)
+    quality_snapshot_take(day=date(2026, 11, 20))
     quality_snapshot_take(day=date(2026, 11, 21))
-    quality_snapshot_take(day=date(2026, 11, 22))
     body = api("reviewer").get("/api/v1/quality/trend/?days=7").json()
-    assert [d["day"] for d in body["days"]] == ["2026-11-21", "2026-11-22"]
+    assert [d["day"] for d in body["days"]] == ["2026-11-20", "2026-11-21"]
     assert body["days"][0]["records"] == 30 and body["days"][1]["records"] == 0
     assert api("field_officer").get("/api/v1/quality/trend/").status_code == 403
     client.force_login(make_user("data_manager"))
     page = client.get("/quality/")
-    assert page.status_code == 200 and b"<polyline" in page.content and b"2026-11-21" in page.content
+    assert page.status_code == 200 and b"<polyline" in page.content and b"2026-11-20" in page.content
 
 
 def test_the_batch_quality_report(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -140,5 +142,5 @@ def test_the_device_metadata_is_checked_again_by_the_re_validation_and_a_correct
     corrected = record_correct(record=record, changes={"household_size": 6}, reviewer=make_user("reviewer"))
     assert "gps_in_uganda" in set(corrected.issues.values_list("rule", flat=True))
     assert corrected.validity == record.validity
-    snap = quality_snapshot_take(day=timezone.localdate() + timedelta(days=1))
+    snap = quality_snapshot_take(day=timezone.localdate())
     assert snap.by_rule.get("gps_in_uganda") == 1  # the corrected version; the first is superseded
