@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from rtv.errors import ApiError
 from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, REVIEWER, has_role
@@ -32,10 +32,14 @@ def access_submission(user: AbstractBaseUser | AnonymousUser, submission_id: uui
 
 
 def batches_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[IngestionBatch]:
+    """Staff roles see every batch; anyone else what they sent, and a partner's user also every
+    batch of their partner's source (a colleague's upload, a file from its inbox)."""
     qs = IngestionBatch.objects.all()
     if has_role(user, DATA_MANAGER, DATA_SCIENTIST, ADMIN, REVIEWER):
         return qs
-    return qs.filter(created_by_id=user.pk) if user.is_authenticated else qs.none()
+    if not user.is_authenticated:
+        return qs.none()
+    return qs.filter(Q(created_by_id=user.pk) | Q(partner__users=user.pk)).distinct()
 
 
 def access_batch(user: AbstractBaseUser | AnonymousUser, batch_id: uuid.UUID | str) -> IngestionBatch:

@@ -189,6 +189,12 @@ def test_a_partner_uploads_only_into_its_own_source(api, survey, django_capture_
     assert other.get(body["links"]["self"]).status_code == 200
     outsider = api("partner")
     assert outsider.get(body["links"]["self"]).status_code == 404
+    colleague = api("partner")  # another account of the same partner sees its source's uploads
+    partner.users.add(colleague.user)
+    assert colleague.get(body["links"]["self"]).status_code == 200
+    inbox_file = IngestionBatch.objects.create(channel="partner", partner=partner, source="hope", status="succeeded")
+    assert colleague.get(f"/api/v1/uploads/{inbox_file.pk}/").status_code == 200  # a file from its inbox
+    assert outsider.get(f"/api/v1/uploads/{inbox_file.pk}/").status_code == 404
 
 
 def test_the_upload_page_is_for_staff_roles(client, make_user) -> None:  # type: ignore[no-untyped-def]
