@@ -71,6 +71,17 @@ def _sniff_encoding(head: bytes) -> str:
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    sample = head[:4096]
+    if b"\x00" in sample:
+        # UTF-16 without its BOM: text in Latin script has a zero in every other byte.  Any other
+        # file with zero bytes is not text (or is in an encoding we cannot guess): refused.
+        even, odd = sample[0::2], sample[1::2]
+        if odd.count(0) > 0.4 * len(odd) and even.count(0) < 0.05 * len(even):
+            return "utf-16-le"
+        if even.count(0) > 0.4 * len(even) and odd.count(0) < 0.05 * len(odd):
+            return "utf-16-be"
+        raise ReadError("bad_encoding", "The file has zero bytes: it is not text in UTF-8, UTF-16 or Latin-1. "
+                                        "Save it as CSV (UTF-8).")
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -88,7 +99,12 @@ def _csv_setup(path: Path) -> tuple[list[str], str, dict[str, object]]:
     encoding = _sniff_encoding(head)
     try:
         with path.open("r", encoding=encoding, newline="") as fh:
-            headers = next(csv.reader(fh))
+            first = fh.readline()
+            # Excel's "Unicode text" is tab-separated, and some locales' CSV uses ';': the header
+            # line decides (the delimiter it holds most of).
+            delimiter = max((",", "\t", ";"), key=lambda d: (first.count(d), d == ","))
+            fh.seek(0)
+            headers = next(csv.reader(fh, delimiter=delimiter))
     except StopIteration as exc:
         raise ReadError("empty_file", "The file has no header row.") from exc
     except UnicodeDecodeError as exc:
@@ -98,7 +114,7 @@ def _csv_setup(path: Path) -> tuple[list[str], str, dict[str, object]]:
     options = {
         "read_options": pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=encoding.replace("-sig", ""),
                                           block_size=8 << 20),
-        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "parse_options": pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         "convert_options": pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
     }

@@ -144,21 +144,44 @@ def test_a_missing_file_is_a_400_naming_the_field(manager) -> None:  # type: ign
     assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "file"
 
 
-@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "latin-1"])
-def test_common_encodings_are_read_correctly(manager, tmp_path: Path, encoding: str,  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("encoding", "delimiter"), [
+    ("utf-8-sig", ","), ("utf-16", ","), ("latin-1", ","),
+    ("utf-16-le", ","), ("utf-16-be", ","),  # UTF-16 without its byte-order mark
+    ("utf-16", "\t"),  # Excel's "Unicode text": UTF-16, tab-separated
+    ("utf-8", ";"),  # a locale's CSV
+])
+def test_common_encodings_are_read_correctly(manager, tmp_path: Path, encoding: str, delimiter: str,  # type: ignore[no-untyped-def]
                                              django_capture_on_commit_callbacks) -> None:
     data, _ = generate(20, seed=4)
     data.loc[0, "village"] = "Kabalé_1"
     data.loc[1, "household_id"] = "KAN-KAB-JOS-K0007"
     clean = tmp_path / "clean.csv"
     write(data, data.iloc[0:0], clean, "csv")
+    text = clean.read_text(encoding="utf-8")
+    if delimiter != ",":
+        import csv
+        import io
+
+        out = io.StringIO()
+        csv.writer(out, delimiter=delimiter, lineterminator="\n").writerows(csv.reader(io.StringIO(text)))
+        text = out.getvalue()
     path = tmp_path / f"enc-{encoding}.csv"
-    path.write_bytes(clean.read_text(encoding="utf-8").encode(encoding))
+    path.write_bytes(text.encode(encoding))
     with django_capture_on_commit_callbacks(execute=True):
         body = upload(manager, path).json()
     assert manager.get(body["links"]["self"]).json()["counts"]["accepted"] == 20
     assert SurveyRecord.objects.filter(village="Kabalé_1").exists()
     assert SurveyRecord.objects.filter(household__household_id="KAN-KAB-JOS-K0007").exists()
+
+
+def test_a_binary_file_named_csv_fails_clearly_by_its_encoding(manager, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                               django_capture_on_commit_callbacks) -> None:
+    path = tmp_path / "photo.csv"
+    path.write_bytes(bytes(range(256)) * 40)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, path).json()
+    done = manager.get(body["links"]["self"]).json()
+    assert done["state"] == "failed" and done["error"].startswith("bad_encoding")
 
 
 def test_leading_zeros_and_text_survive_excel(manager, tmp_path: Path, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
