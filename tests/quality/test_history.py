@@ -95,6 +95,23 @@ def test_the_batch_quality_report(api, tmp_path: Path) -> None:  # type: ignore[
     assert api("field_officer").get(f"/api/v1/uploads/{batch.pk}/quality/").status_code == 403
 
 
+def test_the_batch_quality_report_is_on_the_batch_page_in_the_admin(client, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, errors = generate(120, seed=8, bad_rate=0.05)
+    path = tmp_path / "q.csv"
+    write(data, errors, path, "csv")
+    batch = ingest_file(path)
+    client.force_login(make_user("data_manager"))
+    page = client.get(f"/admin/ingestion/ingestionbatch/{batch.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    for heading in ("Mean scores", "Findings by rule", "Findings by column", "Records by district"):
+        assert heading in html
+    rule, n = errors.groupby("rule").size().sort_values().index[-1], errors.groupby("rule").size().max()
+    assert f"<td>{rule}</td><td>{n}</td>" in html  # each rule with its error count
+    client.force_login(make_user("field_officer", "fo"))
+    assert client.get(f"/admin/ingestion/ingestionbatch/{batch.pk}/change/").status_code in (302, 403)
+
+
 def test_a_batch_whose_answers_shift_against_history_is_reported(tmp_path: Path) -> None:
     history, _ = generate(400, seed=1)
     write(history, history.iloc[0:0], tmp_path / "h.csv", "csv")
