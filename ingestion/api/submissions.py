@@ -95,8 +95,9 @@ def _envelope(data: dict[str, Any], idempotency_key: str | None) -> Envelope:
 
 
 def record_body(record: SurveyRecord, issues: list[RowIssue] | None = None) -> dict[str, Any]:
-    """What the API says about a stored record; derived from stored state only, so a replay gets
-    exactly the body the first receipt got."""
+    """What the API says about a stored record, derived from stored state only: a replay gets the
+    first receipt's body, with the record's review status as it is now (a device resending after a
+    review learns the reviewer's decision)."""
     if issues is None:
         issues = getattr(record, "issue_list", None)
     if issues is None:

@@ -59,6 +59,17 @@ def test_an_identical_replay_answers_200_with_the_same_body_and_stores_nothing(o
     assert SurveyRecord.objects.count() == 1
 
 
+def test_a_replay_after_a_review_tells_the_device_the_decision(officer, make_user) -> None:  # type: ignore[no-untyped-def]
+    from quality.services import review_decide
+
+    payload = body()
+    first = officer.post("/api/v1/submissions/", payload, format="json").json()
+    review_decide(records=[SurveyRecord.objects.get(pk=first["id"])], to_status="rejected", reviewer=make_user("reviewer"))
+    again = officer.post("/api/v1/submissions/", payload, format="json").json()
+    decided = {**first, "status": "rejected", "quality": {**first["quality"], "auto_approved": False}}
+    assert again == decided  # the same receipt, with the reviewer's decision
+
+
 def test_the_same_id_with_different_content_is_a_409_with_a_stable_code(officer) -> None:  # type: ignore[no-untyped-def]
     payload = body()
     officer.post("/api/v1/submissions/", payload, format="json")
