@@ -124,6 +124,8 @@ def test_submissions_answer_with_a_provisional_prediction_and_replays_repeat_it(
     again = officer.post("/api/v1/submissions/", payload, format="json")
     assert again.status_code == 200 and again.json()["prediction"] == prediction
     assert Prediction.objects.filter(record_id=first.json()["id"], source="submission").count() == 1
+    detail = officer.get(f"/api/v1/submissions/{payload['submission_id']}/")
+    assert detail.status_code == 200 and detail.json()["prediction"] == prediction  # the latest stored one
 
 
 def test_a_dated_payload_is_scored_as_its_stored_twin_with_the_households_earlier_survey(  # type: ignore[no-untyped-def]
