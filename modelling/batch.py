@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -61,33 +62,22 @@ def _by_ids(ids: list[int]) -> Any:
 def predictions_batch(*, everything: bool = False, record_ids: list[int] | None = None, chunk: int | None = None,
                       export: bool = True) -> dict[str, Any]:
     """Score stale records (of ``record_ids`` when given) in chunks; returns counts, timings and the
-    export's storage key.  Safe to run twice: what is current is skipped."""
+    export's storage key.  Safe to run twice: what is current is skipped.
+
+    On PostgreSQL, outside a transaction, the stages overlap: the next chunk is read and the last
+    one written, each on its own thread and connection, while this one is scored (reading and
+    writing are mostly the database's work, on another core).  Each chunk's write commits on its
+    own, as it does in sequence."""
     chunk = chunk or settings.RTV_PREDICT_CHUNK_ROWS
     # The export streams to a temporary file, not to memory, whatever the row count.
     with pipeline_run("predict_batch") as run, tempfile.TemporaryFile() as sink:
         t0 = time.perf_counter()
         ids = list(stale_records(everything=everything, record_ids=record_ids).order_by("pk")
                    .values_list("pk", flat=True))
-        written = 0
-        timings = {"read": 0.0, "score_and_write": 0.0}
-        writer: pq.ParquetWriter | None = None
-        for start in range(0, len(ids), chunk):
-            t = time.perf_counter()
-            frame = serving.records_frame(_by_ids(ids[start:start + chunk]))
-            timings["read"] += time.perf_counter() - t
-            t = time.perf_counter()
-            out, _ = serving.predictions_frame(frame, household_ids=frame["_household_id"].tolist(),
-                                               record_ids=frame["_record"].tolist(), source=Prediction.Source.BATCH)
-            timings["score_and_write"] += time.perf_counter() - t
-            written += len(frame)
-            if export:
-                # The export is the frame that was stored, so the file and the table cannot disagree.
-                t = time.perf_counter()
-                table = pa.Table.from_pandas(out[EXPORT_COLUMNS], preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(sink, table.schema)
-                writer.write_table(table.cast(writer.schema))
-                timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t
+        parts = [ids[start:start + chunk] for start in range(0, len(ids), chunk)]
+        timings = {"read": 0.0, "score": 0.0, "write": 0.0}
+        overlap = len(parts) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block
+        written, writer = (_overlapped if overlap else _in_sequence)(parts, timings, sink if export else None)
         path = None
         if writer is not None:
             writer.close()
@@ -96,7 +86,82 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
             path = storages["default"].save(area_path("predictions", f"predictions-{stamp:%Y%m%dT%H%M%S}.parquet"),
                                             File(sink))
         seconds = time.perf_counter() - t0
-        run.counts = {"scored": written, "export": path, "seconds": round(seconds, 2),
+        run.counts = {"scored": written, "export": path, "seconds": round(seconds, 2), "overlapped": overlap,
                       **{k: round(v, 2) for k, v in timings.items()}}
         log.info("batch scoring done", extra=run.counts)
-    return {"scored": written, "export": path, "seconds": seconds, "timings": timings}
+    return {"scored": written, "export": path, "seconds": seconds, "timings": timings, "overlapped": overlap}
+
+
+def _read(ids: list[int], timings: dict[str, float]) -> Any:
+    t = time.perf_counter()
+    frame = serving.records_frame(_by_ids(ids))
+    timings["read"] += time.perf_counter() - t
+    return frame
+
+
+def _score(frame: Any, timings: dict[str, float]) -> Any:
+    t = time.perf_counter()
+    out, _ = serving.predictions_frame(frame, household_ids=frame["_household_id"].tolist(),
+                                       record_ids=frame["_record"].tolist(), source=Prediction.Source.BATCH, store=False)
+    timings["score"] += time.perf_counter() - t
+    return out
+
+
+def _write(out: Any, timings: dict[str, float]) -> None:
+    t = time.perf_counter()
+    serving.predictions_write(out)
+    timings["write"] += time.perf_counter() - t
+
+
+def _export(out: Any, sink: Any, writer: pq.ParquetWriter | None, timings: dict[str, float]) -> pq.ParquetWriter:
+    """Append the chunk to the Parquet export: the frame that was stored, so file and table agree."""
+    t = time.perf_counter()
+    table = pa.Table.from_pandas(out[EXPORT_COLUMNS], preserve_index=False)
+    if writer is None:
+        writer = pq.ParquetWriter(sink, table.schema)
+    writer.write_table(table.cast(writer.schema))
+    timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t
+    return writer
+
+
+def _in_sequence(parts: list[list[int]], timings: dict[str, float], sink: Any) -> tuple[int, pq.ParquetWriter | None]:
+    written, writer = 0, None
+    for ids in parts:
+        out = _score(_read(ids, timings), timings)
+        _write(out, timings)
+        written += len(out)
+        if sink is not None:
+            writer = _export(out, sink, writer, timings)
+    return written, writer
+
+
+def _on_own_connection(fn: Any, *args: Any) -> Any:
+    """Run in a pool thread with the thread's own connection, closed after (none outlives the job)."""
+    try:
+        return fn(*args)
+    finally:
+        connection.close()
+
+
+def _overlapped(parts: list[list[int]], timings: dict[str, float], sink: Any) -> tuple[int, pq.ParquetWriter | None]:
+    """Read chunk k+1 and write chunk k-1 while chunk k is scored.  At most one read and one write
+    are in flight, so memory holds three chunks at most.  A failure in any stage stops the job."""
+    written, writer = 0, None
+    with ThreadPoolExecutor(1, thread_name_prefix="predict-read") as reads, \
+            ThreadPoolExecutor(1, thread_name_prefix="predict-write") as writes:
+        reading = reads.submit(_on_own_connection, _read, parts[0], timings)
+        writing: Future[None] | None = None
+        for k in range(len(parts)):
+            frame = reading.result()
+            if k + 1 < len(parts):
+                reading = reads.submit(_on_own_connection, _read, parts[k + 1], timings)
+            out = _score(frame, timings)
+            if writing is not None:
+                writing.result()
+            writing = writes.submit(_on_own_connection, _write, out, timings)
+            written += len(out)
+            if sink is not None:
+                writer = _export(out, sink, writer, timings)
+        if writing is not None:
+            writing.result()
+    return written, writer

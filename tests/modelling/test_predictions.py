@@ -175,6 +175,26 @@ def test_batch_scoring_fills_the_gaps_then_rescores_all_when_the_champion_change
     assert again["scored"] == records == Prediction.objects.filter(model_version=challenger).count()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_overlapped_batch_job_stores_what_the_sequential_one_does(records, champion) -> None:  # type: ignore[no-untyped-def]
+    """Reading the next chunk and writing the last one on their own connections while one is scored
+    changes nothing stored: the same predictions, each record once per run, and the export."""
+    from django.db import transaction
+
+    with transaction.atomic():  # inside a transaction the stages run one after another
+        sequential = predictions_batch(everything=True, chunk=70, export=False)
+    overlapped = predictions_batch(everything=True, chunk=70)  # five chunks
+    assert (sequential["overlapped"], overlapped["overlapped"]) == (False, True)
+    assert overlapped["scored"] == sequential["scored"] == records
+    stored: dict[int, list[tuple[Any, ...]]] = {}
+    for row in Prediction.objects.filter(source="batch").values_list(
+            "record_id", "probability_vulnerable", "predicted_status", "prediction_set", "reasons", "model_version"):
+        stored.setdefault(row[0], []).append(row[1:])
+    assert len(stored) == records and all(len(v) == 2 and v[0] == v[1] for v in stored.values())
+    with default_storage.open(overlapped["export"], "rb") as fh:
+        assert sorted(pd.read_parquet(io.BytesIO(fh.read()))["record_id"]) == sorted(stored)
+
+
 def test_predict_batch_command_reports_its_rate(records, champion) -> None:  # type: ignore[no-untyped-def]
     out = io.StringIO()
     call_command("predict_batch", "--json", "--no-export", stdout=out)
