@@ -15,21 +15,21 @@ from rtv.services import audit_record
 from . import serving
 from .experiments import experiment_end, experiment_report, experiment_start
 from .models import Experiment, ModelAlert, ModelEvent, ModelVersion, MonitoringRun, Prediction, RetrainDecision
-from .promotion import PromotionRefused, model_promote
+from .promotion import PromotionRefused, model_promote, model_rollback
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ("name", "version", "algorithm", "aliases", "training_rows", "created_at")
-    actions = ["promote", "retrain"]
+    actions = ["promote", "rollback", "retrain"]
 
-    @admin.action(description="Train a new version now (queued; the selection is ignored)")
+    @admin.action(description="Train a new version now (queued; the selection is ignored)", permissions=["change"])
     def retrain(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         with transaction.atomic():
             outbox_enqueue("modelling.train_and_score")
         self.message_user(request, "Training queued; the new version appears here as challenger.", messages.SUCCESS)
 
-    @admin.action(description="Promote to champion (if it passes the gate)")
+    @admin.action(description="Promote to champion (if it passes the gate)", permissions=["change"])
     def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
@@ -40,6 +40,16 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             self.message_user(request, str(exc), messages.ERROR)
         else:
             self.message_user(request, f"v{mv.version} is the champion.", messages.SUCCESS)
+
+    @admin.action(description="Roll the champion back to the previous one (the selection is ignored)",
+                  permissions=["change"])
+    def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        try:  # the service the API and rollback_model use: one write path, one audit
+            mv = model_rollback(user=request.user)
+        except PromotionRefused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"v{mv.version} is the champion again.", messages.SUCCESS)
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return has_role(request.user, DATA_SCIENTIST, ADMIN)

@@ -30,6 +30,16 @@ def targeting(y: np.ndarray, proba: np.ndarray, coverage: float) -> dict[str, fl
             "inclusion_error": float((selected & ~vulnerable).sum() / k)}
 
 
+def coverage_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Exclusion and inclusion error at each of COVERAGES: ``exclusion_error_at_20``, ... ."""
+    out: dict[str, float] = {}
+    for c in COVERAGES:
+        t = targeting(y, proba, c)
+        out[f"exclusion_error_at_{int(c * 100)}"] = t["exclusion_error"]
+        out[f"inclusion_error_at_{int(c * 100)}"] = t["inclusion_error"]
+    return out
+
+
 def calibration_curve(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
@@ -55,10 +65,7 @@ def evaluate(y: np.ndarray, proba: np.ndarray, *, district: np.ndarray | None = 
         "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
         "calibration_curve": calibration_curve(y, proba),
     }
-    for c in COVERAGES:
-        t = targeting(y, proba, c)
-        metrics[f"exclusion_error_at_{int(c * 100)}"] = t["exclusion_error"]
-        metrics[f"inclusion_error_at_{int(c * 100)}"] = t["inclusion_error"]
+    metrics.update(coverage_metrics(y, proba))
     if status_true is not None and status_pred is not None:
         metrics["macro_f1_4class"] = float(f1_score(status_true, status_pred, average="macro"))
     for label, groups in (("by_district", district), ("by_sex", sex)):
@@ -69,6 +76,8 @@ def evaluate(y: np.ndarray, proba: np.ndarray, *, district: np.ndarray | None = 
             m = np.array([str(v) == g for v in groups])
             if m.sum() < 20 or len(set(y[m])) < 2:
                 continue
-            metrics[label][g] = {"n": int(m.sum()), "roc_auc": float(roc_auc_score(y[m], proba[m])),
-                                 **{f"{k}_at_40": v for k, v in targeting(y[m], proba[m], 0.4).items()}}
+            yg, pg = y[m], proba[m]
+            metrics[label][g] = {"n": int(m.sum()), "positive_rate": float(yg.mean()),
+                                 "roc_auc": float(roc_auc_score(yg, pg)), "pr_auc": float(average_precision_score(yg, pg)),
+                                 "brier": float(brier_score_loss(yg, pg)), **coverage_metrics(yg, pg)}
     return metrics

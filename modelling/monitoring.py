@@ -73,8 +73,13 @@ def monitoring_run(*, now: datetime | None = None) -> MonitoringRun | None:
                 ref_m = np.ones(len(reference), dtype=bool)  # a district new to the model: compare with all
             rep = drift_report(reference[ref_m], current[cur_m], top)
             p_psi = _status_mix_psi(ref_status[ref_m], cur_status[cur_m])
-            by_district[district] = {"rows": int(cur_m.sum()), "feature_psi_max": max(rep["psi"].values(), default=0.0),
-                                     "major": rep["major"], "drift": rep["drift"], "prediction_psi": p_psi}
+            d_psi_max = max(rep["psi"].values(), default=0.0)
+            by_district[district] = {"rows": int(cur_m.sum()), "feature_psi_max": d_psi_max, "major": rep["major"],
+                                     "top_major": rep["top_major"], "drift": rep["drift"], "prediction_psi": p_psi}
+            if rep["drift"]:  # the overall rule (half the features major, or any of the top five), per district
+                alerts.append(("feature_drift", f"district:{district}", d_psi_max, PSI_MAJOR,
+                               f"Input drift in {district}: {len(rep['major'])} features with PSI >= {PSI_MAJOR} "
+                               f"({', '.join(rep['major'][:5])}); top features shifted: {rep['top_major'] or 'none'}"))
             if p_psi >= settings.RTV_MONITOR_PSI_ALERT:
                 alerts.append(("prediction_psi", f"district:{district}", p_psi, settings.RTV_MONITOR_PSI_ALERT,
                                f"The predicted-status mix shifted in {district}: PSI {p_psi:.3f}"))

@@ -21,8 +21,9 @@ class PromotionRefused(Exception):
 
 
 def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> dict[str, Any]:
-    """A challenger must beat the champion on ROC-AUC and on exclusion error at 40% coverage,
-    without worse calibration (Brier), each by the configured margin."""
+    """A challenger must beat the champion on ROC-AUC and on exclusion error at 40% coverage (strictly
+    better by more than the configured margin: a tie is not a win), without worse calibration (Brier
+    no higher than the champion's plus its margin)."""
     if champion is None:
         return {"passed": True, "reason": "no champion yet", "checks": {}}
     c, k = challenger.metrics, champion.metrics
@@ -37,10 +38,10 @@ def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> d
     m_brier = settings.RTV_PROMOTION_MARGIN_BRIER
     checks = {
         "roc_auc": {"challenger": c["roc_auc"], "champion": k["roc_auc"], "margin": m_auc,
-                    "passed": c["roc_auc"] >= k["roc_auc"] + m_auc},
+                    "passed": c["roc_auc"] > k["roc_auc"] + m_auc},
         "exclusion_error_at_40": {"challenger": c["exclusion_error_at_40"], "champion": k["exclusion_error_at_40"],
                                   "margin": m_excl,
-                                  "passed": c["exclusion_error_at_40"] <= k["exclusion_error_at_40"] - m_excl},
+                                  "passed": c["exclusion_error_at_40"] < k["exclusion_error_at_40"] - m_excl},
         "brier": {"challenger": c["brier"], "champion": k["brier"], "margin": m_brier,
                   "passed": c["brier"] <= k["brier"] + m_brier},
     }

@@ -159,7 +159,9 @@ def _compare_with_champion(X: pd.DataFrame, y: np.ndarray, challenger_oof: np.nd
     if holdout.sum() < settings.RTV_RETRAIN_MIN_EVAL or len(set(y[holdout])) < 2:
         return None
     model = registry.load_model(champion.name, champion.version)
-    champion_proba = model.predict_proba(X.loc[holdout, list(SURVEY_VALUE_FIELDS)])[:, 1]
+    # X is serving's frame (values, collected_at, previous_collected_at): the champion's temporal
+    # features must see the dates the challenger's did.
+    champion_proba = model.predict_proba(X.loc[holdout])[:, 1]
     keep = ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy")
     return {"holdout_rows": int(holdout.sum()), "champion_version": champion.version,
             "challenger": {k: v for k, v in evaluate(y[holdout], challenger_oof[holdout]).items() if k in keep},

@@ -41,6 +41,9 @@ for _key in FIELD_ENCRYPTION_KEYS:
     except (ValueError, TypeError) as exc:
         raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS holds an invalid Fernet key") from exc
 
+# The registry of record: without it MLflow would silently fall back to a SQLite file inside the container.
+MLFLOW_TRACKING_URI = _require("MLFLOW_TRACKING_URI")
+
 DEBUG = False
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

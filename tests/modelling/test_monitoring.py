@@ -91,3 +91,30 @@ def test_the_monitoring_page_and_api_show_the_runs_to_staff_only(client, api, ma
     runs = api("data_scientist").get("/api/v1/models/monitoring/").json()["runs"]
     assert len(runs) == 1 and runs[0]["model_version"] == champion.version
     assert MonitoringRun.objects.count() == 1
+
+
+def test_inputs_shifted_in_one_district_raise_a_drift_alert_naming_that_district(tmp_path, champion) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ingestion.models import SurveyRecord
+
+    # The training records are older than the window: it holds only the new batch.
+    SurveyRecord.objects.update(received_at=timezone.now() - timedelta(days=60))
+    data, _ = generate(600, seed=2, bad_rate=0.0)
+    shifted = data["district"] == "Kanungu"  # a season later there: bigger farms, more crops and people
+    for column, change in {"agriculture_land": lambda s: s * 6 + 3, "season1_crops_planted": lambda s: s + 6,
+                           "season2_crops_planted": lambda s: s + 6, "perennial_crops_grown": lambda s: s + 6,
+                           "business_number": lambda s: s + 3, "household_size": lambda s: s + 6}.items():
+        data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
+        data.loc[shifted, column] = change(data.loc[shifted, column])
+    write(data, data.iloc[0:0], tmp_path / "kanungu.csv", "csv")
+    ingest_file(tmp_path / "kanungu.csv")
+    run = monitoring_run()
+    assert run is not None and run.rows == 600
+    assert run.results["by_district"]["Kanungu"]["drift"]
+    alerts = ModelAlert.objects.filter(run=run, metric="feature_drift")
+    district_alerts = [a for a in alerts if a.scope.startswith("district:")]
+    assert [a.scope for a in district_alerts] == ["district:Kanungu"]
+    assert "Kanungu" in district_alerts[0].message and district_alerts[0].value >= 0.25

@@ -5,6 +5,7 @@ from __future__ import annotations
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -147,13 +148,94 @@ def test_a_challenger_is_compared_with_the_champion_on_the_same_unseen_records(t
     first = model_train(folds=2)
     newer, _ = generate(120, seed=42)
     write(newer, newer.iloc[0:0], tmp_path / "new.csv", "csv")
-    ingest_file(tmp_path / "new.csv")
+    new = ingest_file(tmp_path / "new.csv")
     second = model_train(folds=2)
     comparison = second.metrics["comparison"]
-    assert comparison["holdout_rows"] == 120 and comparison["champion_version"] == first.version
+    unseen = new.records.filter(review_status="approved").count()  # the training data the champion never saw
+    assert comparison["holdout_rows"] == unseen > 100 and comparison["champion_version"] == first.version
     assert set(comparison["champion"]) >= {"roc_auc", "brier", "exclusion_error_at_40"}
     from modelling.promotion import promotion_gate
 
     gate = promotion_gate(second, first)
-    assert gate["basis"].startswith("the same holdout of 120 records")
+    assert gate["basis"].startswith(f"the same holdout of {unseen} records")
     assert gate["checks"]["roc_auc"]["champion"] == comparison["champion"]["roc_auc"]
+
+
+def test_a_copy_of_the_champion_is_not_promoted(two_versions) -> None:  # type: ignore[no-untyped-def]
+    first, second = two_versions
+    assert "comparison" not in second.metrics  # same records: the gate compares the versions' own metrics
+    set_metrics(second, **{k: first.metrics[k] for k in ("roc_auc", "exclusion_error_at_40", "brier")})
+    with pytest.raises(PromotionRefused) as exc:
+        model_promote(version=second.version, user=None)
+    checks = exc.value.gate["checks"]
+    assert checks["roc_auc"]["passed"] is False and checks["exclusion_error_at_40"]["passed"] is False  # a tie is no win
+    assert checks["brier"]["passed"] is True  # equal calibration is not worse
+    assert registry.alias_version(NAME, registry.CHAMPION) == first.version
+
+
+def test_the_admin_rolls_back_through_the_service_audited_and_for_admins_only(client, make_user, two_versions) -> None:  # type: ignore[no-untyped-def]
+    first, second = two_versions
+    set_metrics(second, roc_auc=0.99, exclusion_error_at_40=0.01, brier=0.01)
+    model_promote(version=second.version, user=None)
+    url = "/admin/modelling/modelversion/"
+    rollback = {"action": "rollback", "_selected_action": [second.pk]}
+    for role in ("reviewer", "data_manager"):  # staff, but not allowed to move models
+        client.force_login(make_user(role))
+        assert client.post(url, rollback).status_code == 403
+    assert registry.alias_version(NAME, registry.CHAMPION) == second.version
+    assert not ModelEvent.objects.filter(action="rollback").exists()
+
+    admin = make_user("admin")
+    client.force_login(admin)
+    assert client.post(url, rollback).status_code == 302
+    assert registry.alias_version(NAME, registry.CHAMPION) == first.version
+    assert "champion" in ModelVersion.objects.get(pk=first.pk).aliases
+    event = ModelEvent.objects.get(action="rollback")
+    assert (event.from_version, event.to_version, event.actor) == (second.version, first.version, admin)
+    audit = AuditEvent.objects.get(action="model.rolled_back")
+    assert audit.actor == admin and audit.changes["champion"] == [second.version, first.version]
+
+    page = client.post(url, rollback, follow=True)  # nothing before the first champion: refused, said so
+    assert b"no earlier champion" in page.content
+    assert registry.alias_version(NAME, registry.CHAMPION) == first.version
+
+
+def date_records(records, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """Collection dates that say something about the label (vulnerable households mostly surveyed in
+    the rainy season), so a model's temporal features matter."""
+    import datetime as dt
+
+    from ingestion.models import SurveyRecord
+
+    rng = np.random.default_rng(seed)
+    for record in records:
+        rainy = rng.random() < (0.75 if record.vulnerable else 0.25)
+        month = int(rng.choice([3, 4, 5, 10, 11]) if rainy else rng.choice([1, 6, 7, 8, 12]))
+        record.collected_at = dt.datetime(2025, month, int(rng.integers(1, 28)), 10, tzinfo=dt.UTC)
+    SurveyRecord.objects.bulk_update(records, ["collected_at"])
+
+
+def test_the_champion_is_compared_on_the_frame_serving_scores_dates_included(tmp_path: Path) -> None:
+    from ingestion.models import SurveyRecord
+    from modelling import serving
+    from modelling.evaluation import evaluate
+
+    data, _ = generate(300, seed=41)
+    write(data, data.iloc[0:0], tmp_path / "old.csv", "csv")
+    date_records(list(SurveyRecord.objects.filter(batch=ingest_file(tmp_path / "old.csv"))), seed=1)
+    first = model_train(folds=2)
+    newer, _ = generate(120, seed=42)
+    write(newer, newer.iloc[0:0], tmp_path / "new.csv", "csv")
+    date_records(list(SurveyRecord.objects.filter(batch=ingest_file(tmp_path / "new.csv"))), seed=2)
+    second = model_train(folds=2)
+
+    unseen = (SurveyRecord.objects.exclude(progress_status="").filter(review_status="approved", superseded_by__isnull=True,
+                                                                      received_at__gt=first.training_cutoff).order_by("pk"))
+    frame = serving.records_frame(unseen)
+    assert frame["collected_at"].notna().all()
+    y = np.array(unseen.values_list("vulnerable", flat=True), dtype=bool).astype(int)
+    served = evaluate(y, serving.model_for(first).score(frame, explain=False).p_vulnerable)
+    comparison = second.metrics["comparison"]
+    assert comparison["holdout_rows"] == len(frame) >= 50
+    for name in ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy"):
+        assert comparison["champion"][name] == pytest.approx(served[name], abs=1e-9), name

@@ -6,6 +6,7 @@ import json
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from django.core.management import call_command
@@ -108,7 +109,29 @@ def test_training_keeps_a_processed_snapshot_with_its_manifest(stored_records: i
     with default_storage.open(snap.file_key, "rb") as fh:
         assert hashlib.sha256(fh.read()).hexdigest() == snap.sha256
     frame = snapshot_read(snap)
-    assert len(frame) == snap.rows == mv.training_rows == stored_records
+    approved = SurveyRecord.objects.filter(review_status="approved").count()  # likely duplicates wait for review
+    assert len(frame) == snap.rows == mv.training_rows == approved > stored_records * 0.95
     assert set(frame.columns) == set(mv.features) | {"record_id", "vulnerable", "progress_status"}
     assert set(frame.columns).isdisjoint(FORBIDDEN)
     assert snap.source_batches == [str(IngestionBatch.objects.get().pk)]
+
+
+def test_each_district_and_sex_group_gets_the_overall_discrimination_calibration_and_coverage_metrics() -> None:
+    from modelling.evaluation import COVERAGES, evaluate
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    proba = np.clip(0.5 * y + rng.uniform(0, 0.5, n), 0, 1)
+    district = np.array(["Kanungu", "Mitooma"] * (n // 2), dtype=object)
+    sex = np.array(["female"] * 100 + ["male"] * 300, dtype=object)
+    metrics = evaluate(y, proba, district=district, sex=sex)
+    coverage = {f"{kind}_error_at_{int(c * 100)}" for c in COVERAGES for kind in ("exclusion", "inclusion")}
+    assert coverage <= set(metrics)
+    for label, groups in (("by_district", district), ("by_sex", sex)):
+        for g, got in metrics[label].items():
+            m = groups == g
+            alone = evaluate(y[m], proba[m])
+            assert set(got) >= {"n", "roc_auc", "pr_auc", "brier"} | coverage
+            for name in ("roc_auc", "pr_auc", "brier", *coverage):
+                assert got[name] == pytest.approx(alone[name]), (label, g, name)

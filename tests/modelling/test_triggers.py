@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from ingestion.models import SurveyRecord
 from ingestion.services import ingest_file
 from ingestion.synthetic.generator import generate, write
 from modelling.models import ModelVersion, RetrainDecision
+from modelling.promotion import PromotionRefused, model_promote
 from modelling.services import model_train
 from modelling.triggers import psi_categorical, psi_numeric, retrain_triggers_evaluate
 from rtv.models import OutboxMessage
@@ -54,18 +56,24 @@ def test_without_a_champion_any_approved_data_is_new(tmp_path: Path) -> None:
     assert OutboxMessage.objects.filter(task="modelling.train_and_score").count() == 1
 
 
+def approved(batch) -> int:  # type: ignore[no-untyped-def]
+    """The batch's records that count as training data (likely duplicates wait for a reviewer)."""
+    return int(batch.records.filter(review_status="approved").count())
+
+
 def test_nothing_fires_on_a_fresh_champion_with_little_new_data(champion, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    add(tmp_path, 20, seed=3)
+    batch = add(tmp_path, 20, seed=3)
     decision = retrain_triggers_evaluate()
     assert decision.fired == [] and not decision.retrain_queued
-    assert decision.inputs["new_samples"]["count"] == 20 and decision.inputs["new_samples"]["threshold"] == 50
+    assert decision.inputs["new_samples"]["count"] == approved(batch) and decision.inputs["new_samples"]["threshold"] == 50
 
 
 def test_fifty_new_approved_records_fire_new_samples(champion, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    add(tmp_path, 60, seed=4)
+    batch = add(tmp_path, 60, seed=4)
     decision = retrain_triggers_evaluate()
-    assert "new_samples" in decision.fired and decision.inputs["new_samples"]["count"] == 60
+    assert "new_samples" in decision.fired and decision.inputs["new_samples"]["count"] == approved(batch) >= 50
     assert "drift" not in decision.fired and "degradation" not in decision.fired
+    assert decision.inputs["drift"]["skipped"].endswith("drift is judged from 200")  # too few to tell noise from drift
 
 
 def test_a_week_old_champion_fires_the_schedule(champion, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -87,9 +95,9 @@ def test_shifted_inputs_fire_drift(champion, tmp_path: Path) -> None:  # type: i
     top = champion.metrics["top_features"]
     assert len(top) == 5
     shift = {name: (lambda s: s * 4 + 7) for name in top if name not in ("district", "village", "cluster")}
-    add(tmp_path, 200, seed=6, **shift)
+    add(tmp_path, 400, seed=6, **shift)  # enough approved records to judge drift (200)
     decision = retrain_triggers_evaluate()
-    assert "drift" in decision.fired
+    assert "drift" in decision.fired, decision.inputs["drift"]
     assert set(decision.inputs["drift"]["top_major"]) & set(top)
 
 
@@ -107,3 +115,56 @@ def test_the_api_evaluates_on_demand_and_lists_decisions(champion, api) -> None:
     assert resp.status_code == 200 and resp.json()["fired"] == ["manual"] and resp.json()["retrain_queued"]
     assert scientist.get("/api/v1/models/").json()["retrain_decisions"][0]["fired"] == ["manual"]
     assert api("reviewer").post("/api/v1/models/triggers/", {}, format="json").status_code == 403
+
+
+def test_a_challenger_the_gate_refused_restarts_the_schedule_and_the_new_samples_count(champion, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ModelVersion.objects.filter(pk=champion.pk).update(created_at=champion.created_at - timedelta(days=8))
+    add(tmp_path, 200, seed=4)  # enough new records to retrain...
+    challenger = model_train(folds=2)  # ...and a challenger is trained on them, then refused by the gate
+    challenger.metrics = {**challenger.metrics, "comparison": None, "roc_auc": champion.metrics["roc_auc"] - 0.1}
+    challenger.save(update_fields=["metrics"])
+    with pytest.raises(PromotionRefused):
+        model_promote(version=challenger.version, user=None)
+    challenger.refresh_from_db()
+
+    tomorrow = timezone.now() + timedelta(days=1)
+    for when in ({}, {"now": tomorrow}):  # tonight and tomorrow night: nothing new to learn from
+        decision = retrain_triggers_evaluate(**when)  # type: ignore[arg-type]
+        assert "schedule" not in decision.fired and "new_samples" not in decision.fired
+        assert decision.inputs["new_samples"] == {**decision.inputs["new_samples"], "count": 0,
+                                                  "since_version": challenger.version}
+        assert decision.champion_version == champion.version
+    a_week_later = retrain_triggers_evaluate(now=challenger.created_at + timedelta(days=7))
+    assert "schedule" in a_week_later.fired and a_week_later.inputs["schedule"]["since_version"] == challenger.version
+
+
+def date_records(batch, rng: np.random.Generator) -> list[SurveyRecord]:  # type: ignore[no-untyped-def]
+    """Rainy-season visits for most vulnerable households: the dates carry signal a model learns."""
+    import datetime as dt
+
+    records = list(SurveyRecord.objects.filter(batch=batch).order_by("pk"))
+    for record in records:
+        rainy = rng.random() < (0.75 if record.vulnerable else 0.25)
+        record.collected_at = dt.datetime(2025, 4 if rainy else 7, int(rng.integers(1, 28)), tzinfo=dt.UTC)
+    SurveyRecord.objects.bulk_update(records, ["collected_at"])
+    return records
+
+
+def test_degradation_scores_the_new_records_as_serving_does_dates_included(tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from modelling import serving
+
+    rng = np.random.default_rng(0)
+    date_records(add(tmp_path, 400, seed=1), rng)
+    champion = model_train(folds=2)  # its temporal features carry weight
+    records = date_records(add(tmp_path, 200, seed=5), rng)
+    decision = retrain_triggers_evaluate(enqueue=False)
+    new = (SurveyRecord.objects.filter(pk__in=[r.pk for r in records], review_status="approved")
+           .exclude(progress_status="").order_by("pk"))  # what the trigger counts as newly labelled
+    frame = serving.records_frame(new)
+    assert pd.notna(frame["collected_at"]).all() and len(frame) >= 50
+    y = np.array(new.values_list("vulnerable", flat=True), dtype=bool).astype(int)
+    served = roc_auc_score(y, serving.model_for(champion).score(frame, explain=False).p_vulnerable)
+    assert decision.inputs["degradation"]["new_auc"] == round(served, 4)

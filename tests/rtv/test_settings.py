@@ -16,6 +16,7 @@ GOOD = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/rtv",
     "ALLOWED_HOSTS": "rtv.example.org",
     "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    "MLFLOW_TRACKING_URI": "postgresql://mlflow@127.0.0.1:5432/mlflow",
 }
 
 
@@ -34,7 +35,8 @@ def test_production_starts_with_its_secrets() -> None:
     assert "postgresql" in proc.stdout
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "FIELD_ENCRYPTION_KEYS"])
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "FIELD_ENCRYPTION_KEYS",
+                                     "MLFLOW_TRACKING_URI"])
 def test_production_refuses_to_start_without_each_secret(missing: str) -> None:
     proc = load_settings("rtv.settings.production", {k: v for k, v in GOOD.items() if k != missing})
     assert proc.returncode != 0
