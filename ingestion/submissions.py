@@ -27,6 +27,8 @@ from django.utils import timezone
 
 from features.labels import income_per_day_values, is_vulnerable_values, progress_status_values
 from quality.engine import ValidationResult, validate_frame
+from quality.reference import stored_reference
+from quality.rules import active_rules
 from rtv import contract
 from rtv.bulk import Expression, copy_frame, insert_statement, server_bound_cursor
 from rtv.models import OutboxMessage
@@ -94,8 +96,10 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResu
     raw["gps_lat"] = [_text((e.location or {}).get("lat")) for e in envelopes]
     raw["gps_lon"] = [_text((e.location or {}).get("lon")) for e in envelopes]
     fields = [f for f in schema.fields if f.name in raw]
-    result = validate_frame(raw, fields, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
-                            tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
+    rules = active_rules()
+    # A device's values are outliers against their district's stored records, not against each other.
+    result = validate_frame(raw, fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
+                            tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL, reference=stored_reference(rules))
     return result, unknown
 
 

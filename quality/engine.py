@@ -688,7 +688,7 @@ def _parsed_numbers(column: Any) -> tuple[np.ndarray | pa.Array, np.ndarray, np.
 
 def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: Sequence[FieldLike], *,
                    rules: RuleSet | None = None, tol_abs: float = 0.01, tol_rel: float = 1e-6,
-                   now: datetime | None = None) -> ValidationResult:
+                   now: datetime | None = None, reference: Any = None) -> ValidationResult:
     """Type every field present in ``raw`` (a frame, or a mapping of columns: cheaper for the few
     rows of a device submission; strings, '' for empty) by its contract type, then apply the
     active rules.  Which checks run, their severity, parameters and messages are the rules' (data).
@@ -696,7 +696,10 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     Small inputs (up to ``SMALL_MAX_ROWS`` rows: API submissions and predictions) take the same
     steps with their fixed costs cut: the per-field rule lookups are compiled once per rule set,
     all numeric text columns are checked together as one matrix, findings are kept as plain text
-    and the typed frame is built from two blocks instead of one pandas column per field."""
+    and the typed frame is built from two blocks instead of one pandas column per field.
+
+    ``reference`` (``quality.reference.Reference``): the robust z-scores use its stored groups'
+    medians and MADs instead of the input's own (for a device's few rows)."""
     if rules is None:
         from .rules import active_rules
 
@@ -816,7 +819,10 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
         for job in ahead.values():  # left over when a check raised: not worth finishing
             job.cancel()
     _business(typed, rules, out, tol_abs, tol_rel, now or datetime.now(UTC), parsed)
-    _statistical(typed, texts, rules, out)
+    if reference is not None:
+        _statistical_against(typed, rules, out, reference)
+    else:
+        _statistical(typed, texts, rules, out)
     present_fields = set(typed) | set(columns)
     if small and not shared:
         assert isinstance(out, _SmallCollector)
@@ -1404,6 +1410,25 @@ def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules
             rows = np.sort(np.concatenate(far))
             if rows.size:
                 out.add_rows(rows, r.field, r.kind, r.severity, x, r.message)
+
+
+def _statistical_against(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, reference: Any) -> None:
+    """Robust z-scores of each row against its group's stored median and MAD (same score, same
+    threshold as ``_statistical``; a group with too few stored records flags nothing)."""
+    for r in rules.by_kind.get("robust_z", ()):
+        by = r.params.get("by", "district")
+        stats = reference.stats.get((r.field, by))
+        if not stats or r.field not in typed or by not in typed:
+            continue
+        x = typed[r.field].astype(float, copy=False)
+        groups = typed[by]
+        med = np.array([stats.get(str(g).strip(), (np.nan, np.nan))[0] if g is not None else np.nan for g in groups])
+        mad = np.array([stats.get(str(g).strip(), (np.nan, np.nan))[1] if g is not None else np.nan for g in groups])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.abs(0.6745 * (x - med) / mad)
+        far = np.flatnonzero(z > r.params.get("threshold", 5.0))  # NaN (no value, no group): never
+        if far.size:
+            out.add_rows(far, r.field, r.kind, r.severity, x, r.message)
 
 
 def _far(part: np.ndarray, med: float, mad: float, threshold: float) -> np.ndarray:

@@ -261,4 +261,6 @@ LOGGING = {
 # Quality score = weighted mean of its parts (each 0-1).
 RTV_QUALITY_WEIGHTS = {"completeness": 0.4, "validity": 0.3, "consistency": 0.3}
 RTV_AUTO_APPROVE_SCORE = env.float("RTV_AUTO_APPROVE_SCORE", default=0.9)
+# Seconds a process keeps the stored districts' statistics that score a device's values (robust z).
+RTV_QUALITY_REFERENCE_SECONDS = env.float("RTV_QUALITY_REFERENCE_SECONDS", default=600.0)
 RTV_QUALITY_DROP_ALERT = env.float("RTV_QUALITY_DROP_ALERT", default=0.05)
