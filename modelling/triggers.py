@@ -51,7 +51,7 @@ def _frame(qs: Any) -> pd.DataFrame:
     their binary label: the champion's temporal features must not turn to NaN here."""
     frame = serving.records_frame(qs.order_by("pk"))
     label = dict(qs.values_list("pk", "vulnerable"))
-    return frame.assign(_vulnerable=[label.get(int(pk)) for pk in frame["_record"]])
+    return frame.assign(_vulnerable=frame["_record"].map(label))
 
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, top: list[str]) -> dict[str, Any]:
