@@ -155,3 +155,34 @@ def test_without_the_relay_each_submission_is_published_after_its_commit(  # typ
     officer = api("field_officer")
     ids = [officer.post("/api/v1/submissions/", body(i), format="json").json()["id"] for i in range(2)]
     assert published(broker["live"]) == [("ingestion.after_submissions", [pk]) for pk in ids]
+
+
+def test_an_upload_is_accepted_while_the_broker_is_down_and_processed_once_it_is_back(  # type: ignore[no-untyped-def]
+        api, broker, tmp_path: Path) -> None:
+    """Staff uploads take the same outbox: 202 at once, the plan kept unsent, then planned and
+    processed by a real worker when the sweeper finds the broker again."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from ingestion.models import IngestionBatch
+
+    data, errors = generate(120, seed=12, bad_rate=0.0)
+    path = tmp_path / "down.csv"
+    write(data, errors, path, "csv")
+    use_broker(broker["dead"])
+    manager = api("data_manager")
+    resp = manager.post("/api/v1/uploads/", {"file": SimpleUploadedFile(path.name, path.read_bytes())},
+                        format="multipart")
+    assert resp.status_code == 202
+    batch_id = resp.json()["ingestion_id"]
+    message = OutboxMessage.objects.get(task="ingestion.plan_batch", args=[batch_id])
+    assert message.sent_at is None and message.attempts == 1
+    assert IngestionBatch.objects.get(pk=batch_id).status == "pending"
+
+    use_broker(broker["live"])
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        assert outbox_sweep(older_than=timedelta(0)) >= 1
+        deadline = time.monotonic() + 60
+        while IngestionBatch.objects.get(pk=batch_id).status != "succeeded" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    batch = IngestionBatch.objects.get(pk=batch_id)
+    assert batch.status == "succeeded" and batch.accepted == SurveyRecord.objects.filter(batch=batch).count() == 120
