@@ -5,7 +5,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from rtv.admin import ReadOnlyAdmin
-from rtv.roles import has_role
+from rtv.roles import ADMIN, DATA_MANAGER, has_role
 
 from .models import Household, IngestionBatch, Partner, RowIssue
 from .selectors import SEE_ALL
@@ -78,6 +78,24 @@ class RowIssueAdmin(ReadOnlyAdmin):
 
 @admin.register(Partner)
 class PartnerAdmin(admin.ModelAdmin):
+    """The registry of partner organisations, kept by admins and data managers (by role, not by
+    model permission rows, which no role's group holds)."""
+
     list_display = ("name", "slug", "active", "contact_email", "created_at")
     filter_horizontal = ("users",)
     readonly_fields = ("inbox_prefix",)
+
+    def has_module_permission(self, request: Any) -> bool:
+        return has_role(request.user, ADMIN, DATA_MANAGER)
+
+    def has_view_permission(self, request: Any, obj: Any = None) -> bool:
+        return has_role(request.user, ADMIN, DATA_MANAGER)
+
+    def has_add_permission(self, request: Any) -> bool:
+        return has_role(request.user, ADMIN, DATA_MANAGER)
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return has_role(request.user, ADMIN, DATA_MANAGER)
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return has_role(request.user, ADMIN)

@@ -64,3 +64,17 @@ def test_inactive_partners_are_not_scanned(partner, tmp_path) -> None:  # type: 
     drop(tmp_path, "may.csv")
     assert inbox_scan() == 0
     assert storage_list(default_storage, "inbox/hope/") == ["inbox/hope/may.csv"]
+
+
+def test_admins_register_partners_and_their_accounts_in_the_admin(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    account = make_user("partner")
+    client.force_login(make_user("admin"))
+    resp = client.post("/admin/ingestion/partner/add/", {"name": "Hope Uganda", "slug": "hope", "active": "on",
+                                                         "users": [account.pk], "contact_email": "data@hope.example"})
+    assert resp.status_code == 302, resp.content[:1500]
+    partner = Partner.objects.get(slug="hope")
+    assert list(partner.users.all()) == [account] and partner.inbox_prefix == "inbox/hope/"
+    client.force_login(make_user("reviewer"))
+    assert client.get("/admin/ingestion/partner/add/").status_code == 403
+    client.force_login(make_user("data_manager"))  # data managers keep the registry too
+    assert client.get(f"/admin/ingestion/partner/{partner.pk}/change/").status_code == 200

@@ -348,3 +348,23 @@ def test_records_read_by_copy_hold_the_same_values_as_through_the_orm(records) -
         assert plain(few[column]) == plain(slow[column]) or column == "collected_at", column  # few: parsed dates
     assert plain(fast["collected_at"]) == plain(few["collected_at"])
     assert plain(fast["previous_collected_at"]) == plain(few["previous_collected_at"])
+
+
+def test_experiments_are_started_ramped_and_ended_in_the_admin_with_an_audit(client, make_user, challenger) -> None:  # type: ignore[no-untyped-def]
+    champion = ModelVersion.objects.get(version=1)
+    client.force_login(make_user("data_scientist"))
+    add = client.post("/admin/modelling/experiment/add/",
+                      {"name": "admin-ab", "challenger": challenger.pk, "traffic_share": "0.2"})
+    assert add.status_code == 302, add.content[:2000]
+    exp = Experiment.objects.get(name="admin-ab")
+    assert exp.active and exp.champion == champion and exp.challenger == challenger and exp.traffic_share == 0.2
+    ramp = client.post(f"/admin/modelling/experiment/{exp.pk}/change/", {"traffic_share": "0.5"})
+    assert ramp.status_code == 302
+    exp.refresh_from_db()
+    assert exp.traffic_share == 0.5
+    assert AuditEvent.objects.filter(action="experiment.changed", changes__traffic_share=0.5).exists()
+    client.post("/admin/modelling/experiment/", {"action": "end", "_selected_action": [exp.pk]})
+    exp.refresh_from_db()
+    assert not exp.active and exp.ended_at is not None
+    client.force_login(make_user("reviewer"))
+    assert client.get("/admin/modelling/experiment/add/").status_code == 403
