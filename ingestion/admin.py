@@ -4,27 +4,21 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from rtv.admin import ReadOnlyAdmin
-from rtv.roles import ADMIN, DATA_MANAGER, has_role
+from rtv.admin import ReadOnlyAdmin, RoleAdmin
+from rtv.roles import ADMIN, DATA_MANAGER
 
 from .models import Household, IngestionBatch, Partner, RowIssue
 from .selectors import SEE_ALL
 
 
 @admin.register(IngestionBatch)
-class IngestionBatchAdmin(ReadOnlyAdmin):
+class IngestionBatchAdmin(RoleAdmin):
     list_display = ("created_at", "channel", "original_name", "status", "row_count", "accepted", "warnings", "rejected",
                     "dry_run")
     list_filter = ("channel", "status", "format", "dry_run")
     search_fields = ("original_name", "sha256", "source")
     readonly_fields = ("quality_report",)
-
-    # Read by the staff roles that see every batch (as the API's uploads endpoints), not by model permission rows.
-    def has_module_permission(self, request: Any) -> bool:
-        return has_role(request.user, *SEE_ALL)
-
-    def has_view_permission(self, request: Any, obj: Any = None) -> bool:
-        return has_role(request.user, *SEE_ALL)
+    see = SEE_ALL  # the staff roles that see every batch through the API; written by services only
 
     @admin.display(description="quality report")
     def quality_report(self, obj: IngestionBatch) -> SafeString:
@@ -77,25 +71,11 @@ class RowIssueAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Partner)
-class PartnerAdmin(admin.ModelAdmin):
-    """The registry of partner organisations, kept by admins and data managers (by role, not by
-    model permission rows, which no role's group holds)."""
+class PartnerAdmin(RoleAdmin):
+    """The registry of partner organisations, kept by admins and data managers."""
 
     list_display = ("name", "slug", "active", "contact_email", "created_at")
     filter_horizontal = ("users",)
     readonly_fields = ("inbox_prefix",)
-
-    def has_module_permission(self, request: Any) -> bool:
-        return has_role(request.user, ADMIN, DATA_MANAGER)
-
-    def has_view_permission(self, request: Any, obj: Any = None) -> bool:
-        return has_role(request.user, ADMIN, DATA_MANAGER)
-
-    def has_add_permission(self, request: Any) -> bool:
-        return has_role(request.user, ADMIN, DATA_MANAGER)
-
-    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
-        return has_role(request.user, ADMIN, DATA_MANAGER)
-
-    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
-        return has_role(request.user, ADMIN)
+    see = edit = add = (ADMIN, DATA_MANAGER)
+    delete = (ADMIN,)

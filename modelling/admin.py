@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from rtv.admin import ReadOnlyAdmin
+from rtv.admin import ReadOnlyAdmin, RoleAdmin
 from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_SCIENTIST, has_role
 from rtv.services import audit_record
@@ -74,8 +74,10 @@ class RetrainDecisionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Experiment)
-class ExperimentAdmin(admin.ModelAdmin):
+class ExperimentAdmin(RoleAdmin):
     """Start (against the current champion), ramp and end A/B or shadow experiments."""
+
+    see = edit = add = (DATA_SCIENTIST, ADMIN)  # never deleted: predictions name their experiment
 
     list_display = ("name", "champion", "challenger", "traffic_share", "shadow", "active", "started_at", "ended_at")
     list_filter = ("active", "shadow")
@@ -114,20 +116,6 @@ class ExperimentAdmin(admin.ModelAdmin):
             experiment_end(experiment=exp, user=request.user)
         self.message_user(request, "Ended; the champion answers every household again.", messages.SUCCESS)
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return has_role(request.user, DATA_SCIENTIST, ADMIN)
-
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return has_role(request.user, DATA_SCIENTIST, ADMIN)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return has_role(request.user, DATA_SCIENTIST, ADMIN)
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return has_role(request.user, DATA_SCIENTIST, ADMIN)
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(MonitoringRun)

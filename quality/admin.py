@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from ingestion.models import SURVEY_VALUE_FIELDS, RowIssue, SurveyRecord
+from rtv.admin import RoleAdmin as SharedRoleAdmin
 from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, REVIEWER, has_role
 
 from .models import QualityAlert, QualitySnapshot, ReviewComment, ReviewDecision, Rule, RuleRevision
@@ -25,26 +26,10 @@ CAN_SEE = (REVIEWER, DATA_MANAGER, DATA_SCIENTIST, ADMIN)
 CAN_REVIEW = (REVIEWER, DATA_MANAGER, ADMIN)
 
 
-class RoleAdmin(admin.ModelAdmin):
-    """Admin screens scoped by role, not by per-model permission rows."""
+class RoleAdmin(SharedRoleAdmin):
+    """Quality screens: every staff role sees them; each screen says who changes it."""
 
-    see: tuple[str, ...] = CAN_SEE
-    edit: tuple[str, ...] = ()
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return has_role(request.user, *self.see)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return has_role(request.user, *self.see)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return has_role(request.user, *self.edit)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    see = CAN_SEE
 
 
 class ScoreBand(admin.SimpleListFilter):

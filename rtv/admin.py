@@ -1,7 +1,35 @@
+from typing import Any
+
 from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import AuditEvent, PipelineRun, SchemaField, SchemaVersion
+from .roles import has_role
+
+
+class RoleAdmin(admin.ModelAdmin):
+    """Admin screens scoped by role, not by per-model permission rows (which no role's group holds):
+    who may see, change, add and delete, each a tuple of roles (none: nobody)."""
+
+    see: tuple[str, ...] = ()
+    edit: tuple[str, ...] = ()
+    add: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, *self.see)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, *self.see)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, *self.edit)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, *self.add)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, *self.delete)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
