@@ -169,6 +169,9 @@ class SurveyRecord(models.Model):
                              help_text="the first version of this record's history (null on the first version)")
     submission_id = models.UUIDField(null=True, blank=True)
     content_hash = models.CharField(max_length=64)
+    answers_hash = models.BigIntegerField(
+        null=True, blank=True, editable=False,
+        help_text="hash of the survey answers (quality.duplicates): finds likely duplicates across sources")
     district = models.CharField(max_length=64, db_index=True)
     cluster = models.CharField(max_length=120, blank=True)
     village = models.CharField(max_length=120, db_index=True)
@@ -208,6 +211,7 @@ class SurveyRecord(models.Model):
             models.Index(fields=["batch", "row_number"]),
             models.Index(fields=["root"], condition=Q(root__isnull=False), name="record_root_set"),
             models.Index(fields=["field_officer"], condition=Q(field_officer__isnull=False), name="record_officer_set"),
+            models.Index(fields=["answers_hash"], condition=Q(answers_hash__isnull=False), name="record_answers_set"),
         ]
 
     def __str__(self) -> str:

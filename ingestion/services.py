@@ -37,6 +37,7 @@ from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
+from quality.duplicates import answers_hashes, stored_matches
 from quality.engine import validate_frame
 from quality.rules import NEAR_DUPLICATE_IGNORE, active_rules
 from rtv.bulk import copy_frame
@@ -62,8 +63,8 @@ from .readers import ReadError, detect_format, iter_tables
 log = logging.getLogger(__name__)
 
 RECORD_COLUMNS = [
-    "household_id", "batch_id", "row_number", "survey_round", "version", "content_hash", "district", "cluster",
-    "village", "household_size", "income_per_day", "progress_status", "vulnerable", "review_status",
+    "household_id", "batch_id", "row_number", "survey_round", "version", "content_hash", "answers_hash", "district",
+    "cluster", "village", "household_size", "income_per_day", "progress_status", "vulnerable", "review_status",
     "warning_count", "form_version", "device_id", "received_at", "auto_approved", "quality_score", "completeness",
     "validity", "consistency",
 ]
@@ -326,6 +327,21 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
             "row": idx, "field": "household_id", "rule": kind, "severity": rule.severity,
             "value": typed["household_id"].to_numpy()[idx].astype(str), "message": rule.message,
         })], ignore_index=True)
+    # Across sources: the same answers as a record already stored (another batch: a file's own rows
+    # were compared with each other when it was planned).
+    answers = answers_hashes(typed)
+    rule = rules.get("household_id", "near_duplicate")
+    if rule is not None and "household_id" in typed:
+        stored = stored_matches(answers, exclude_batch=batch.pk)
+        stored[np.asarray(flag_rows.get("near_duplicate", []), dtype=np.int64)] = False  # reported already
+        idx = np.flatnonzero(stored)
+        if idx.size:
+            flagged[idx] = True
+            issues = pd.concat([issues, pd.DataFrame({
+                "row": idx, "field": "household_id", "rule": "near_duplicate", "severity": rule.severity,
+                "value": typed["household_id"].to_numpy()[idx].astype(str),
+                "message": f"{rule.message} (a record already stored)",
+            })], ignore_index=True)
     error_rows = np.zeros(n, dtype=bool)
     error_rows[result.error_rows()] = True
     warn_rows = issues.loc[issues["severity"] == "warning", "row"].to_numpy(dtype=np.int64)
@@ -338,7 +354,7 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     scores = result.scores
     auto = accepted & ~flagged & (scores["score"].to_numpy() >= settings.RTV_AUTO_APPROVE_SCORE)
     return {
-        "raw": raw, "typed": typed, "issues": issues, "per_day": per_day, "status": status, "scores": scores,
+        "raw": raw, "typed": typed, "issues": issues, "answers": answers, "per_day": per_day, "status": status, "scores": scores,
         "auto_approved": auto,
         "vulnerable": is_vulnerable(status), "warn_counts": warn_counts, "accepted_mask": accepted,
         "accepted": int(accepted.sum()), "rejected": int(error_rows.sum()),
@@ -351,6 +367,13 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
 def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """A content hash per row, vectorised (pandas' hash of the typed values)."""
     return np.char.mod("%016x", pd.util.hash_pandas_object(frame, index=False).to_numpy())
+
+
+def _nullable_hashes(hashes: np.ndarray) -> pd.arrays.IntegerArray:
+    """Answers hashes as the column stores them: NULL for a row with no answers (hash 0)."""
+    out = pd.array(hashes, dtype="Int64")
+    out[hashes == 0] = pd.NA
+    return out
 
 
 def _upsert_households(typed: pd.DataFrame) -> pd.Series:
@@ -392,6 +415,7 @@ def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> 
         "survey_round": "",
         "version": 1,
         "content_hash": _row_hashes(t),
+        "answers_hash": _nullable_hashes(r["answers"][keep]),
         "district": t["district"],
         "cluster": t.get("cluster", ""),
         "village": t["village"],

@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from features.labels import income_per_day_values, is_vulnerable_values, progress_status_values
+from quality.duplicates import record_answers_hashes, stored_matches, stored_value, within
 from quality.engine import ValidationResult, validate_frame
 from quality.reference import stored_reference
 from quality.rules import active_rules
@@ -340,6 +341,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     ``batch``: the request's batch, already written by an earlier wave; ``counted``: the items its
     counts cover (all the request's new items; default ``new``)."""
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
+    answers, repeated = _near_duplicates(new, envelopes, priors, by_row, data)
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
     households = _households(hh_ids)
     missing = [h for h in hh_ids if h not in households]
@@ -357,7 +359,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         row_count=len(counted) + rejected, accepted=len(counted), rejected=rejected,
         warnings=sum(1 for i in counted if any(r["severity"] == "warning" for r in by_row.get(i, []))))
     records = []
-    for i in new:
+    for k, i in enumerate(new):
         env, d, q = envelopes[i], data[i], quality[i]
         prior = priors.get(env.supersedes) if env.supersedes else None
         records.append(SurveyRecord(
@@ -371,9 +373,9 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
             collected_at=env.collected_at, form_version=env.form_version, device_id=env.device_id,
             field_officer=officer, gps=env.location, quality_score=q["score"], completeness=q["completeness"],
             validity=q["validity"], consistency=q["consistency"],
-            auto_approved=q["score"] >= settings.RTV_AUTO_APPROVE_SCORE,
-            review_status=(SurveyRecord.ReviewStatus.APPROVED if q["score"] >= settings.RTV_AUTO_APPROVE_SCORE
-                           else SurveyRecord.ReviewStatus.HAS_ISSUES)))
+            answers_hash=stored_value(answers[k]),
+            auto_approved=(auto := q["score"] >= settings.RTV_AUTO_APPROVE_SCORE and not repeated[k]),
+            review_status=SurveyRecord.ReviewStatus.APPROVED if auto else SurveyRecord.ReviewStatus.HAS_ISSUES))
     issue_rows = [RowIssue(batch=batch, record=r, row_number=0, household_id=data[i]["household_id"] or "",
                            field=x["field"], column=x["field"], rule=x["rule"], severity=x["severity"], value=x["value"],
                            message=x["message"])
@@ -404,6 +406,26 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         RowIssue.objects.bulk_create(issue_rows)
     outbox_enqueue("ingestion.after_submissions", [r.pk for r in records])
     return records
+
+
+def _near_duplicates(new: list[int], envelopes: list[Envelope], priors: dict[uuid.UUID, SurveyRecord],
+                     by_row: dict[int, list[dict[str, Any]]],
+                     data: dict[int, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The new items' answers hashes, and which repeat the answers of a stored current record (not
+    the one an item corrects) or of another new item: those get a ``near_duplicate`` warning and go
+    to a reviewer instead of being approved by their score.  One query."""
+    answers = record_answers_hashes([data[i] for i in new])
+    rule = active_rules().get("household_id", "near_duplicate")
+    if rule is None:
+        return answers, np.zeros(len(new), dtype=bool)
+    corrected = [priors[s].pk for i in new if (s := envelopes[i].supersedes) is not None and s in priors]
+    repeated = stored_matches(answers, exclude_records=corrected) | within(answers)
+    for k in np.flatnonzero(repeated):
+        i = new[k]
+        by_row.setdefault(i, []).append({
+            "row": i, "field": "household_id", "rule": "near_duplicate", "severity": rule.severity,
+            "value": str(data[i].get("household_id") or ""), "message": rule.message})
+    return answers, repeated
 
 
 def _households(ids: list[str]) -> dict[str, Household]:

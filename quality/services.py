@@ -21,6 +21,7 @@ from ingestion.models import SURVEY_VALUE_FIELDS, RowIssue, SurveyRecord, Survey
 from rtv.selectors import current_schema
 from rtv.services import audit_record, audit_record_many
 
+from .duplicates import record_answers_hashes, stored_value
 from .engine import validate_frame
 from .models import ReviewComment, ReviewDecision
 
@@ -114,7 +115,7 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
             quality_score=float(score["score"]), completeness=float(score["completeness"]),
             validity=float(score["validity"]), consistency=float(score["consistency"]),
             collected_at=old.collected_at, form_version=old.form_version, device_id=old.device_id,
-            field_officer=old.field_officer, gps=old.gps, raw=old.raw)
+            field_officer=old.field_officer, gps=old.gps, raw=old.raw, answers_hash=stored_value(record_answers_hashes([values])[0]))
         SurveyValues.objects.create(record=new, **values)
         RowIssue.objects.bulk_create([RowIssue(batch=old.batch, record=new, row_number=old.row_number or 0,
                                                household_id=old.household.household_id, field=r.field, column=r.field,

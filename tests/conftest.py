@@ -25,11 +25,13 @@ def _isolated_storage(settings, tmp_path: Path) -> Iterator[None]:  # type: igno
     settings.MLFLOW_TRACKING_URI = f"sqlite:///{tmp_path / 'mlflow.sqlite3'}"
     settings.MLFLOW_ARTIFACT_ROOT = str(tmp_path / "mlartifacts")
     from modelling import registry, serving
+    from quality.rules import forget_rules
     from rtv.selectors import forget_schema
 
     registry._load.cache_clear()
     serving.forget()  # alias resolutions and experiments are per process; each test has its own
     forget_schema()  # each test's database may hold its own copy of the contract
+    forget_rules()  # a rule changed by an earlier test was rolled back with it
     yield
 
 
