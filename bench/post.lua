@@ -1,4 +1,6 @@
--- wrk script: POST a JSON template, replacing every SUBMISSION_ID with a fresh UUID per request.
+-- wrk script: POST a JSON template, replacing every SUBMISSION_ID with a fresh UUID per request and
+-- every "VARY:<number>" with that number plus a random fraction (9 decimals), so that each
+-- household sent has its own answers (identical answers are flagged as likely duplicates).
 local counter = 0
 function setup(thread)
   counter = counter + 1
@@ -24,6 +26,9 @@ end
 
 function request()
   local body = string.gsub(template, "SUBMISSION_ID", uuid)
+  body = string.gsub(body, '"VARY:([%d%.%-]+)"', function(base)
+    return string.format("%.9f", tonumber(base) + math.random())
+  end)
   local headers = {["Content-Type"] = "application/json"}
   if token and token ~= "" then headers["Authorization"] = "Bearer " .. token end
   return wrk.format("POST", path, headers, body)
