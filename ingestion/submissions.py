@@ -175,9 +175,10 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     rejected = sum(1 for o in outcomes if o and o.result == "invalid")
     for retry in range(len(candidates) + 1):
         attempt = list(outcomes)
+        findings = {i: list(rows) for i, rows in by_row.items()}  # an attempt's additions go with its rollback
         try:
             _store(user, user_agent, schema, envelopes, candidates, attempt, hashes, typed_rows, quality, per_day,
-                   status, vulnerable, by_row, rejected, result, checked=checked)
+                   status, vulnerable, findings, rejected, result, checked=checked)
         except IntegrityError as exc:
             if retry == len(candidates) or not _identity_clash(exc):
                 raise
@@ -252,6 +253,12 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
                 priors[envelopes[i].submission_id] = record  # the prior of the next wave's corrections
                 outcomes[i] = Outcome("created", 201, record=record,
                                       warnings=[_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"])
+        if batch is not None and len(set(wave.values())) > 1:
+            # The batch row was written with the first wave; a later wave's item may have gained a finding since.
+            warned = sum(1 for i in new if any(r["severity"] == "warning" for r in by_row.get(i, ())))
+            if warned != batch.warnings:
+                IngestionBatch.objects.filter(pk=batch.pk).update(warnings=warned)
+                batch.warnings = warned
 
 
 def _decide(i: int, env: Envelope, hashes: list[str], existing: dict[uuid.UUID, SurveyRecord],

@@ -96,12 +96,6 @@ def database_config(url: str | None) -> dict[str, object]:
         # Persistent connections: a connection per request cost 2.5x in throughput (stack.md).
         cfg["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         cfg["CONN_HEALTH_CHECKS"] = True
-        # No JIT: the queries here are short look-ups or plain scans, and PostgreSQL compiles whenever
-        # its cost estimate passes 100,000.  A skewed column is enough: a device batch's look-up of
-        # 100 answers hashes, planned at 217,000, spent 10-190 ms compiling to run in 0.6 ms.
-        options = dict(cfg.get("OPTIONS") or {})  # type: ignore[call-overload]
-        options["options"] = f"{options.get('options', '')} -c jit=off".strip()
-        cfg["OPTIONS"] = options
     return cfg
 
 

@@ -23,6 +23,7 @@ from tests.payloads import household_payload
 pytestmark = pytest.mark.django_db
 
 ROWS = generate(30, seed=41, bad_rate=0.0)[0]
+PINNED = 6565952824175937091
 
 
 def submission(i: int, **changes: Any) -> dict[str, Any]:
@@ -64,6 +65,21 @@ def test_a_device_item_and_a_file_row_with_the_same_answers_hash_alike() -> None
     rows = [household_payload(ROWS, i) for i in range(len(ROWS))]
     assert (record_answers_hashes(rows) == answers_hashes(ROWS)).all()
     assert len(set(answers_hashes(ROWS))) == len(ROWS)
+
+
+def test_a_multiselect_answer_is_a_set_of_codes() -> None:
+    base = pd.DataFrame({"village": ["V"], "loan_from": ["1 3"]})
+    for same in ("3 1", "1,3", "1.0 3", " 3  1 "):
+        assert answers_hashes(base.assign(loan_from=[same]))[0] == answers_hashes(base)[0], same
+    assert answers_hashes(base.assign(loan_from=["1 4"]))[0] != answers_hashes(base)[0]
+
+
+def test_the_hash_of_an_answer_set_is_pinned() -> None:
+    """Stored hashes must stay comparable with new ones: a change in how they are computed (or in
+    pandas' hashing underneath) would silently stop old and new records matching."""
+    frame = pd.DataFrame({"district": ["Kanungu"], "village": ["Kihihi"], "household_size": [6.0],
+                          "loan_from": ["3 1"], "agriculture_land": [1.5]})
+    assert int(answers_hashes(frame)[0]) == PINNED
 
 
 def test_a_field_missing_everywhere_leaves_the_hash_as_it_was() -> None:
@@ -163,6 +179,53 @@ def test_only_current_versions_count(api, make_user) -> None:  # type: ignore[no
                              format="json")
     assert "near_duplicate" not in codes(again_old.json())
     assert "near_duplicate" in codes(again_new.json())
+
+
+def test_a_retried_request_reports_a_repeat_once(api, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A request that loses a race starts over: what the rolled-back attempt found is not kept twice."""
+    from django.db import IntegrityError
+
+    from ingestion import submissions
+
+    ingest_file(write(ROWS.iloc[:5], ROWS.iloc[0:0], tmp_path / "f.csv", "csv"))
+    original, lost = submissions._create_all, []
+
+    def loses_once(*args: Any, **kwargs: Any) -> Any:
+        records = original(*args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise IntegrityError('duplicate key value violates unique constraint "record_unique_submission"')
+        return records
+
+    monkeypatch.setattr(submissions, "_create_all", loses_once)
+    resp = api("field_officer").post("/api/v1/submissions/batch/",
+                                     {"items": [submission(1, household_id="AGAIN-1"), submission(12)]}, format="json")
+    assert lost and resp.status_code == 200, resp.json()
+    first = resp.json()["results"][0]["record"]
+    assert codes(first).count("near_duplicate") == 1
+    assert RowIssue.objects.filter(rule="near_duplicate").count() == 1
+    assert first["quality"]["warnings"] == len(first["quality"]["issues"])
+
+
+def test_a_correction_in_a_later_wave_counts_in_the_batch_warnings(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An original and its correction in one request: the correction, written after, repeats a stored row."""
+    ingest_file(write(ROWS.iloc[:5], ROWS.iloc[0:0], tmp_path / "f.csv", "csv"))
+    original = submission(14)
+    fix = submission(2, household_id=original["data"]["household_id"]) | {"supersedes": original["submission_id"]}
+    resp = api("field_officer").post("/api/v1/submissions/batch/", {"items": [original, fix]}, format="json")
+    assert [r["result"] for r in resp.json()["results"]] == ["created", "created"]
+    assert "near_duplicate" in codes(resp.json()["results"][1]["record"])
+    record = SurveyRecord.objects.get(submission_id=fix["submission_id"])
+    warned = SurveyRecord.objects.filter(batch=record.batch, warning_count__gt=0).count()
+    assert record.batch.warnings == warned >= 1
+
+
+def test_with_the_rule_off_a_repeated_file_is_not_flagged(tmp_path: Path) -> None:
+    rule_update(rule=Rule.objects.get(kind="near_duplicate"), user=None, active=False)
+    data, _ = generate(10, seed=9, bad_rate=0.0)
+    ingest_file(write(data, data.iloc[0:0], tmp_path / "a.csv", "csv"))
+    ingest_file(write(data, data.iloc[0:0], tmp_path / "b.csv", "csv"), force=True)
+    assert flagged() == set()
 
 
 def test_with_the_rule_off_nothing_is_flagged(api) -> None:  # type: ignore[no-untyped-def]
