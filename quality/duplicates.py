@@ -55,8 +55,10 @@ def answers_hashes(typed: pd.DataFrame) -> np.ndarray:
         given = ~pd.isna(cells)
         words[given] = [str(v).strip() for v in cells[given]]
         for j, name in enumerate(text):
-            if name in MULTISELECT:
-                words[:, j] = [_codes(v) for v in words[:, j]]
+            if name in MULTISELECT:  # few distinct answers: each normalised once
+                column = words[:, j]
+                normal = {v: _codes(v) for v in set(column.tolist())}
+                words[:, j] = [normal[v] for v in column]
     return _hashes(numbers, numeric, words, text)
 
 
