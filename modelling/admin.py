@@ -9,7 +9,7 @@ from django.utils.html import format_html
 
 from rtv.admin import ReadOnlyAdmin, RoleAdmin
 from rtv.outbox import outbox_enqueue
-from rtv.roles import ADMIN, DATA_SCIENTIST, has_role
+from rtv.roles import ADMIN, DATA_SCIENTIST, STAFF_ROLES, has_role
 from rtv.services import audit_record
 
 from . import serving
@@ -52,7 +52,16 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             self.message_user(request, f"v{mv.version} is the champion again.", messages.SUCCESS)
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return has_role(request.user, DATA_SCIENTIST, ADMIN)
+        """The actions (promote, roll back, retrain) for data scientists and admins; a version itself
+        is never edited here: its metrics are what training measured, and its aliases move only
+        through the services that move MLflow's and audit it (the change form is a read-only view)."""
+        return obj is None and has_role(request.user, DATA_SCIENTIST, ADMIN)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return has_role(request.user, *STAFF_ROLES)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, *STAFF_ROLES)
 
 
 @admin.register(ModelEvent)
