@@ -54,6 +54,11 @@ class Rule(models.Model):
         ordering = ["level", "field", "kind"]
         constraints = [
             models.CheckConstraint(condition=~Q(kind="type") | Q(level="structural"), name="type_rules_are_structural"),
+            # A likely duplicate goes to a reviewer, never rejected: it may be a re-survey (domain.md).
+            models.CheckConstraint(condition=~Q(kind__in=["duplicate_household", "near_duplicate"]) | Q(severity="warning"),
+                                   name="duplicate_rules_are_warnings",
+                                   violation_error_message="A duplicate rule is a warning: a likely duplicate is "
+                                                           "reviewed, never rejected."),
         ]
 
     def __str__(self) -> str:

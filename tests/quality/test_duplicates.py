@@ -3,6 +3,7 @@ flagged ``near_duplicate`` and sent to a reviewer, whichever door either came th
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,26 @@ def test_with_the_rule_off_a_repeated_file_is_not_flagged(tmp_path: Path) -> Non
     ingest_file(write(data, data.iloc[0:0], tmp_path / "a.csv", "csv"))
     ingest_file(write(data, data.iloc[0:0], tmp_path / "b.csv", "csv"), force=True)
     assert flagged() == set()
+
+
+def test_a_duplicate_rule_cannot_be_made_to_reject() -> None:
+    from django.core.exceptions import ValidationError
+
+    for kind in ("near_duplicate", "duplicate_household"):
+        with pytest.raises(ValidationError, match="reviewed, never rejected"):
+            rule_update(rule=Rule.objects.get(kind=kind), user=None, severity="error")
+        assert Rule.objects.get(kind=kind).severity == "warning"
+
+
+def test_the_admin_says_why_a_duplicate_rule_stays_a_warning(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    rule = Rule.objects.get(kind="near_duplicate")
+    client.force_login(make_user("data_manager"))
+    resp = client.post(f"/admin/quality/rule/{rule.pk}/change/", {
+        "severity": "error", "level": rule.level, "params": json.dumps(rule.params), "message": rule.message,
+        "active": "on", "note": "", "revisions-TOTAL_FORMS": "0", "revisions-INITIAL_FORMS": "0"})
+    assert resp.status_code == 200 and b"reviewed, never rejected" in resp.content
+    rule.refresh_from_db()
+    assert rule.severity == "warning" and rule.version == 1
 
 
 def test_with_the_rule_off_nothing_is_flagged(api) -> None:  # type: ignore[no-untyped-def]
