@@ -198,7 +198,8 @@ def stored_value(h: int | np.integer) -> int | None:
 def backfill(records: object, values: object, chunk: int = 20_000) -> int:
     """Set ``answers_hash`` on stored records that have none, from their typed values, a chunk at a
     time (the migration that adds the column runs this with its historical models)."""
-    fields = [name for name, _ in ANSWER_FIELDS]
+    columns = {f.name for f in values._meta.get_fields()}  # type: ignore[attr-defined]
+    present = [name for name, _ in ANSWER_FIELDS if name in columns]
     done = 0
     last = 0
     while True:
@@ -207,18 +208,16 @@ def backfill(records: object, values: object, chunk: int = 20_000) -> int:
         if not ids:
             return done
         last = ids[-1]
-        present = [f for f in fields if f in {fl.name for fl in values._meta.get_fields()}]  # type: ignore[attr-defined]
         rows = list(values.objects.filter(record_id__in=ids).values_list("record_id", *present))  # type: ignore[attr-defined]
         frame = pd.DataFrame.from_records(rows, columns=["record_id", *present])
-        hashes = answers_hashes(frame)
         pks = frame["record_id"].astype("int64").tolist()
-        values = [stored_value(h) for h in hashes]
+        hashes = [stored_value(h) for h in answers_hashes(frame)]
         if connection.vendor == "postgresql":  # one statement a chunk, its own transaction
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(f"UPDATE {connection.ops.quote_name(records._meta.db_table)} AS r "  # type: ignore[attr-defined]
                                "SET answers_hash = v.h FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, h) "
-                               "WHERE r.id = v.id", [pks, values])
+                               "WHERE r.id = v.id", [pks, hashes])
         else:
-            objs = [records(pk=pk, answers_hash=h) for pk, h in zip(pks, values, strict=True)]  # type: ignore[operator]
+            objs = [records(pk=pk, answers_hash=h) for pk, h in zip(pks, hashes, strict=True)]  # type: ignore[operator]
             records.objects.bulk_update(objs, ["answers_hash"], batch_size=2000)  # type: ignore[attr-defined]
         done += len(pks)
