@@ -243,6 +243,7 @@ class _SurveyValuesBase(models.Model):
 
 SURVEY_VALUE_FIELDS: tuple[str, ...] = tuple(f.name for f in contract.SURVEY_FIELDS)
 
+
 # One typed column per contract field.  A wide typed table, not a JSON document: COPY of 75
 # JSONB keys ran at ~7k rows/s here against ~64k rows/s for typed columns, and feature building
 # reads columns, not documents.  A new contract version adds its columns by migration.
@@ -282,3 +283,14 @@ class RowIssue(models.Model):
 
     def __str__(self) -> str:
         return f"row {self.row_number} {self.field} {self.rule}"
+
+
+# Survey text that is also kept in a bounded column (households, records, predictions, findings):
+# a longer value is refused as invalid input, not left to fail the insert.
+STORED_TEXT_LIMITS: dict[str, int] = {
+    "household_id": min(Household._meta.get_field("household_id").max_length or 64,  # type: ignore[union-attr]
+                        RowIssue._meta.get_field("household_id").max_length or 64),  # type: ignore[union-attr]
+    "district": SurveyRecord._meta.get_field("district").max_length or 64,  # type: ignore[union-attr]
+    "cluster": SurveyRecord._meta.get_field("cluster").max_length or 120,  # type: ignore[union-attr]
+    "village": SurveyRecord._meta.get_field("village").max_length or 120,  # type: ignore[union-attr]
+}

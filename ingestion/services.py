@@ -49,6 +49,7 @@ from rtv.storage import area_path
 
 from .mapping import map_headers
 from .models import (
+    STORED_TEXT_LIMITS,
     SURVEY_VALUE_FIELDS,
     Household,
     IngestionBatch,
@@ -344,6 +345,17 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
             })], ignore_index=True)
     error_rows = np.zeros(n, dtype=bool)
     error_rows[result.error_rows()] = True
+    for name, limit in STORED_TEXT_LIMITS.items():  # longer than its column: refused, not a failed insert
+        if name not in typed:
+            continue
+        text = typed[name]
+        idx = np.flatnonzero(text.notna().to_numpy() & (text.astype(str).str.strip().str.len() > limit).to_numpy())
+        if idx.size:
+            error_rows[idx] = True
+            issues = pd.concat([issues, pd.DataFrame({
+                "row": idx, "field": name, "rule": "too_long", "severity": "error",
+                "value": text.to_numpy()[idx].astype(str), "message": f"{name} is longer than {limit} characters",
+            })], ignore_index=True)
     warn_rows = issues.loc[issues["severity"] == "warning", "row"].to_numpy(dtype=np.int64)
     warn_counts = np.bincount(warn_rows, minlength=n) if len(warn_rows) else np.zeros(n, dtype=np.int64)
     accepted = ~error_rows
@@ -459,7 +471,7 @@ def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, reco
         "batch_id": str(batch.id),
         "record_id": pd.Series(row_number).map(record_ids) if record_ids is not None else None,
         "row_number": row_number,
-        "household_id": hid,
+        "household_id": pd.Series(hid, dtype=object).str.slice(0, STORED_TEXT_LIMITS["household_id"]),  # the value keeps it whole
         "field": rows["field"],
         "column": rows["field"].map(r["header_by_field"]).fillna(""),
         "rule": rows["rule"],

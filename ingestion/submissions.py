@@ -36,7 +36,15 @@ from rtv.models import OutboxMessage
 from rtv.outbox import outbox_after_commit, outbox_enqueue
 from rtv.selectors import Schema, current_schema
 
-from .models import SURVEY_VALUE_FIELDS, Household, IngestionBatch, RowIssue, SurveyRecord, SurveyValues
+from .models import (
+    STORED_TEXT_LIMITS,
+    SURVEY_VALUE_FIELDS,
+    Household,
+    IngestionBatch,
+    RowIssue,
+    SurveyRecord,
+    SurveyValues,
+)
 
 SURVEY_NAMES = [f.name for f in contract.SURVEY_FIELDS]
 COPY_FROM_ROWS = 20
@@ -86,12 +94,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResult, list[list[str]]]:
+def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResult, list[list[dict[str, Any]]]]:
     """Validate all items at once (one vectorised pass): typed values, quality scores (score,
-    completeness, validity, consistency), findings; also report unknown data keys."""
+    completeness, validity, consistency), findings; also each item's refusals the rules do not make:
+    unknown data keys, and text longer than its column holds."""
     known = set(SURVEY_NAMES)
-    unknown = [sorted(set(e.data) - known) for e in envelopes]
+    refused = [[{"field": f"data.{k}", "code": "unknown_field", "message": f"{k} is not a field of the survey"}
+                for k in sorted(set(e.data) - known)] for e in envelopes]
     raw: dict[str, list[object]] = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
+    for name, limit in STORED_TEXT_LIMITS.items():
+        for i, text in enumerate(raw[name]):
+            if len(str(text).strip()) > limit:
+                refused[i].append({"field": f"data.{name}", "code": "too_long",
+                                   "message": f"{name} is longer than {limit} characters"})
     # The envelope's metadata is checked by the same rules (GPS inside Uganda, not in the future).
     raw["collected_at"] = [e.collected_at.isoformat() if e.collected_at else "" for e in envelopes]
     raw["gps_lat"] = [_text((e.location or {}).get("lat")) for e in envelopes]
@@ -101,14 +116,13 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResu
     # A device's values are outliers against their district's stored records, not against each other.
     result = validate_frame(raw, fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL, reference=stored_reference(rules))
-    return result, unknown
+    return result, refused
 
 
-def _item_errors(issues: list[dict[str, Any]], unknown: list[str]) -> list[dict[str, Any]]:
+def _item_errors(issues: list[dict[str, Any]], refused: list[dict[str, Any]]) -> list[dict[str, Any]]:
     errors = [{"field": f"data.{r['field']}", "code": r["rule"], "message": r["message"]}
               for r in issues if r["severity"] == "error"]
-    return errors + [{"field": f"data.{k}", "code": "unknown_field", "message": f"{k} is not a field of the survey"}
-                     for k in unknown]
+    return errors + refused
 
 
 def payloads_check(envelopes: list[Envelope]) -> tuple[pd.DataFrame, list[list[dict[str, Any]]]]:

@@ -255,3 +255,23 @@ def test_with_the_rule_off_nothing_is_flagged(api) -> None:  # type: ignore[no-u
     officer.post("/api/v1/submissions/", submission(7), format="json")
     resp = officer.post("/api/v1/submissions/", submission(7, household_id="AGAIN-7"), format="json")
     assert resp.json()["status"] == "approved" and flagged() == set()
+
+
+# ---- text longer than its column ----------------------------------------------------------------
+
+def test_an_id_longer_than_its_column_is_refused_by_name_at_every_door(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Not a failed insert (a 500, or a whole chunk lost): a 400 naming the field, or that row rejected."""
+    officer = api("field_officer")
+    resp = officer.post("/api/v1/submissions/", submission(1, household_id="H" * 100), format="json")
+    assert resp.status_code == 400, resp.content
+    assert {"field": "data.household_id", "code": "too_long",
+            "message": "household_id is longer than 64 characters"} in resp.json()["errors"]
+    batch = officer.post("/api/v1/submissions/batch/",
+                         {"items": [submission(2, village="V" * 121), submission(3)]}, format="json").json()
+    assert [r["result"] for r in batch["results"]] == ["invalid", "created"]
+    data, _ = generate(5, seed=10, bad_rate=0.0)
+    data.loc[2, "household_id"] = "X" * 65
+    stored = ingest_file(write(data, data.iloc[0:0], tmp_path / "long.csv", "csv"))
+    assert stored.status == "succeeded" and (stored.accepted, stored.rejected) == (4, 1)
+    issue = RowIssue.objects.get(batch=stored, rule="too_long")
+    assert issue.row_number == 4 and issue.severity == "error" and issue.field == "household_id"
