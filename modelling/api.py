@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
@@ -145,7 +146,12 @@ class PredictView(APIView):
         if errors[0]:
             raise ApiError("invalid_payload", "The payload has invalid fields; nothing was scored.",
                            status_code=400, errors=errors[0])
-        household_id = v.get("household_id") or str(v["data"].get("household_id") or "") or None
+        # The household as the submissions and the batch job name it (trimmed, as validated), so its
+        # experiment bucket is the same whichever door scores it.  ``household_id`` names the household
+        # to answer for when given (data.household_id otherwise).
+        given = typed["household_id"].iloc[0] if "household_id" in typed else None
+        in_data = "" if given is None or pd.isna(given) else str(given).strip()
+        household_id = (v.get("household_id") or "").strip() or in_data or None
         when = v.get("collected_at")
         if when is None:  # no date, no temporal features: the pipeline reads absent dates as missing
             frame = typed

@@ -250,6 +250,17 @@ def test_ab_traffic_goes_to_the_arm_its_bucket_says_and_every_prediction_records
     assert AuditEvent.objects.filter(action="experiment.started").exists()
 
 
+def test_a_household_is_in_one_arm_whichever_door_scores_it(api, challenger) -> None:  # type: ignore[no-untyped-def]
+    """Submissions and the batch job trim the id; so does the prediction API before bucketing."""
+    experiment_start(name="doors", challenger=challenger, traffic_share=0.5)
+    client = api("reviewer")
+    for hid in (" HH-SPACE ", "HH-SPACE"):
+        out = client.post("/api/v1/predictions/", {"data": household(5, household_id=hid), "store": True},
+                          format="json").json()
+        assert out["model"]["bucket"] == serving.bucket_of("doors", "HH-SPACE")
+    assert set(Prediction.objects.filter(source="api").values_list("household_id", flat=True)) == {"HH-SPACE"}
+
+
 def test_shadow_mode_scores_both_and_answers_with_the_champion(api, challenger) -> None:  # type: ignore[no-untyped-def]
     exp = experiment_start(name="shadow-1", challenger=challenger, traffic_share=1.0, shadow=True)
     out = api("reviewer").post("/api/v1/predictions/", {"household_id": "HH-S", "data": household(4), "store": True},
