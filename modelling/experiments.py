@@ -42,12 +42,13 @@ def experiment_start(*, name: str, challenger: ModelVersion, traffic_share: floa
     return exp
 
 
-def experiment_end(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None = None) -> Experiment:
+def experiment_end(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None = None,
+                   reason: str = "") -> Experiment:
     with transaction.atomic():
         experiment.active = False
         experiment.ended_at = timezone.now()
         experiment.save(update_fields=["active", "ended_at"])
-        audit_record(actor=user, action="experiment.ended", obj=experiment, changes={})
+        audit_record(actor=user, action="experiment.ended", obj=experiment, changes={"reason": reason} if reason else {})
     serving.forget()
     return experiment
 

@@ -11,7 +11,7 @@ from django.db import transaction
 from rtv.services import audit_record
 
 from . import registry
-from .models import ModelEvent, ModelVersion
+from .models import Experiment, ModelEvent, ModelVersion
 
 
 class PromotionRefused(Exception):
@@ -52,7 +52,14 @@ def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> d
             "basis": basis}
 
 
-def _move(name: str, version: int) -> None:
+def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None) -> None:
+    from .experiments import experiment_end
+
+    # An experiment compares a challenger with the champion it started with: a new champion ends it
+    # (else it would go on answering its share of households with the old champion).
+    for exp in Experiment.objects.select_for_update().filter(active=True, champion__name=name).exclude(
+            champion__version=version):
+        experiment_end(experiment=exp, user=user, reason=f"the champion changed to version {version}")
     registry.set_alias(name, registry.CHAMPION, version)
     for mv in ModelVersion.objects.filter(name=name):
         aliases = [a for a in mv.aliases if a != registry.CHAMPION]
@@ -84,7 +91,7 @@ def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None
                                           actor=user if user is not None and user.is_authenticated else None)
         audit_record(actor=user, action="model.promoted", obj=target,
                      changes={"champion": [current, version], "forced": event.forced, "gate": gate["reason"]})
-        _move(name, version)  # last: an alias move is outside the database transaction
+        _move(name, version, user)  # last: an alias move is outside the database transaction
     target.refresh_from_db()
     return target
 
@@ -102,6 +109,6 @@ def model_rollback(*, user: AbstractBaseUser | AnonymousUser | None) -> ModelVer
                                   to_version=target.version,
                                   actor=user if user is not None and user.is_authenticated else None)
         audit_record(actor=user, action="model.rolled_back", obj=target, changes={"champion": [current, target.version]})
-        _move(name, target.version)
+        _move(name, target.version, user)
     target.refresh_from_db()
     return target

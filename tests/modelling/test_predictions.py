@@ -250,6 +250,20 @@ def test_ab_traffic_goes_to_the_arm_its_bucket_says_and_every_prediction_records
     assert AuditEvent.objects.filter(action="experiment.started").exists()
 
 
+def test_a_new_champion_ends_the_experiment_that_compared_against_the_old_one(api, challenger) -> None:  # type: ignore[no-untyped-def]
+    """Else the experiment would go on answering its share of households with the old champion."""
+    exp = experiment_start(name="before-promotion", challenger=challenger, traffic_share=0.5)
+    model_promote(version=challenger.version, user=None, force=True)
+    exp.refresh_from_db()
+    assert exp.active is False and exp.ended_at is not None
+    assert AuditEvent.objects.get(action="experiment.ended").changes == {
+        "reason": f"the champion changed to version {challenger.version}"}
+    for i in range(6):
+        out = api("reviewer").post("/api/v1/predictions/", {"household_id": f"HH-P-{i}", "data": household(i)},
+                                   format="json").json()
+        assert out["model"]["version"] == challenger.version and out["model"]["experiment"] is None
+
+
 def test_a_household_is_in_one_arm_whichever_door_scores_it(api, challenger) -> None:  # type: ignore[no-untyped-def]
     """Submissions and the batch job trim the id; so does the prediction API before bucketing."""
     experiment_start(name="doors", challenger=challenger, traffic_share=0.5)
