@@ -1,6 +1,7 @@
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
@@ -82,11 +83,32 @@ class RetrainDecisionAdmin(ReadOnlyAdmin):
     list_display = ("evaluated_at", "champion_version", "fired", "retrain_queued")
 
 
+class ExperimentForm(forms.ModelForm):
+    """A new experiment runs against the current champion: said in the form when there is none, or
+    when the challenger chosen is the champion itself (the service would refuse it: a 500 here)."""
+
+    class Meta:
+        model = Experiment
+        fields = ("name", "challenger", "traffic_share", "shadow")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance.pk is None:
+            champion = serving.champion()
+            if champion is None:
+                raise forms.ValidationError("There is no champion yet: an experiment compares a challenger with one.")
+            challenger = cleaned.get("challenger")
+            if challenger is not None and challenger.pk == champion.pk:
+                raise forms.ValidationError(f"Version {champion.version} is the champion: choose another challenger.")
+        return cleaned
+
+
 @admin.register(Experiment)
 class ExperimentAdmin(RoleAdmin):
     """Start (against the current champion), ramp and end A/B or shadow experiments."""
 
     see = edit = add = (DATA_SCIENTIST, ADMIN)  # never deleted: predictions name their experiment
+    form = ExperimentForm
 
     list_display = ("name", "champion", "challenger", "traffic_share", "shadow", "active", "started_at", "ended_at")
     list_filter = ("active", "shadow")
@@ -100,6 +122,9 @@ class ExperimentAdmin(RoleAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> Any:
         if obj is None:
             return ()
+        if not obj.active:  # an ended experiment is a record of what ran: its report depends on it
+            return ("name", "champion", "challenger", "traffic_share", "shadow", "active", "started_at", "ended_at",
+                    "report")
         return ("name", "champion", "challenger", "active", "started_at", "ended_at", "report")
 
     @admin.display(description="Comparison report")
@@ -113,6 +138,8 @@ class ExperimentAdmin(RoleAdmin):
             obj.pk = started.pk
             obj.champion = started.champion
             return
+        if not Experiment.objects.filter(pk=obj.pk, active=True).exists():
+            return  # ended: nothing of it changes
         with transaction.atomic():  # ramping the share or switching shadow: audited, effective at once here
             obj.save(update_fields=["traffic_share", "shadow"])
             audit_record(actor=request.user, action="experiment.changed", obj=obj,

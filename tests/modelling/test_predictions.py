@@ -391,5 +391,15 @@ def test_experiments_are_started_ramped_and_ended_in_the_admin_with_an_audit(cli
     client.post("/admin/modelling/experiment/", {"action": "end", "_selected_action": [exp.pk]})
     exp.refresh_from_db()
     assert not exp.active and exp.ended_at is not None
+    # An ended experiment is a record of what ran: its share and mode no longer change.
+    client.post(f"/admin/modelling/experiment/{exp.pk}/change/", {"traffic_share": "0.9", "shadow": "on"})
+    exp.refresh_from_db()
+    assert (exp.traffic_share, exp.shadow) == (0.5, False)
+    assert not AuditEvent.objects.filter(action="experiment.changed", changes__traffic_share=0.9).exists()
+    # A challenger that is the champion is refused in the form, with the reason (not a 500).
+    same = client.post("/admin/modelling/experiment/add/",
+                       {"name": "self", "challenger": champion.pk, "traffic_share": "0.2"})
+    assert same.status_code == 200 and b"is the champion: choose another challenger" in same.content
+    assert not Experiment.objects.filter(name="self").exists()
     client.force_login(make_user("reviewer"))
     assert client.get("/admin/modelling/experiment/add/").status_code == 403
