@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import storages
 from django.db import connection
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -48,7 +48,19 @@ def stale_records(*, everything: bool = False, record_ids: list[int] | None = No
     answering = [champ.pk] + ([exp.challenger_id] if exp is not None and not exp.shadow else [])
     current = Prediction.objects.filter(record=OuterRef("pk"), model_version_id__in=answering).exclude(
         variant=Prediction.Variant.SHADOW)
-    return qs.filter(~Exists(current))
+    if exp is None or exp.shadow:
+        return qs.filter(~Exists(current))
+    # An A/B test: a record's prediction is current when it is its own arm's.  The champion's answer for
+    # a household the experiment gives the challenger (scored before it started, or before a ramp) is
+    # stale, and so is the reverse.
+    by = {mv: Exists(Prediction.objects.filter(record=OuterRef("pk"), model_version_id=mv).exclude(
+        variant=Prediction.Variant.SHADOW)) for mv in answering}
+    rows = list(qs.filter(Exists(current)).annotate(champ=by[champ.pk], chall=by[exp.challenger_id])
+                .values_list("pk", "household__household_id", "champ", "chall"))
+    arms = serving.plan([hid for _, hid, _, _ in rows]).answer
+    wrong = [pk for (pk, _, champ_has, chall_has), arm in zip(rows, arms, strict=True)
+             if not (chall_has if arm.pk == exp.challenger_id else champ_has)]
+    return qs.filter(Q(~Exists(current)) | Q(pk__in=wrong)) if wrong else qs.filter(~Exists(current))
 
 
 def _by_ids(ids: list[int]) -> Any:

@@ -264,6 +264,19 @@ def test_a_new_champion_ends_the_experiment_that_compared_against_the_old_one(ap
         assert out["model"]["version"] == challenger.version and out["model"]["experiment"] is None
 
 
+def test_an_ab_test_started_after_a_batch_gets_the_challenger_arm_scored(challenger) -> None:  # type: ignore[no-untyped-def]
+    """The champion's answers for households the experiment gives the challenger are not current."""
+    predictions_batch(everything=True)
+    exp = experiment_start(name="late-ab", challenger=challenger, traffic_share=0.5)
+    records = list(SurveyRecord.objects.filter(superseded_by__isnull=True).values_list("pk", "household__household_id"))
+    arm = {pk: serving.bucket_of("late-ab", hid) < 5000 for pk, hid in records}
+    first = predictions_batch()
+    assert first["scored"] == sum(arm.values()) > 0
+    got = set(Prediction.objects.filter(experiment=exp, variant="challenger").values_list("record_id", flat=True))
+    assert got == {pk for pk, to_challenger in arm.items() if to_challenger}
+    assert predictions_batch()["scored"] == 0  # each arm current now
+
+
 def test_a_household_is_in_one_arm_whichever_door_scores_it(api, challenger) -> None:  # type: ignore[no-untyped-def]
     """Submissions and the batch job trim the id; so does the prediction API before bucketing."""
     experiment_start(name="doors", challenger=challenger, traffic_share=0.5)
