@@ -136,12 +136,17 @@ def _export(out: Any, sink: Any, writer: pq.ParquetWriter | None, timings: dict[
     return writer
 
 
+def _answered(out: Any) -> int:
+    """Records scored: a shadow experiment's second opinion on a record is not another record."""
+    return int((out["variant"] != Prediction.Variant.SHADOW).sum())
+
+
 def _in_sequence(parts: list[list[int]], timings: dict[str, float], sink: Any) -> tuple[int, pq.ParquetWriter | None]:
     written, writer = 0, None
     for ids in parts:
         out = _score(_read(ids, timings), timings)
         _write(out, timings)
-        written += len(out)
+        written += _answered(out)
         if sink is not None:
             writer = _export(out, sink, writer, timings)
     return written, writer
@@ -171,7 +176,7 @@ def _overlapped(parts: list[list[int]], timings: dict[str, float], sink: Any) ->
             if writing is not None:
                 writing.result()
             writing = writes.submit(_on_own_connection, _write, out, timings)
-            written += len(out)
+            written += _answered(out)
             if sink is not None:
                 writer = _export(out, sink, writer, timings)
         if writing is not None:

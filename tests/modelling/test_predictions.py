@@ -295,7 +295,8 @@ def test_shadow_mode_scores_both_and_answers_with_the_champion(api, challenger) 
     assert out["model"]["variant"] == "champion" and out["model"]["version"] == exp.champion.version
     stored = {p.variant: p for p in Prediction.objects.filter(experiment=exp)}
     assert set(stored) == {"champion", "shadow"} and stored["shadow"].model_version == challenger
-    predictions_batch()
+    result = predictions_batch(everything=True)
+    assert result["scored"] == SurveyRecord.objects.filter(superseded_by__isnull=True).count()  # not twice that
     report = api("data_scientist").get(f"/api/v1/experiments/{exp.pk}/report/").json()
     assert report["mode"] == "shadow" and report["records"] > 0
     assert 0 <= report["agreement"]["vulnerable"] <= 1
