@@ -189,8 +189,11 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
             raise NotEnoughData(f"{len(y)} labelled records; at least {min_rows} are needed to train")
         fields = model_fields(X.columns)
         assert_leak_free(fields)
+        # With the dates the temporal features come from: monitoring scores this snapshot as its
+        # reference, and without them its households would be scored unlike the records they are.
+        dates = [c for c in ("collected_at", "previous_collected_at") if c in X and c not in fields]
         snapshot = snapshot_write(
-            X[fields].assign(record_id=facts.record_ids, vulnerable=y, progress_status=facts.status),
+            X[fields + dates].assign(record_id=facts.record_ids, vulnerable=y, progress_status=facts.status),
             source_batches=list(facts.batch_ids))
         n_groups = len(set(groups))
         cv = GroupKFold(n_splits=min(folds, n_groups))

@@ -32,6 +32,29 @@ def champion(tmp_path: Path) -> ModelVersion:
     return model_train(folds=2)
 
 
+def test_the_reference_snapshot_is_scored_as_its_records_are(tmp_path: Path) -> None:
+    """The snapshot keeps the dates the temporal features come from: scored as the reference, its
+    households get the classes they get from the database (else the mix 'drifts' from nothing)."""
+    import numpy as np
+
+    from features.snapshots import snapshot_read
+    from ingestion.models import SurveyRecord
+    from modelling import serving
+
+    add(tmp_path, 400, seed=3)
+    rng = np.random.default_rng(0)
+    for pk in SurveyRecord.objects.values_list("pk", flat=True):
+        SurveyRecord.objects.filter(pk=pk).update(
+            collected_at=pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=int(rng.integers(0, 600))))
+    mv = model_train(folds=2)
+    reference = snapshot_read(mv.snapshot).sort_values("record_id").reset_index(drop=True)
+    assert {"collected_at", "previous_collected_at"} <= set(reference.columns)
+    stored = serving.records_frame(SurveyRecord.objects.filter(pk__in=reference["record_id"].tolist()).order_by("pk"))
+    model = serving.model_for(mv)
+    assert (model.score(reference, explain=False).predicted_status ==
+            model.score(stored, explain=False).predicted_status).all()
+
+
 def test_without_a_champion_there_is_nothing_to_monitor() -> None:
     assert monitoring_run() is None
 

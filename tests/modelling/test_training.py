@@ -111,7 +111,9 @@ def test_training_keeps_a_processed_snapshot_with_its_manifest(stored_records: i
     frame = snapshot_read(snap)
     approved = SurveyRecord.objects.filter(review_status="approved").count()  # likely duplicates wait for review
     assert len(frame) == snap.rows == mv.training_rows == approved > stored_records * 0.95
-    assert set(frame.columns) == set(mv.features) | {"record_id", "vulnerable", "progress_status"}
+    # The model's inputs, the dates its temporal features come from, the row's id and its label.
+    assert set(frame.columns) == set(mv.features) | {"collected_at", "previous_collected_at", "record_id", "vulnerable",
+                                                      "progress_status"}
     assert set(frame.columns).isdisjoint(FORBIDDEN)
     assert snap.source_batches == [str(IngestionBatch.objects.get().pk)]
 
