@@ -81,6 +81,8 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
     writing are mostly the database's work, on another core).  Each chunk's write commits on its
     own, as it does in sequence."""
     chunk = chunk or settings.RTV_PREDICT_CHUNK_ROWS
+    if chunk < 1:
+        raise ValueError(f"a chunk is a positive number of rows, not {chunk}")
     # The export streams to a temporary file, not to memory, whatever the row count.
     with pipeline_run("predict_batch") as run, tempfile.TemporaryFile() as sink:
         t0 = time.perf_counter()

@@ -264,6 +264,13 @@ def test_a_new_champion_ends_the_experiment_that_compared_against_the_old_one(ap
         assert out["model"]["version"] == challenger.version and out["model"]["experiment"] is None
 
 
+def test_a_chunk_of_no_rows_is_refused_not_silently_empty(records) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="positive number of rows"):
+        call_command("predict_batch", "--chunk", "-5", stdout=io.StringIO())
+
+
 def test_an_ab_test_started_after_a_batch_gets_the_challenger_arm_scored(challenger) -> None:  # type: ignore[no-untyped-def]
     """The champion's answers for households the experiment gives the challenger are not current."""
     predictions_batch(everything=True)

@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["chunk"] is not None and opts["chunk"] < 1:
+            raise CommandError(f"--chunk must be a positive number of rows, not {opts['chunk']}")
         try:
             result = predictions_batch(everything=opts["all"], chunk=opts["chunk"], export=not opts["no_export"])
         except NoChampion as exc:
