@@ -60,7 +60,10 @@ def stale_records(*, everything: bool = False, record_ids: list[int] | None = No
     arms = serving.plan([hid for _, hid, _, _ in rows]).answer
     wrong = [pk for (pk, _, champ_has, chall_has), arm in zip(rows, arms, strict=True)
              if not (chall_has if arm.pk == exp.challenger_id else champ_has)]
-    return qs.filter(Q(~Exists(current)) | Q(pk__in=wrong)) if wrong else qs.filter(~Exists(current))
+    if not wrong:
+        return qs.filter(~Exists(current))
+    listed = RawSQL("SELECT unnest(%s::bigint[])", [wrong]) if connection.vendor == "postgresql" else wrong
+    return qs.filter(Q(~Exists(current)) | Q(pk__in=listed))  # (half the records at a test's start: one array)
 
 
 def _by_ids(ids: list[int]) -> Any:
