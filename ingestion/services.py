@@ -317,6 +317,12 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     result = validate_frame(raw, schema.fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
     typed, issues = result.typed, result.issues
+    extra: list[pd.DataFrame] = []  # findings the rules engine does not make, added to its own at once
+
+    def found(idx: np.ndarray, field: str, rule: str, severity: str, message: str) -> None:
+        extra.append(pd.DataFrame({"row": idx, "field": field, "rule": rule, "severity": severity,
+                                   "value": typed[field].to_numpy()[idx].astype(str), "message": message}))
+
     flagged = np.zeros(n, dtype=bool)  # a likely duplicate goes to a reviewer, whatever its score
     for kind, rows in flag_rows.items():
         rule = rules.get("household_id", kind)
@@ -324,10 +330,7 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
             continue
         idx = np.asarray(rows, dtype=np.int64)
         flagged[idx] = True
-        issues = pd.concat([issues, pd.DataFrame({
-            "row": idx, "field": "household_id", "rule": kind, "severity": rule.severity,
-            "value": typed["household_id"].to_numpy()[idx].astype(str), "message": rule.message,
-        })], ignore_index=True)
+        found(idx, "household_id", kind, rule.severity, rule.message)
     # Across sources: the same answers as a record already stored (another batch: a file's own rows
     # were compared with each other when it was planned).
     answers = answers_hashes(typed)
@@ -338,11 +341,7 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
         idx = np.flatnonzero(stored)
         if idx.size:
             flagged[idx] = True
-            issues = pd.concat([issues, pd.DataFrame({
-                "row": idx, "field": "household_id", "rule": "near_duplicate", "severity": rule.severity,
-                "value": typed["household_id"].to_numpy()[idx].astype(str),
-                "message": f"{rule.message} (a record already stored)",
-            })], ignore_index=True)
+            found(idx, "household_id", "near_duplicate", rule.severity, f"{rule.message} (a record already stored)")
     error_rows = np.zeros(n, dtype=bool)
     error_rows[result.error_rows()] = True
     for name, limit in STORED_TEXT_LIMITS.items():  # longer than its column: refused, not a failed insert
@@ -352,10 +351,9 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
         idx = np.flatnonzero(text.notna().to_numpy() & (text.astype(str).str.strip().str.len() > limit).to_numpy())
         if idx.size:
             error_rows[idx] = True
-            issues = pd.concat([issues, pd.DataFrame({
-                "row": idx, "field": name, "rule": "too_long", "severity": "error",
-                "value": text.to_numpy()[idx].astype(str), "message": f"{name} is longer than {limit} characters",
-            })], ignore_index=True)
+            found(idx, name, "too_long", "error", f"{name} is longer than {limit} characters")
+    if extra:
+        issues = pd.concat([issues, *extra], ignore_index=True)
     warn_rows = issues.loc[issues["severity"] == "warning", "row"].to_numpy(dtype=np.int64)
     warn_counts = np.bincount(warn_rows, minlength=n) if len(warn_rows) else np.zeros(n, dtype=np.int64)
     accepted = ~error_rows
@@ -366,8 +364,8 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     scores = result.scores
     auto = accepted & ~flagged & (scores["score"].to_numpy() >= settings.RTV_AUTO_APPROVE_SCORE)
     return {
-        "raw": raw, "typed": typed, "issues": issues, "answers": answers, "per_day": per_day, "status": status, "scores": scores,
-        "auto_approved": auto,
+        "raw": raw, "typed": typed, "issues": issues, "answers": answers, "per_day": per_day, "status": status,
+        "scores": scores, "auto_approved": auto,
         "vulnerable": is_vulnerable(status), "warn_counts": warn_counts, "accepted_mask": accepted,
         "accepted": int(accepted.sum()), "rejected": int(error_rows.sum()),
         "warnings": int(((warn_counts > 0) & accepted).sum()),
