@@ -148,10 +148,16 @@ class PredictView(APIView):
                            status_code=400, errors=errors[0])
         # The household as the submissions and the batch job name it (trimmed, as validated), so its
         # experiment bucket is the same whichever door scores it.  ``household_id`` names the household
-        # to answer for when given (data.household_id otherwise).
+        # to answer for when given (data.household_id otherwise); naming two households is refused.
         given = typed["household_id"].iloc[0] if "household_id" in typed else None
         in_data = "" if given is None or pd.isna(given) else str(given).strip()
-        household_id = (v.get("household_id") or "").strip() or in_data or None
+        top = (v.get("household_id") or "").strip()
+        if top and in_data and top != in_data:
+            raise ApiError("invalid_payload", "household_id and data.household_id name different households; "
+                           "nothing was scored.", status_code=400,
+                           errors=[{"field": "household_id", "code": "conflict",
+                                    "message": f"{top!r} here, {in_data!r} in data.household_id"}])
+        household_id = top or in_data or None
         when = v.get("collected_at")
         if when is None:  # no date, no temporal features: the pipeline reads absent dates as missing
             frame = typed

@@ -93,7 +93,7 @@ def submitted_on(officer: Any, i: int, days: list[str]) -> list[dict[str, Any]]:
 
 def test_a_prediction_is_stored_only_when_asked(api, champion) -> None:  # type: ignore[no-untyped-def]
     client = api("reviewer")
-    resp = client.post("/api/v1/predictions/", {"household_id": "HH-NEW-1", "data": household(1), "store": True},
+    resp = client.post("/api/v1/predictions/", {"household_id": "HH-NEW-1", "data": household(1, household_id="HH-NEW-1"), "store": True},
                        format="json")
     assert resp.status_code == 200 and resp.json()["stored"] is True
     stored = Prediction.objects.get(source="api")
@@ -234,7 +234,7 @@ def test_ab_traffic_goes_to_the_arm_its_bucket_says_and_every_prediction_records
     seen = {}
     for i in range(12):
         hid = f"HH-AB-{i}"
-        out = client.post("/api/v1/predictions/", {"household_id": hid, "data": household(i), "store": True},
+        out = client.post("/api/v1/predictions/", {"household_id": hid, "data": household(i, household_id=hid), "store": True},
                           format="json").json()
         bucket = serving.bucket_of("ramp", hid)
         assert out["model"]["bucket"] == bucket and out["model"]["experiment"] == "ramp"
@@ -242,7 +242,7 @@ def test_ab_traffic_goes_to_the_arm_its_bucket_says_and_every_prediction_records
         assert out["model"]["variant"] == expected
         assert out["model"]["version"] == (challenger.version if expected == "challenger" else exp.champion.version)
         seen[hid] = out["model"]["variant"]
-    again = client.post("/api/v1/predictions/", {"household_id": "HH-AB-3", "data": household(3)}, format="json")
+    again = client.post("/api/v1/predictions/", {"household_id": "HH-AB-3", "data": household(3, household_id="HH-AB-3")}, format="json")
     assert again.json()["model"]["variant"] == seen["HH-AB-3"]  # sticky
     stored = Prediction.objects.filter(experiment=exp)
     assert stored.count() == 12 and set(stored.values_list("variant", flat=True)) <= {"champion", "challenger"}
@@ -259,7 +259,7 @@ def test_a_new_champion_ends_the_experiment_that_compared_against_the_old_one(ap
     assert AuditEvent.objects.get(action="experiment.ended").changes == {
         "reason": f"the champion changed to version {challenger.version}"}
     for i in range(6):
-        out = api("reviewer").post("/api/v1/predictions/", {"household_id": f"HH-P-{i}", "data": household(i)},
+        out = api("reviewer").post("/api/v1/predictions/", {"household_id": f"HH-P-{i}", "data": household(i, household_id=f"HH-P-{i}")},
                                    format="json").json()
         assert out["model"]["version"] == challenger.version and out["model"]["experiment"] is None
 
@@ -295,9 +295,25 @@ def test_a_household_is_in_one_arm_whichever_door_scores_it(api, challenger) -> 
     assert set(Prediction.objects.filter(source="api").values_list("household_id", flat=True)) == {"HH-SPACE"}
 
 
+def test_a_payload_naming_two_households_is_refused_and_nothing_is_scored(api, champion) -> None:  # type: ignore[no-untyped-def]
+    client = api("reviewer")
+    resp = client.post("/api/v1/predictions/", {"household_id": "HH-ONE", "data": household(2, household_id="HH-TWO"),
+                                                "store": True}, format="json")
+    assert resp.status_code == 400
+    body = resp.json()
+    assert body["code"] == "invalid_payload"
+    assert [(e["field"], e["code"]) for e in body["errors"]] == [("household_id", "conflict")]
+    assert not Prediction.objects.exists()
+    # The same household named twice (spaces aside) is one household.
+    same = client.post("/api/v1/predictions/", {"household_id": "HH-ONE", "data": household(2, household_id=" HH-ONE "),
+                                                "store": True}, format="json")
+    assert same.status_code == 200
+    assert list(Prediction.objects.values_list("household_id", flat=True)) == ["HH-ONE"]
+
+
 def test_shadow_mode_scores_both_and_answers_with_the_champion(api, challenger) -> None:  # type: ignore[no-untyped-def]
     exp = experiment_start(name="shadow-1", challenger=challenger, traffic_share=1.0, shadow=True)
-    out = api("reviewer").post("/api/v1/predictions/", {"household_id": "HH-S", "data": household(4), "store": True},
+    out = api("reviewer").post("/api/v1/predictions/", {"household_id": "HH-S", "data": household(4, household_id="HH-S"), "store": True},
                                format="json").json()
     assert out["model"]["variant"] == "champion" and out["model"]["version"] == exp.champion.version
     stored = {p.variant: p for p in Prediction.objects.filter(experiment=exp)}
