@@ -93,7 +93,8 @@ def submitted_on(officer: Any, i: int, days: list[str]) -> list[dict[str, Any]]:
 
 def test_a_prediction_is_stored_only_when_asked(api, champion) -> None:  # type: ignore[no-untyped-def]
     client = api("reviewer")
-    resp = client.post("/api/v1/predictions/", {"household_id": "HH-NEW-1", "data": household(1, household_id="HH-NEW-1"), "store": True},
+    resp = client.post("/api/v1/predictions/",
+                       {"household_id": "HH-NEW-1", "data": household(1, household_id="HH-NEW-1"), "store": True},
                        format="json")
     assert resp.status_code == 200 and resp.json()["stored"] is True
     stored = Prediction.objects.get(source="api")
@@ -242,7 +243,8 @@ def test_ab_traffic_goes_to_the_arm_its_bucket_says_and_every_prediction_records
         assert out["model"]["variant"] == expected
         assert out["model"]["version"] == (challenger.version if expected == "challenger" else exp.champion.version)
         seen[hid] = out["model"]["variant"]
-    again = client.post("/api/v1/predictions/", {"household_id": "HH-AB-3", "data": household(3, household_id="HH-AB-3")}, format="json")
+    again = client.post("/api/v1/predictions/", {"household_id": "HH-AB-3", "data": household(3, household_id="HH-AB-3")},
+                        format="json")
     assert again.json()["model"]["variant"] == seen["HH-AB-3"]  # sticky
     stored = Prediction.objects.filter(experiment=exp)
     assert stored.count() == 12 and set(stored.values_list("variant", flat=True)) <= {"champion", "challenger"}
@@ -259,7 +261,8 @@ def test_a_new_champion_ends_the_experiment_that_compared_against_the_old_one(ap
     assert AuditEvent.objects.get(action="experiment.ended").changes == {
         "reason": f"the champion changed to version {challenger.version}"}
     for i in range(6):
-        out = api("reviewer").post("/api/v1/predictions/", {"household_id": f"HH-P-{i}", "data": household(i, household_id=f"HH-P-{i}")},
+        hid = f"HH-P-{i}"
+        out = api("reviewer").post("/api/v1/predictions/", {"household_id": hid, "data": household(i, household_id=hid)},
                                    format="json").json()
         assert out["model"]["version"] == challenger.version and out["model"]["experiment"] is None
 
@@ -313,7 +316,8 @@ def test_a_payload_naming_two_households_is_refused_and_nothing_is_scored(api, c
 
 def test_shadow_mode_scores_both_and_answers_with_the_champion(api, challenger) -> None:  # type: ignore[no-untyped-def]
     exp = experiment_start(name="shadow-1", challenger=challenger, traffic_share=1.0, shadow=True)
-    out = api("reviewer").post("/api/v1/predictions/", {"household_id": "HH-S", "data": household(4, household_id="HH-S"), "store": True},
+    out = api("reviewer").post("/api/v1/predictions/",
+                               {"household_id": "HH-S", "data": household(4, household_id="HH-S"), "store": True},
                                format="json").json()
     assert out["model"]["variant"] == "champion" and out["model"]["version"] == exp.champion.version
     stored = {p.variant: p for p in Prediction.objects.filter(experiment=exp)}
