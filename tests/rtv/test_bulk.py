@@ -1,0 +1,25 @@
+"""COPY of a frame keeps what it is given: aware timestamps at their instant, nulls as NULL."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from rtv.bulk import copy_frame
+from rtv.models import PipelineRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Africa/Kampala"])
+def test_aware_timestamps_are_stored_at_their_instant_whatever_their_offset(zone: str) -> None:
+    finished = pd.Series(pd.DatetimeIndex(["2026-01-01 10:00:00.512859", "2026-12-31 23:59:59", None])
+                         .tz_localize(zone))
+    frame = pd.DataFrame({"job": ["a", "b", "c"], "status": ["succeeded", "succeeded", "running"],
+                          "started_at": pd.Timestamp("2026-01-01", tz=zone),
+                          "finished_at": finished, "counts": ["{}"] * 3, "error": [""] * 3,
+                          "correlation_id": [f"00000000-0000-0000-0000-00000000000{i}" for i in range(3)]})
+    assert copy_frame(PipelineRun, frame, list(frame.columns)) == 3
+    stored = dict(PipelineRun.objects.values_list("job", "finished_at"))
+    assert pd.Timestamp(stored["a"]) == finished[0] and pd.Timestamp(stored["b"]) == finished[1]
+    assert stored["c"] is None
