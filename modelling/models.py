@@ -75,7 +75,8 @@ class Prediction(models.Model):
         SUBMISSION = "submission"
 
     # Few indexes: the batch job COPYs tens of thousands of rows a run, and each index costs it.
-    # (record, -created_at), (model_version, record) and (experiment, variant) cover the lookups.
+    # (record, -created_at), (model_version, record) and (experiment, variant) cover the lookups; the
+    # last holds only experiments' rows, so a champion's batch (no experiment) does not write it.
     record = models.ForeignKey("ingestion.SurveyRecord", null=True, blank=True, on_delete=models.CASCADE,
                                related_name="predictions", db_index=False)
     household_id = models.CharField(max_length=64, blank=True)
@@ -109,7 +110,8 @@ class Prediction(models.Model):
         ]
         indexes = [models.Index(fields=["record", "-created_at"]),
                    models.Index(fields=["model_version", "record"]),
-                   models.Index(fields=["experiment", "variant"])]
+                   models.Index(fields=["experiment", "variant"], condition=Q(experiment__isnull=False),
+                                name="prediction_experiment_set")]
 
     def __str__(self) -> str:
         return f"{self.record_id or self.household_id}: {self.probability_vulnerable:.2f}"
