@@ -59,8 +59,12 @@ def alias_version(name: str, alias: str) -> int | None:
 def _load(uri: str) -> Any:
     import mlflow.sklearn
 
+    from rtv.warmup import settle
+
     configure()
-    return mlflow.sklearn.load_model(uri)
+    model = mlflow.sklearn.load_model(uri)
+    settle()  # long-lived: out of the collector's way (a full collection would walk it on a request)
+    return model
 
 
 def load_model(name: str, version: int) -> Any:
