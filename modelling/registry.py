@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,10 @@ def _load(uri: str) -> Any:
     return model
 
 
+_LOADING = threading.Lock()  # a web worker's threads asking for a model not yet loaded: one loads it
+
+
 def load_model(name: str, version: int) -> Any:
     """Loaded once per process per resolved version (never per request)."""
-    return _load(f"models:/{name}/{version}")
+    with _LOADING:
+        return _load(f"models:/{name}/{version}")

@@ -10,6 +10,7 @@ import json
 import math
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,15 @@ def test_a_loaded_model_is_out_of_the_garbage_collectors_way(champion) -> None: 
     model = serving.model_for(champion)
     assert gc.get_freeze_count() > 0
     assert not any(obj is model for obj in gc.get_objects())  # the permanent generation is not listed
+
+
+def test_threads_asking_for_a_model_at_once_load_it_once(champion) -> None:  # type: ignore[no-untyped-def]
+    """A web worker's threads (gunicorn.conf.py) meet a model not yet loaded together."""
+    registry._load.cache_clear()
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: serving.model_for(champion), range(4)))
+    assert all(m is models[0] for m in models)
+    assert registry._load.cache_info().misses == 1
 
 
 def test_assignment_is_sticky_reproducible_and_ramps_without_sending_anyone_back() -> None:
