@@ -30,5 +30,4 @@ USER rtv
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD curl -fsS "http://127.0.0.1:${PORT}/healthz" || exit 1
-# Workers, threads and keep-alive: gunicorn.conf.py (WEB_WORKERS, WEB_THREADS, WEB_KEEPALIVE_SECONDS).
-CMD ["sh", "-c", "gunicorn rtv.wsgi:application --bind 0.0.0.0:${PORT} --access-logfile -"]
+CMD ["sh", "-c", "gunicorn rtv.wsgi:application --bind 0.0.0.0:${PORT} --workers ${WEB_WORKERS:-2} --access-logfile -"]

@@ -2,8 +2,7 @@
 
     python bench/api.py [--seconds 10] [--connections 8]
 
-gunicorn with 2 workers (4 threads each: gunicorn.conf.py, as served) on loopback, wrk with 8
-connections, bounded runs.  Targets
+gunicorn with 2 sync workers on loopback, wrk with 8 connections, bounded runs.  Targets
 (issue 3): single submissions >= 1/3 of the bare insert view's requests/s with p99 <= 50 ms;
 batches of 100 >= 50% of the bare bulk-insert view's records/s.
 """

@@ -68,7 +68,7 @@ def _load(uri: str) -> Any:
     return model
 
 
-_LOADING = threading.Lock()  # a web worker's threads asking for a model not yet loaded: one loads it
+_LOADING = threading.Lock()  # threads asking for a model not yet loaded (the batch job's, a threaded server): one loads it
 
 
 def load_model(name: str, version: int) -> Any:

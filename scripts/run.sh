@@ -23,7 +23,6 @@ trap cleanup INT TERM EXIT
 .venv/bin/celery -A rtv worker --loglevel=WARNING --concurrency=2 >>var/worker.log 2>&1 & pids+=($!)
 .venv/bin/celery -A rtv beat --loglevel=WARNING >>var/beat.log 2>&1 & pids+=($!)
 echo "RTV platform on http://127.0.0.1:$PORT  (admin: /admin/, API: /api/v1/, docs: /api/docs/) - Ctrl-C to stop"
-# One thread per worker on the embedded SQLite database: it takes one writer at a time.
-.venv/bin/gunicorn rtv.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --threads 1 --access-logfile - &
+.venv/bin/gunicorn rtv.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --access-logfile - &
 pids+=($!)
 wait "${pids[-1]}"

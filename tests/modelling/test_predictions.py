@@ -229,7 +229,7 @@ def test_a_loaded_model_is_out_of_the_garbage_collectors_way(champion) -> None: 
 
 
 def test_threads_asking_for_a_model_at_once_load_it_once(champion) -> None:  # type: ignore[no-untyped-def]
-    """A web worker's threads (gunicorn.conf.py) meet a model not yet loaded together."""
+    """Threads (the batch job's stages, a threaded server) can meet a model not yet loaded together."""
     registry._load.cache_clear()
     with ThreadPoolExecutor(4) as pool:
         models = list(pool.map(lambda _: serving.model_for(champion), range(4)))

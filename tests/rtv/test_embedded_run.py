@@ -43,8 +43,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     users = manage("seed_demo_users")
     port = free_port()
     procs = [
-        subprocess.Popen([str(BIN / "gunicorn"), "rtv.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                          "--threads", "1"],  # as scripts/run.sh
+        subprocess.Popen([str(BIN / "gunicorn"), "rtv.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen([str(BIN / "celery"), "-A", "rtv", "worker", "--pool=solo", "--loglevel=WARNING"],
                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
