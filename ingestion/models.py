@@ -111,6 +111,7 @@ class IngestionChunk(models.Model):
         PENDING = "pending"
         RUNNING = "running"
         DONE = "done"
+        FAILED = "failed"  # failed RTV_CHUNK_MAX_ATTEMPTS times: its rows are not stored, its batch says why
 
     batch = models.ForeignKey(IngestionBatch, on_delete=models.CASCADE, related_name="chunks")
     index = models.PositiveIntegerField()
@@ -127,6 +128,7 @@ class IngestionChunk(models.Model):
     warnings = models.PositiveIntegerField(default=0)
     label_counts = models.JSONField(default=dict)
     seconds = models.FloatField(default=0)
+    error = models.TextField(blank=True, help_text="the last failure of an attempt at this chunk")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

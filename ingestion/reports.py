@@ -48,13 +48,16 @@ def error_report_csv(batch: IngestionBatch) -> Iterator[bytes]:
 
 
 def error_report_xlsx(batch: IngestionBatch) -> bytes:
+    """The same rows as a workbook.  A control character that a workbook cannot hold (openpyxl
+    refuses them: a 500 before) is shown as U+FFFD; the CSV report keeps the value as it is."""
     from openpyxl import Workbook
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("errors")
     ws.append(HEADER)
     for row in _rows(batch):
-        ws.append(row)
+        ws.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", v) if isinstance(v, str) else v for v in row])
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()

@@ -280,10 +280,39 @@ def chunk_claim(chunk_id: int) -> int | None:
 
 
 def chunk_process(chunk_id: int) -> bool:
-    """Validate and store one chunk.  Returns False when another worker has it (or it is done)."""
+    """Validate and store one chunk.  Returns False when another worker has it (or it is done).
+
+    An attempt that raises leaves nothing stored (one transaction) and hands the chunk back as
+    pending, to be tried again; the last allowed attempt marks it failed instead (``_chunk_failed``).
+    The exception is raised again either way, for the worker's log and error tracking."""
     attempt = chunk_claim(chunk_id)
     if attempt is None:
         return False
+    try:
+        return _chunk_work(chunk_id, attempt)
+    except Exception as exc:
+        _chunk_failed(chunk_id, attempt, exc)
+        raise
+
+
+def _chunk_failed(chunk_id: int, attempt: int, exc: Exception) -> None:
+    """Record a failed attempt: the chunk is pending again, or, at the last attempt, failed; a
+    failed chunk lets its batch finish (failed, naming the chunk's rows and the error)."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    last = attempt >= settings.RTV_CHUNK_MAX_ATTEMPTS
+    mine = IngestionChunk.objects.filter(pk=chunk_id, status=IngestionChunk.Status.RUNNING, attempts=attempt)
+    if last:
+        updated = mine.update(status=IngestionChunk.Status.FAILED, error=error, lease_until=None,
+                              finished_at=timezone.now())
+    else:
+        updated = mine.update(status=IngestionChunk.Status.PENDING, error=error, lease_until=None)
+    log.warning("ingestion chunk failed", extra={"chunk": chunk_id, "attempt": attempt, "final": last,
+                                                 "error": error})
+    if last and updated:
+        batch_finalize(IngestionChunk.objects.values_list("batch_id", flat=True).get(pk=chunk_id))
+
+
+def _chunk_work(chunk_id: int, attempt: int) -> bool:
     t0 = time.perf_counter()
     chunk = IngestionChunk.objects.select_related("batch").get(pk=chunk_id)
     batch = chunk.batch
@@ -319,9 +348,11 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     typed, issues = result.typed, result.issues
     extra: list[pd.DataFrame] = []  # findings the rules engine does not make, added to its own at once
 
-    def found(idx: np.ndarray, field: str, rule: str, severity: str, message: str) -> None:
+    def found(idx: np.ndarray, field: str, rule: str, severity: str, message: str,
+              values: pd.Series | None = None) -> None:
+        shown = (typed[field] if values is None else values).to_numpy()[idx].astype(str)
         extra.append(pd.DataFrame({"row": idx, "field": field, "rule": rule, "severity": severity,
-                                   "value": typed[field].to_numpy()[idx].astype(str), "message": message}))
+                                   "value": shown, "message": message}))
 
     flagged = np.zeros(n, dtype=bool)  # a likely duplicate goes to a reviewer, whatever its score
     for kind, rows in flag_rows.items():
@@ -352,6 +383,14 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
         if idx.size:
             error_rows[idx] = True
             found(idx, name, "too_long", "error", f"{name} is longer than {limit} characters")
+    for name in raw.columns:  # PostgreSQL stores no NUL character in text: the row is refused, by name
+        if name not in typed:
+            continue
+        idx = np.flatnonzero(raw[name].str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool))
+        if idx.size:
+            error_rows[idx] = True
+            found(idx, name, "invalid_characters", "error",
+                  f"{name} contains a NUL character (\\u0000), which cannot be stored", values=raw[name])
     if extra:
         issues = pd.concat([issues, *extra], ignore_index=True)
     warn_rows = issues.loc[issues["severity"] == "warning", "row"].to_numpy(dtype=np.int64)
@@ -456,6 +495,11 @@ def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> 
     return ids
 
 
+def _storable(text: pd.Series) -> pd.Series:
+    """Text as a finding can keep it: a NUL character (which PostgreSQL refuses) shown as U+2400."""
+    return text.str.replace("\x00", "\u2400", regex=False)
+
+
 def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, record_ids: pd.Series | None) -> None:
     issues = r["issues"]
     if issues.empty:
@@ -469,12 +513,13 @@ def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, reco
         "batch_id": str(batch.id),
         "record_id": pd.Series(row_number).map(record_ids) if record_ids is not None else None,
         "row_number": row_number,
-        "household_id": pd.Series(hid, dtype=object).str.slice(0, STORED_TEXT_LIMITS["household_id"]),  # the value keeps it whole
+        # Cut to the column's length: the finding's value keeps it whole.
+        "household_id": _storable(pd.Series(hid, dtype=object).str.slice(0, STORED_TEXT_LIMITS["household_id"])),
         "field": rows["field"],
         "column": rows["field"].map(r["header_by_field"]).fillna(""),
         "rule": rows["rule"],
         "severity": rows["severity"],
-        "value": rows["value"],
+        "value": _storable(rows["value"]),
         "message": rows["message"],
     })
     copy_frame(RowIssue, frame, ISSUE_COLUMNS, not_null_text=["household_id", "field", "column", "value", "message"])
@@ -483,9 +528,16 @@ def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, reco
 # ---- finalise, resume ----------------------------------------------------------------------
 
 def batch_finalize(batch_id: Any) -> bool:
-    """Close the batch once every chunk is done (exactly one caller wins the conditional update)."""
-    if IngestionChunk.objects.filter(batch_id=batch_id).exclude(status=IngestionChunk.Status.DONE).exists():
+    """Close the batch once every chunk is done or failed (exactly one caller wins the conditional
+    update).  Any failed chunk makes the batch failed: what the other chunks stored stays, counted,
+    and the error names the failed chunks' spreadsheet rows."""
+    finished = [IngestionChunk.Status.DONE, IngestionChunk.Status.FAILED]
+    if IngestionChunk.objects.filter(batch_id=batch_id).exclude(status__in=finished).exists():
         return False
+    failed = list(IngestionChunk.objects.filter(batch_id=batch_id, status=IngestionChunk.Status.FAILED)
+                  .order_by("index").values_list("start_row", "row_count", "attempts", "error"))
+    error = "; ".join(f"chunk_failed: rows {start + 2}-{start + count + 1} were not stored after {attempts} "
+                      f"attempts ({why})" for start, count, attempts, why in failed)
     totals = IngestionChunk.objects.filter(batch_id=batch_id).aggregate(
         accepted=Sum("accepted"), rejected=Sum("rejected"), warnings=Sum("warnings"), seconds=Sum("seconds"))
     label_counts: dict[str, int] = {}
@@ -499,15 +551,19 @@ def batch_finalize(batch_id: Any) -> bool:
                "total_s": round((now - batch.created_at).total_seconds(), 3)}
     with transaction.atomic():
         won = IngestionBatch.objects.filter(pk=batch_id, status=IngestionBatch.Status.RUNNING).update(
-            status=IngestionBatch.Status.SUCCEEDED, finished_at=now, accepted=totals["accepted"] or 0,
+            status=IngestionBatch.Status.FAILED if failed else IngestionBatch.Status.SUCCEEDED, error=error,
+            finished_at=now, accepted=totals["accepted"] or 0,
             rejected=totals["rejected"] or 0, warnings=totals["warnings"] or 0, label_counts=label_counts,
             timings=timings, quality=quality)
         if won:
             batch.refresh_from_db()
-            audit_record(actor=batch.created_by, action="ingestion.completed", obj=batch,
-                         changes={"accepted": batch.accepted, "rejected": batch.rejected, "dry_run": batch.dry_run})
+            audit_record(actor=batch.created_by, action="ingestion.failed" if failed else "ingestion.completed",
+                         obj=batch, changes={"accepted": batch.accepted, "rejected": batch.rejected,
+                                             "dry_run": batch.dry_run, "failed_chunks": len(failed)})
     if won:
-        for key in IngestionChunk.objects.filter(batch_id=batch_id).values_list("file_key", flat=True):
+        # A failed chunk's file stays under temp/ for whoever looks into it (the original is under raw/).
+        for key in IngestionChunk.objects.filter(batch_id=batch_id, status=IngestionChunk.Status.DONE).values_list(
+                "file_key", flat=True):
             default_storage.delete(key)
         log.info("ingestion finished", extra={"ingestion_id": str(batch_id), "rows": batch.row_count,
                                               "accepted": batch.accepted, "rejected": batch.rejected, "timings": timings})
@@ -632,7 +688,12 @@ def ingest_file(path: str | Path, *, user: AbstractBaseUser | AnonymousUser | No
         batch = batch_create(fh=fh, original_name=original_name or path.name, user=user, channel=channel,
                              source=source, dry_run=dry_run, force=force)
     for chunk_id in batch_plan(batch.pk, enqueue=False):
-        chunk_process(chunk_id)
+        for _ in range(settings.RTV_CHUNK_MAX_ATTEMPTS):  # a failed attempt hands the chunk back as pending
+            try:
+                chunk_process(chunk_id)
+                break
+            except Exception:
+                log.exception("ingestion chunk attempt failed", extra={"chunk": chunk_id})
     batch.refresh_from_db()
     return batch
 

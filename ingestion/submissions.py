@@ -107,6 +107,11 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResu
             if len(str(text).strip()) > limit:
                 refused[i].append({"field": f"data.{name}", "code": "too_long",
                                    "message": f"{name} is longer than {limit} characters"})
+    for name, texts in raw.items():  # PostgreSQL stores no NUL character in text: refused by name
+        for i, text in enumerate(texts):
+            if isinstance(text, str) and "\x00" in text:
+                refused[i].append({"field": f"data.{name}", "code": "invalid_characters",
+                                   "message": f"{name} contains a NUL character (\\u0000), which cannot be stored"})
     # The envelope's metadata is checked by the same rules (GPS inside Uganda, not in the future).
     raw["collected_at"] = [e.collected_at.isoformat() if e.collected_at else "" for e in envelopes]
     raw["gps_lat"] = [_text((e.location or {}).get("lat")) for e in envelopes]

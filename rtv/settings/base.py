@@ -207,6 +207,9 @@ RTV_MAX_UPLOAD_ROWS = env.int("RTV_MAX_UPLOAD_ROWS", default=1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RTV_MAX_BATCH_BYTES + (1 << 20)
 RTV_CHUNK_ROWS = env.int("RTV_CHUNK_ROWS", default=20_000)
 RTV_CHUNK_LEASE_SECONDS = env.int("RTV_CHUNK_LEASE_SECONDS", default=900)
+# A chunk whose processing raises is tried again (by the sweeper, or at once by ingest_file) up to
+# this many times in all, then marked failed: its batch ends failed, naming the rows and the error.
+RTV_CHUNK_MAX_ATTEMPTS = env.int("RTV_CHUNK_MAX_ATTEMPTS", default=3)
 RTV_TEST_CHUNK_DELAY = env.float("RTV_TEST_CHUNK_DELAY", default=0.0)
 RTV_MODEL_NAME = env.str("RTV_MODEL_NAME", default="rtv-vulnerability")
 # A challenger is promoted only if it beats the champion by these margins.

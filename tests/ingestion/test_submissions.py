@@ -200,6 +200,7 @@ def test_the_idempotency_key_header_can_carry_the_identity(officer) -> None:  # 
     ({"time_to_opd": "far"}, "data.time_to_opd", "type"),
     ({"village": None}, "data.village", "required"),
     ({"favourite_colour": "blue"}, "data.favourite_colour", "unknown_field"),
+    ({"village": "Bukiriro\x00"}, "data.village", "invalid_characters"),  # PostgreSQL text holds no NUL
 ])
 def test_invalid_data_gets_a_400_naming_the_field_and_rule(officer, change, field, code) -> None:  # type: ignore[no-untyped-def]
     payload = body()
@@ -210,6 +211,17 @@ def test_invalid_data_gets_a_400_naming_the_field_and_rule(officer, change, fiel
     assert err["code"] == "invalid_submission"
     assert {"field": field, "code": code} in [{"field": e["field"], "code": e["code"]} for e in err["errors"]]
     assert SurveyRecord.objects.count() == 0
+
+
+def test_a_nul_character_refuses_its_item_only(officer) -> None:  # type: ignore[no-untyped-def]
+    bad = body(1)
+    bad["data"] = {**bad["data"], "cluster": "Rubaare\x00"}
+    resp = officer.post("/api/v1/submissions/batch/", {"items": [body(0), bad, body(2)]}, format="json")
+    assert resp.status_code == 200
+    results = resp.json()["results"]
+    assert [r["result"] for r in results] == ["created", "invalid", "created"]
+    assert [(e["field"], e["code"]) for e in results[1]["errors"]] == [("data.cluster", "invalid_characters")]
+    assert SurveyRecord.objects.count() == 2
 
 
 @pytest.mark.parametrize(("payload", "field"), [

@@ -115,6 +115,42 @@ def test_the_same_file_twice_is_refused_with_a_pointer_unless_forced(manager, su
     assert IngestionBatch.objects.get(pk=forced.json()["ingestion_id"]).duplicate_of_id is not None
 
 
+def _edit_cells(path: Path, edits: dict[tuple[int, str], str]) -> Path:
+    """The CSV with some cells changed: {(spreadsheet row, header): new text}."""
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))
+    for (row, header), text in edits.items():
+        rows[row - 1][rows[0].index(header)] = text
+    out = path.with_name("edited.csv")
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    return out
+
+
+def test_a_nul_character_rejects_its_row_by_name_and_the_reports_still_open(  # type: ignore[no-untyped-def]
+        manager, survey, django_capture_on_commit_callbacks) -> None:
+    """NUL (which PostgreSQL text cannot hold) far into the file, and a form feed (which a workbook
+    cannot hold) in a reported value: the row with NUL is refused, nothing else is lost."""
+    path, errors = survey
+    edited = _edit_cells(path, {(300, "Village"): "Buki\x00riro", (301, "HouseHoldID"): "KAN-NYA\x0cGEO-1"})
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, edited).json()
+    done = manager.get(body["links"]["self"]).json()
+    assert done["state"] == "succeeded", done["error"]
+    rejected = set(errors["row_number"]) | {300}
+    assert done["counts"]["rejected"] == len(rejected)
+    assert SurveyRecord.objects.count() == 600 - len(rejected)
+    text = b"".join(manager.get(f"/api/v1/uploads/{body['ingestion_id']}/errors.csv").streaming_content)
+    rows = list(csv.DictReader(io.StringIO(text.decode("utf-8-sig"))))
+    nul = [r for r in rows if r["rule"] == "invalid_characters"]
+    assert [(r["row"], r["field"], r["column"], r["severity"]) for r in nul] == [("300", "village", "Village", "error")]
+    assert nul[0]["value"] == "Buki\u2400riro"
+    xlsx = manager.get(f"/api/v1/uploads/{body['ingestion_id']}/errors.xlsx")
+    assert xlsx.status_code == 200
+    sheet = pd.read_excel(io.BytesIO(xlsx.content), engine="calamine", dtype=str)
+    assert len(sheet) == len(rows)
+    assert "KAN-NYA\ufffdGEO-1" in set(sheet["household_id"]) | set(sheet["value"])
+
+
 def test_a_file_over_the_size_limit_gets_413(manager, survey, settings) -> None:  # type: ignore[no-untyped-def]
     settings.RTV_MAX_UPLOAD_BYTES = 10_000
     resp = upload(manager, survey[0])
