@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from ingestion.models import SURVEY_VALUE_FIELDS, RowIssue, SurveyRecord, SurveyValues
+from ingestion.models import STORED_TEXT_LIMITS, SURVEY_VALUE_FIELDS, Household, RowIssue, SurveyRecord, SurveyValues
 from rtv.selectors import current_schema
 from rtv.services import audit_record, audit_record_many
 
@@ -95,6 +95,12 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
     from features.labels import income_per_day, is_vulnerable, progress_status
 
     typed = result.typed
+    too_long = [f"{name}: longer than {limit} characters" for name, limit in STORED_TEXT_LIMITS.items()
+                if name in typed and isinstance(typed[name].iloc[0], str) and len(typed[name].iloc[0].strip()) > limit]
+    with_nul = [f"{name}: contains a NUL character, which cannot be stored" for name, v in current.items()
+                if isinstance(v, str) and "\x00" in v]
+    if too_long or with_nul:
+        raise ReviewError("; ".join(too_long + with_nul))
     per_day = float(income_per_day(typed).iloc[0])
     status = progress_status(pd.Series([per_day])).iloc[0]
     score = result.scores.iloc[0]
@@ -104,8 +110,15 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
         old = SurveyRecord.objects.select_for_update().get(pk=record.pk)
         if SurveyRecord.objects.filter(supersedes=old).exists():
             raise ReviewError("this version was already corrected; correct the latest version")
+        # A corrected household id moves the new version to that household (its lineage, its latest
+        # record, its earlier surveys); the old version stays with the household it named.
+        household = old.household
+        named = str(values.get("household_id") or "").strip()
+        if named and named != household.household_id:
+            household, _ = Household.objects.get_or_create(household_id=named, defaults={
+                "district": values.get("district") or "", "village": values.get("village") or ""})
         new = SurveyRecord.objects.create(
-            household=old.household, batch=old.batch, row_number=old.row_number, survey_round=old.survey_round,
+            household=household, batch=old.batch, row_number=old.row_number, survey_round=old.survey_round,
             version=old.version + 1, supersedes=old, root_id=old.root_id or old.pk,
             submission_id=uuid.uuid4() if old.submission_id else None, content_hash=_corrected_hash(old.content_hash, changes),
             district=values.get("district") or "", cluster=values.get("cluster") or "", village=values.get("village") or "",
@@ -118,7 +131,7 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
             field_officer=old.field_officer, gps=old.gps, raw=old.raw, answers_hash=stored_value(record_answers_hashes([values])[0]))
         SurveyValues.objects.create(record=new, **values)
         RowIssue.objects.bulk_create([RowIssue(batch=old.batch, record=new, row_number=old.row_number or 0,
-                                               household_id=old.household.household_id, field=r.field, column=r.field,
+                                               household_id=household.household_id, field=r.field, column=r.field,
                                                rule=r.rule, severity=r.severity, value=r.value, message=r.message)
                                       for r in result.issues.itertuples()])
         ReviewDecision.objects.create(record=new, reviewer=reviewer if reviewer.is_authenticated else None,

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from ingestion.models import SurveyRecord
+from ingestion.models import RowIssue, SurveyRecord
 from ingestion.services import ingest_file
 from ingestion.synthetic.generator import generate, write
 from quality.models import ReviewComment, ReviewDecision
@@ -123,6 +123,31 @@ def test_a_correction_that_breaks_a_rule_saves_nothing(reviewer_client, tmp_path
     post["hhh_sex"] = "5"
     resp = reviewer_client.post(f"{CHANGELIST}{record.pk}/correct/", post)
     assert resp.status_code == 200 and b"hhh_sex" in resp.content
+    assert SurveyRecord.objects.count() == 2
+
+
+def test_a_corrected_household_id_moves_the_new_version_to_that_household(make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    record = stored(tmp_path, 2)[0]
+    old_id = record.household.household_id
+    new = record_correct(record=record, changes={"household_id": " KAN-NYA-GEO-K0001 "}, reviewer=make_user("reviewer"))
+    assert new.household.household_id == "KAN-NYA-GEO-K0001" and new.data["household_id"] == "KAN-NYA-GEO-K0001"
+    assert SurveyRecord.objects.get(pk=record.pk).household.household_id == old_id  # the old version stays
+    assert not SurveyRecord.objects.filter(household__household_id=old_id, superseded_by__isnull=True).exists()
+    assert set(RowIssue.objects.filter(record=new).values_list("household_id", flat=True)) <= {"KAN-NYA-GEO-K0001"}
+
+
+@pytest.mark.parametrize(("field", "value"), [("village", "v" * 121), ("district", "d" * 65),
+                                               ("household_id", "H" * 65), ("cluster", "Rubaare\x00")])
+def test_a_correction_the_database_cannot_hold_is_refused_by_name(reviewer_client, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                  field: str, value: str) -> None:
+    record = stored(tmp_path, 2)[0]
+    with pytest.raises(ReviewError, match=field):
+        record_correct(record=record, changes={field: value}, reviewer=reviewer_client.user)
+    post = {k: ("" if v is None else str(v)) for k, v in record.data.items()}
+    post[field] = value.replace("\x00", "")  # a form field refuses NUL itself
+    if "\x00" not in value:
+        resp = reviewer_client.post(f"{CHANGELIST}{record.pk}/correct/", post)
+        assert resp.status_code == 200 and field.encode() in resp.content
     assert SurveyRecord.objects.count() == 2
 
 
