@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -123,10 +124,16 @@ def _decide_action(to_status: str, label: str) -> Any:
                               comment=form.cleaned_data.get("comment", ""))
             modeladmin.message_user(request, f"{n} record(s) moved to {to_status}.", messages.SUCCESS)
             return None
+        count = queryset.count()
+        # The confirmation posts back what the changelist posted: every ticked id, and "select all
+        # N" (select_across, with the filters in the URL), so the decision covers what was chosen,
+        # not the 50 records listed here.
         return TemplateResponse(request, "admin/quality/decide.html", {
-            **modeladmin.admin_site.each_context(request), "title": f"{label}: {queryset.count()} record(s)",
-            "queryset": queryset[:50], "count": queryset.count(), "form": DecideForm(), "action": request.POST["action"],
-            "to_status": to_status, "opts": modeladmin.model._meta,
+            **modeladmin.admin_site.each_context(request), "title": f"{label}: {count} record(s)",
+            "queryset": queryset[:50], "count": count, "more": max(0, count - 50), "form": DecideForm(),
+            "action": request.POST["action"], "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"), "to_status": to_status,
+            "opts": modeladmin.model._meta,
         })
 
     action.__name__ = f"decide_{to_status}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,29 @@ def test_a_bulk_decision_with_a_comment_is_recorded_and_audited(reviewer_client,
         reviewer_client.user, "has_issues", "rejected", "interview was not completed")
     assert ReviewComment.objects.filter(text="interview was not completed").count() == 3
     assert AuditEvent.objects.filter(action="review.decided").count() == 3
+
+
+def test_a_bulk_decision_on_all_records_of_a_filter_covers_every_one_of_them(reviewer_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """'Select all N' in the changelist, then Confirm: the confirmation page lists 50, decides all."""
+    stored(tmp_path, 160)
+    SurveyRecord.objects.update(review_status="has_issues", auto_approved=False)
+    district = "Rukungiri"
+    chosen = SurveyRecord.objects.filter(district=district).count()
+    assert chosen > 50
+    url = f"{CHANGELIST}?district__exact={district}"
+    page = [str(pk) for pk in SurveyRecord.objects.filter(district=district).values_list("pk", flat=True)[:5]]
+    confirm = reviewer_client.post(url, {"action": "decide_on_hold", "_selected_action": page, "select_across": "1"})
+    assert confirm.status_code == 200 and f"{chosen} record(s) will move".encode() in confirm.content
+    # The browser posts back the confirmation form's own fields.
+    fields = re.findall(rb'<input type="hidden" name="(\w+)" value="([^"]*)"', confirm.content)
+    data: dict[str, list[str]] = {}
+    for name, value in fields:
+        data.setdefault(name.decode(), []).append(value.decode())
+    data["comment"] = ["moved together"]
+    done = reviewer_client.post(url, data)
+    assert done.status_code == 302
+    assert SurveyRecord.objects.filter(review_status="on_hold").count() == chosen
+    assert SurveyRecord.objects.exclude(district=district).filter(review_status="on_hold").count() == 0
 
 
 def test_decisions_follow_the_states_and_skip_superseded_records(make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
