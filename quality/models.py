@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -63,6 +64,16 @@ class Rule(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+    def clean(self) -> None:
+        """The rule must run as saved (``quality.rules.rule_check``): the admin form and
+        ``rule_update`` both refuse parameters that would break the validator."""
+        from .rules import rule_check
+
+        try:
+            rule_check(self)
+        except ValueError as exc:
+            raise ValidationError({"params": str(exc)}) from exc
 
 
 class RuleRevision(models.Model):

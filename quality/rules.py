@@ -194,6 +194,37 @@ def snapshot(rule: Any) -> dict[str, Any]:
     return {k: getattr(rule, k) for k in ("code", "kind", "level", "field", "severity", "params", "message", "active")}
 
 
+def rule_check(rule: Any) -> None:
+    """Raise ``ValueError`` saying why when ``rule``, as it would be saved, cannot run.
+
+    Its parameters are read by the validator (every door's), the statistical reference and the
+    expectation-suite export; a typo there (a regex that does not compile, a missing ``values``)
+    would fail each submission and each upload chunk after the save.  So the active rule set with
+    this rule in it is tried on a few generated rows, and exported, before anything is written."""
+    if not isinstance(rule.params, dict):
+        raise ValueError("params must be a JSON object")
+    if not rule.active:
+        return
+    from ingestion.synthetic.generator import generate
+    from rtv.selectors import current_schema
+
+    from .engine import validate_frame
+    from .export import expectation_suite
+    from .models import Rule
+    from .reference import stored_reference
+
+    trial = compile_rules([*Rule.objects.filter(active=True).exclude(pk=rule.pk), rule])
+    data, _ = generate(12, seed=0, bad_rate=0.3)
+    raw = {c: ["" if v is None or (isinstance(v, float) and v != v) or str(v) == "<NA>" else str(v) for v in data[c]]
+           for c in data.columns}
+    fields = [f for f in current_schema().fields if f.name in raw]
+    try:
+        validate_frame(raw, fields, rules=trial, reference=stored_reference(trial))
+        expectation_suite(trial)
+    except Exception as exc:  # whatever the parameters break is the answer
+        raise ValueError(f"the {rule.kind} rule cannot run with these params ({type(exc).__name__}: {exc})") from exc
+
+
 def rule_update(*, rule: Any, user: AbstractBaseUser | AnonymousUser | None, note: str = "", **changes: Any) -> Any:
     """The one write path for changing a rule: new version, revision row, audit event."""
     from rtv.services import audit_record

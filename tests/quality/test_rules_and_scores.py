@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,6 +72,47 @@ def test_a_deactivated_rule_reports_nothing() -> None:
 def test_rules_refuse_changes_to_their_identity() -> None:
     with pytest.raises(ValueError, match="kind"):
         rule_update(rule=Rule.objects.get(code="range.household_size"), user=None, kind="allowed")
+
+
+@pytest.mark.parametrize(("code", "params"), [
+    ("pattern.household_id", {"regex": "KAN-("}),  # does not compile
+    ("unknown_value.district", {}),  # no values
+    ("range.household_size", {"min": "one"}),
+    ("sum_identity.HHIncome+Consumption+Residues/Day", {"tolerance": 1}),  # no terms: breaks the export
+    ("allowed.hhh_sex", ["1", "2"]),  # not an object
+])
+def test_params_that_would_break_the_validator_are_refused_and_nothing_changes(client, make_user, api,  # type: ignore[no-untyped-def]
+                                                                              code: str, params: object) -> None:
+    from django.core.exceptions import ValidationError
+
+    rule = Rule.objects.get(code=code) if Rule.objects.filter(code=code).exists() else \
+        Rule.objects.filter(kind=code.split(".")[0]).first()
+    assert rule is not None
+    with pytest.raises(ValidationError, match="params"):
+        rule_update(rule=rule, user=None, params=params)
+    client.force_login(make_user("data_manager"))
+    resp = client.post(f"/admin/quality/rule/{rule.pk}/change/", {
+        "severity": rule.severity, "level": rule.level, "params": json.dumps(params), "message": rule.message,
+        "active": "on", "note": "", "revisions-TOTAL_FORMS": "0", "revisions-INITIAL_FORMS": "0"})
+    assert resp.status_code == 200
+    assert b"cannot run with these params" in resp.content or b"must be a JSON object" in resp.content
+    rule.refresh_from_db()
+    assert rule.version == 1
+    # ...and every door still works.
+    assert api("field_officer").post("/api/v1/submissions/", body(), format="json").status_code == 201
+    assert api("data_manager").get("/api/v1/quality/rules/expectations.json").status_code == 200
+
+
+def test_a_working_params_change_is_saved_through_the_admin(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    rule = Rule.objects.get(code="pattern.household_id")
+    client.force_login(make_user("data_manager"))
+    resp = client.post(f"/admin/quality/rule/{rule.pk}/change/", {
+        "severity": rule.severity, "level": rule.level, "params": json.dumps({"regex": r"^[A-Z]{3}-.+$"}),
+        "message": rule.message, "active": "on", "note": "looser", "revisions-TOTAL_FORMS": "0",
+        "revisions-INITIAL_FORMS": "0"})
+    assert resp.status_code == 302
+    rule.refresh_from_db()
+    assert rule.version == 2 and rule.params == {"regex": r"^[A-Z]{3}-.+$"}
 
 
 def test_statistical_rules_flag_district_outliers_and_identical_households(tmp_path: Path) -> None:
