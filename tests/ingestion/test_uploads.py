@@ -210,6 +210,23 @@ def test_common_encodings_are_read_correctly(manager, tmp_path: Path, encoding: 
     assert SurveyRecord.objects.filter(household__household_id="KAN-KAB-JOS-K0007").exists()
 
 
+def test_a_latin_1_file_whose_first_accent_comes_late_is_read_as_latin_1(  # type: ignore[no-untyped-def]
+        manager, tmp_path: Path, django_capture_on_commit_callbacks) -> None:
+    """Past the first MiB the encoding is checked too: 'Kabalé' in the last row, in Latin-1."""
+    data, _ = generate(3000, seed=4)  # ~1.3 MB of CSV
+    data.loc[2999, "village"] = "Kabalé_1"
+    clean = tmp_path / "clean.csv"
+    write(data, data.iloc[0:0], clean, "csv")
+    assert clean.stat().st_size > 1 << 20
+    path = tmp_path / "late-latin-1.csv"
+    path.write_bytes(clean.read_text(encoding="utf-8").encode("latin-1"))
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, path).json()
+    done = manager.get(body["links"]["self"]).json()
+    assert done["state"] == "succeeded", done["error"]
+    assert SurveyRecord.objects.filter(village="Kabalé_1").exists()
+
+
 def test_a_binary_file_named_csv_fails_clearly_by_its_encoding(manager, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                django_capture_on_commit_callbacks) -> None:
     path = tmp_path / "photo.csv"
