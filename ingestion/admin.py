@@ -42,7 +42,7 @@ class IngestionBatchAdmin(RoleAdmin):
         scores = report.get("scores") or {}
         return format_html(
             "<h4>Mean scores</h4>{}<h4>Findings by rule</h4>{}<h4>Findings by column</h4>{}"
-            "<h4>Records by district</h4>{}",
+            "<h4>Rows by district</h4>{}",
             table(("score", "completeness", "validity", "consistency"),
                   [tuple(scores.get(k) for k in ("score", "completeness", "validity", "consistency"))]),
             table(("rule", "errors", "warnings"), sorted(
@@ -51,9 +51,9 @@ class IngestionBatchAdmin(RoleAdmin):
             table(("field", "column", "errors", "warnings"), sorted(
                 ((f, c.get("column", ""), c.get("error", 0), c.get("warning", 0))
                  for f, c in (report.get("by_column") or {}).items()), key=lambda r: (-r[2], -r[3], r[0]))),
-            table(("district", "records", "mean score", "with warnings"), sorted(
-                (d, c.get("records"), c.get("mean_score"), c.get("with_warnings"))
-                for d, c in (report.get("by_district") or {}).items())))
+            table(("district", "rows", "accepted", "rejected", "mean score (accepted)", "with warnings"), sorted(
+                (d or "(none)", c.get("rows"), c.get("records"), c.get("rejected"), c.get("mean_score"),
+                 c.get("with_warnings")) for d, c in (report.get("by_district") or {}).items())))
 
 
 @admin.register(Household)

@@ -127,6 +127,8 @@ class IngestionChunk(models.Model):
     rejected = models.PositiveIntegerField(default=0)
     warnings = models.PositiveIntegerField(default=0)
     label_counts = models.JSONField(default=dict)
+    summary = models.JSONField(default=dict, help_text="for the batch quality report: score sums of the accepted "
+                                                        "rows and counts by district (dry runs too)")
     seconds = models.FloatField(default=0)
     error = models.TextField(blank=True, help_text="the last failure of an attempt at this chunk")
     finished_at = models.DateTimeField(null=True, blank=True)

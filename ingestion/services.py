@@ -33,7 +33,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, progress_status
@@ -329,6 +329,7 @@ def _chunk_work(chunk_id: int, attempt: int) -> bool:
         done = IngestionChunk.objects.filter(pk=chunk_id, status=IngestionChunk.Status.RUNNING, attempts=attempt).update(
             status=IngestionChunk.Status.DONE, finished_at=timezone.now(), accepted=result["accepted"],
             rejected=result["rejected"], warnings=result["warnings"], label_counts=result["label_counts"],
+            summary=result["summary"],
             seconds=round(time.perf_counter() - t0, 3))
         if not done:
             # Our lease ran out and another worker took the chunk: roll back, it will store it.
@@ -410,7 +411,31 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
         "warnings": int(((warn_counts > 0) & accepted).sum()),
         "label_counts": {str(k): int(v) for k, v in status[labelled].value_counts().items()},
         "header_by_field": header_by_field,
+        "summary": _chunk_summary(typed, scores, accepted, error_rows, warn_counts > 0),
     }
+
+
+SCORE_NAMES = ("score", "completeness", "validity", "consistency")
+
+
+def _chunk_summary(typed: pd.DataFrame, scores: pd.DataFrame, accepted: np.ndarray, rejected: np.ndarray,
+                   warned: np.ndarray) -> dict[str, Any]:
+    """What the batch quality report adds up over chunks: score sums of the rows accepted, and by
+    district the rows, accepted, rejected and warned.  From the validated rows, so a dry run (which
+    stores no record) and rejected rows (no record either) are in the report too."""
+    n = len(accepted)
+    district = (typed["district"].astype(object).where(typed["district"].notna(), "").astype(str).str.strip()
+                if "district" in typed else pd.Series([""] * n))
+    frame = pd.DataFrame({"district": district.to_numpy(), "accepted": accepted, "rejected": rejected,
+                          "with_warnings": warned & accepted,
+                          "score_sum": np.where(accepted, scores["score"].to_numpy(dtype=float), 0.0)})
+    grouped = frame.groupby("district", sort=True).agg(
+        rows=("accepted", "size"), accepted=("accepted", "sum"), rejected=("rejected", "sum"),
+        with_warnings=("with_warnings", "sum"), score_sum=("score_sum", "sum"))
+    return {"accepted": int(accepted.sum()),
+            "score_sums": {k: float(scores[k].to_numpy(dtype=float)[accepted].sum()) for k in SCORE_NAMES},
+            "by_district": {str(d): {k: (float(v) if k == "score_sum" else int(v)) for k, v in row.items()}
+                            for d, row in grouped.iterrows()}}
 
 
 def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
@@ -579,12 +604,25 @@ def batch_quality_report(batch: IngestionBatch) -> dict[str, Any]:
     for row in RowIssue.objects.filter(batch=batch).values("field", "column", "severity").annotate(n=Count("id")):
         entry = by_column.setdefault(row["field"], {"column": row["column"], "error": 0, "warning": 0})
         entry[row["severity"]] = row["n"]
-    records = SurveyRecord.objects.filter(batch=batch)
-    scores = records.aggregate(score=Avg("quality_score"), completeness=Avg("completeness"), validity=Avg("validity"),
-                               consistency=Avg("consistency"))
-    by_district = {row["district"]: {"records": row["n"], "mean_score": row["score"], "with_warnings": row["warned"]}
-                   for row in records.values("district").annotate(
-                       n=Count("id"), score=Avg("quality_score"), warned=Count("id", filter=Q(warning_count__gt=0)))}
+    # Scores and districts from the chunks' summaries: the rows as validated, so a dry run and the
+    # rejected rows count too.  "records" are the rows accepted (stored, unless a dry run).
+    accepted = 0
+    sums = dict.fromkeys(SCORE_NAMES, 0.0)
+    districts: dict[str, dict[str, float]] = {}
+    for summary in IngestionChunk.objects.filter(batch=batch).values_list("summary", flat=True):
+        accepted += int(summary.get("accepted", 0))
+        for k in SCORE_NAMES:
+            sums[k] += float(summary.get("score_sums", {}).get(k, 0.0))
+        for d, row in summary.get("by_district", {}).items():
+            total = districts.setdefault(d, dict.fromkeys(("rows", "accepted", "rejected", "with_warnings", "score_sum"),
+                                                          0.0))
+            for k in total:
+                total[k] += row.get(k, 0)
+    scores = {k: (sums[k] / accepted if accepted else None) for k in SCORE_NAMES}
+    by_district = {d: {"records": int(t["accepted"]), "rows": int(t["rows"]), "rejected": int(t["rejected"]),
+                       "with_warnings": int(t["with_warnings"]),
+                       "mean_score": t["score_sum"] / t["accepted"] if t["accepted"] else None}
+                   for d, t in sorted(districts.items())}
     return {"scores": scores, "by_rule": by_rule, "by_column": by_column, "by_district": by_district,
             "frequency_shift": frequency_shift(batch)}
 

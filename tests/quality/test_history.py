@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.db.models import Avg
 from django.utils import timezone
 
 from ingestion.models import SurveyRecord
@@ -89,10 +90,35 @@ def test_the_batch_quality_report(api, tmp_path: Path) -> None:  # type: ignore[
     report = resp.json()
     injected = errors.groupby("rule").size().to_dict()
     assert {k: v["error"] for k, v in report["by_rule"].items() if v["error"]} == injected
-    assert set(report["by_district"]) <= {"Rukungiri", "Mitooma", "Kanungu", "Rubanda"}
+    assert set(report["by_district"]) <= {"Rukungiri", "Mitooma", "Kanungu", "Rubanda", ""}
     assert sum(d["records"] for d in report["by_district"].values()) == batch.accepted
-    assert 0 < report["scores"]["score"] <= 1
+    assert sum(d["rejected"] for d in report["by_district"].values()) == batch.rejected > 0
+    assert sum(d["rows"] for d in report["by_district"].values()) == 300
+    stored = SurveyRecord.objects.filter(batch=batch)
+    assert report["scores"]["score"] == pytest.approx(stored.aggregate(m=Avg("quality_score"))["m"])
+    for district, row in report["by_district"].items():
+        mine = stored.filter(district=district)
+        assert row["records"] == mine.count()
+        assert row["with_warnings"] == mine.filter(warning_count__gt=0).count()
+        if row["records"]:
+            assert row["mean_score"] == pytest.approx(mine.aggregate(m=Avg("quality_score"))["m"])
     assert api("field_officer").get(f"/api/v1/uploads/{batch.pk}/quality/").status_code == 403
+
+
+def test_a_dry_run_has_the_same_quality_report_without_storing_anything(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, errors = generate(200, seed=9, bad_rate=0.05)
+    path = tmp_path / "q.csv"
+    write(data, errors, path, "csv")
+    dry = ingest_file(path, dry_run=True)
+    real = ingest_file(path, force=True)
+    assert SurveyRecord.objects.filter(batch=dry).count() == 0
+    ours = api("data_manager").get(f"/api/v1/uploads/{dry.pk}/quality/").json()
+    theirs = api("data_manager").get(f"/api/v1/uploads/{real.pk}/quality/").json()
+    assert ours["scores"] == pytest.approx(theirs["scores"]) and ours["scores"]["score"] is not None
+    assert ours["by_district"].keys() == theirs["by_district"].keys() and ours["by_district"]
+    for d in ours["by_district"]:
+        assert {k: v for k, v in ours["by_district"][d].items() if k != "mean_score"} == \
+            {k: v for k, v in theirs["by_district"][d].items() if k != "mean_score"}
 
 
 def test_the_batch_quality_report_is_on_the_batch_page_in_the_admin(client, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -104,7 +130,7 @@ def test_the_batch_quality_report_is_on_the_batch_page_in_the_admin(client, make
     page = client.get(f"/admin/ingestion/ingestionbatch/{batch.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()
-    for heading in ("Mean scores", "Findings by rule", "Findings by column", "Records by district"):
+    for heading in ("Mean scores", "Findings by rule", "Findings by column", "Rows by district"):
         assert heading in html
     rule, n = errors.groupby("rule").size().sort_values().index[-1], errors.groupby("rule").size().max()
     assert f"<td>{rule}</td><td>{n}</td>" in html  # each rule with its error count
