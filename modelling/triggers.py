@@ -15,6 +15,7 @@ from django.utils import timezone
 from sklearn.metrics import roc_auc_score
 
 from features.pipeline import input_fields
+from features.snapshots import snapshot_read
 from ingestion.models import SurveyRecord
 from rtv.outbox import outbox_enqueue
 
@@ -109,7 +110,6 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
         n_new = new.count()
         if n_new >= settings.RTV_RETRAIN_MIN_EVAL:
             current = _frame(new)
-            reference = _frame(labelled.filter(received_at__lte=cutoff))
             y = current["_vulnerable"].astype(bool).to_numpy().astype(int)
             if len(set(y)) == 2:
                 model = registry.load_model(champion.name, champion.version)
@@ -120,8 +120,16 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
                 if drop > settings.RTV_RETRAIN_AUC_TOLERANCE:
                     fired.append(RetrainDecision.Trigger.DEGRADATION)
             if n_new >= settings.RTV_DRIFT_MIN_ROWS:
+                # Against what the champion was trained on: its training snapshot (processed/), as
+                # recorded; a version from before snapshots, against the records it could have seen.
+                if champion.snapshot_id is not None:
+                    reference = snapshot_read(champion.snapshot)
+                    against = f"training snapshot {champion.snapshot_id}"
+                else:
+                    reference = _frame(labelled.filter(received_at__lte=cutoff))
+                    against = "records received before the training cut-off"
                 report = drift_report(reference, current, champion.metrics.get("top_features", []))
-                inputs["drift"] = report
+                inputs["drift"] = {**report, "reference": against, "reference_rows": len(reference)}
                 if report["drift"]:
                     fired.append(RetrainDecision.Trigger.DRIFT)
             else:  # a PSI over ten bins of a few dozen rows is mostly sampling noise: ~0.15 expected, 0.25 common

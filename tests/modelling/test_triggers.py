@@ -99,6 +99,20 @@ def test_shifted_inputs_fire_drift(champion, tmp_path: Path) -> None:  # type: i
     decision = retrain_triggers_evaluate()
     assert "drift" in decision.fired, decision.inputs["drift"]
     assert set(decision.inputs["drift"]["top_major"]) & set(top)
+    # Judged against the champion's training snapshot, as recorded.
+    assert decision.inputs["drift"]["reference"] == f"training snapshot {champion.snapshot_id}"
+    assert decision.inputs["drift"]["reference_rows"] == champion.snapshot.rows
+
+
+def test_records_changed_after_training_do_not_move_the_drift_reference(champion, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The reference is what the champion was trained on, not what the database holds now."""
+    from ingestion.models import SurveyValues
+
+    add(tmp_path, 400, seed=7)  # like the training data: no drift
+    SurveyValues.objects.filter(record__received_at__lte=champion.training_cutoff).update(household_size=40)
+    decision = retrain_triggers_evaluate()
+    assert "drift" not in decision.fired, decision.inputs["drift"]
+    assert decision.inputs["drift"]["psi"]["household_size"] < 0.25
 
 
 def test_the_manual_trigger_and_the_command(champion) -> None:  # type: ignore[no-untyped-def]
