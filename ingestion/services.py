@@ -67,7 +67,7 @@ RECORD_COLUMNS = [
     "household_id", "batch_id", "row_number", "survey_round", "version", "content_hash", "answers_hash", "district",
     "cluster", "village", "household_size", "income_per_day", "progress_status", "vulnerable", "review_status",
     "warning_count", "form_version", "device_id", "received_at", "auto_approved", "quality_score", "completeness",
-    "validity", "consistency",
+    "validity", "consistency", "collected_at",
 ]
 RECORD_TEXT_COLUMNS = ["survey_round", "cluster", "progress_status", "review_status", "form_version", "device_id"]
 ISSUE_COLUMNS = ["batch_id", "record_id", "row_number", "household_id", "field", "column", "rule", "severity",
@@ -339,10 +339,35 @@ def _chunk_work(chunk_id: int, attempt: int) -> bool:
     return True
 
 
+# A file's collection time without an offset: a spreadsheet's date cell, or a partner's export.
+_LOCAL_TIME = r"^\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*$"
+LOCAL_UTC_OFFSET = "+03:00"  # Africa/Kampala: UTC+3 all year (no daylight saving)
+
+
+def _local_times(raw: pd.DataFrame) -> pd.DataFrame:
+    """Collection times written without an offset are Uganda's local time (a device always sends
+    its offset; the rule that asks for one is about devices): '2026-03-05 10:00' is read as
+    '2026-03-05T10:00:00+03:00', a date alone as that day's midnight, before validation."""
+    if "collected_at" not in raw:
+        return raw
+    text = raw["collected_at"].astype("string")
+    local = text.str.match(_LOCAL_TIME, na=False).to_numpy(dtype=bool)
+    if not local.any():
+        return raw
+    fixed = text.to_numpy(dtype=object)
+    stamps = pd.to_datetime(text[local].str.strip(), errors="coerce", format="ISO8601")
+    good = stamps.notna().to_numpy()
+    rows = np.flatnonzero(local)[good]
+    text_of = stamps[good].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.rstrip("0").str.rstrip(".") + LOCAL_UTC_OFFSET
+    fixed[rows] = text_of.to_numpy(dtype=object)
+    return raw.assign(collected_at=fixed)
+
+
 def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
                    flag_rows: dict[str, list[int]]) -> dict[str, Any]:
     schema = current_schema()
     rules = active_rules()
+    raw = _local_times(raw)
     n = len(raw)
     result = validate_frame(raw, schema.fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
@@ -509,6 +534,8 @@ def _store_records(batch: IngestionBatch, r: dict[str, Any], start_row: int) -> 
         "completeness": r["scores"]["completeness"].to_numpy()[keep],
         "validity": r["scores"]["validity"].to_numpy()[keep],
         "consistency": r["scores"]["consistency"].to_numpy()[keep],
+        "collected_at": (pd.to_datetime(t["collected_at"], utc=True, errors="coerce", format="ISO8601")
+                         if "collected_at" in t else pd.Series(pd.NaT, index=t.index, dtype="datetime64[ns, UTC]")),
     }, index=t.index)
     copy_frame(SurveyRecord, rows, RECORD_COLUMNS, not_null_text=RECORD_TEXT_COLUMNS)
     first, last = start_row + 2, start_row + 1 + len(r["typed"])

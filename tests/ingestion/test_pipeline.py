@@ -147,3 +147,28 @@ def test_unknown_columns_are_ignored_and_recorded_in_the_mapping(tmp_path: Path)
     batch = ingest_file(path)
     assert batch.accepted == 10
     assert {"position": 75, "header": "enumerator_note", "field": None} in batch.header_mapping
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_a_files_collection_times_are_stored_and_local_times_read_as_kampala_time(tmp_path: Path, fmt: str) -> None:
+    """A device always sends an offset; a file may not (a spreadsheet's date cell): its times are
+    Uganda's (UTC+3), a date alone that day's midnight.  The records keep them (temporal features)."""
+    from datetime import datetime
+
+    data, _ = generate(5, seed=3, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    given = ["2026-03-05T10:00:00+03:00", "2026-03-05 10:00", "2026-03-05", "2026-03-05T07:30:00Z", ""]
+    if fmt == "csv":
+        frame["collected_at"] = given
+        frame.to_csv(path, index=False)
+    else:  # date cells, as Excel stores them (no time zone), and an empty cell
+        frame["collected_at"] = [datetime(2026, 3, 5, 10), datetime(2026, 3, 5, 10), datetime(2026, 3, 5),
+                                 datetime(2026, 3, 5, 10, 30), None]
+        path = tmp_path / "a.xlsx"
+        frame.to_excel(path, index=False)
+    batch = ingest_file(path)
+    assert (batch.accepted, batch.rejected) == (5, 0)
+    stored = dict(SurveyRecord.objects.filter(batch=batch).values_list("row_number", "collected_at"))
+    expected = ["2026-03-05T07:00:00Z", "2026-03-05T07:00:00Z", "2026-03-04T21:00:00Z", "2026-03-05T07:30:00Z", None]
+    assert [None if stored[r] is None else stored[r].isoformat().replace("+00:00", "Z") for r in range(2, 7)] == expected
