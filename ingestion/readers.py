@@ -11,6 +11,8 @@ import bisect
 import codecs
 import csv
 import itertools
+import mmap
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -130,6 +132,55 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
+_BLANK_LINE = re.compile(rb"\n(?=\r?\n)")  # the end of a line followed by an empty line
+_BLANK_SCAN_BLOCK = 64 << 20
+
+
+def _blank_lines_as_rows(path: Path, encoding: str, delimiter: str, width: int) -> Path | None:
+    """A copy of the CSV in which each empty line between rows holds empty cells instead, or None
+    when it has none (the usual case: two ``find`` calls over the file).
+
+    Arrow skips empty lines, which would shift every later row's number in the error report; a
+    spreadsheet shows them as rows.  Kept as rows of empty cells, they are reported (required
+    fields missing) at the row number a spreadsheet gives them.  An empty line inside a quoted value
+    (an even count of quotes before it means outside) and empty lines after the last row are left as
+    they are.  For encodings that write a newline as one byte (UTF-8, Latin-1)."""
+    if encoding not in ("utf-8", "utf-8-sig", "latin-1"):
+        return None
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        first_end = mm.find(b"\n")
+        crlf = first_end > 0 and mm[first_end - 1:first_end] == b"\r"
+        if mm.find(b"\r\n\r\n" if crlf else b"\n\n") < 0:  # one pass, in the file's own line endings
+            return None
+        tail_from = max(0, len(mm) - 65536)
+        end = tail_from + len(mm[tail_from:].rstrip())  # past the last row: empty lines there are no rows
+        cuts: list[int] = []
+        quotes = 0
+        for start in range(0, len(mm), _BLANK_SCAN_BLOCK):
+            block = mm[start:start + _BLANK_SCAN_BLOCK + 2]  # two bytes more: a pattern across the seam
+            body = np.frombuffer(block, dtype=np.uint8)[:_BLANK_SCAN_BLOCK]
+            marks = np.flatnonzero(body == 0x22)
+            for m in _BLANK_LINE.finditer(block):
+                at = m.start()
+                if at >= _BLANK_SCAN_BLOCK or start + at + 1 >= end:
+                    continue
+                if (quotes + int(np.searchsorted(marks, at))) % 2 == 0:
+                    cuts.append(start + at + 1)  # where the empty line starts
+            quotes += len(marks)
+        if not cuts:
+            return None
+        filler = (delimiter * (width - 1)).encode("ascii")
+        out = tempfile.NamedTemporaryFile(prefix="rtv-csv-", suffix=".csv", delete=False)  # noqa: SIM115 - the caller removes it
+        with out:
+            last = 0
+            for cut in cuts:
+                out.write(mm[last:cut])
+                out.write(filler)
+                last = cut
+            out.write(mm[last:])
+    return Path(out.name)
+
+
 def _csv_setup(path: Path) -> tuple[list[str], str, dict[str, object]]:
     with path.open("rb") as fh:
         head = fh.read(1 << 20)
@@ -168,12 +219,21 @@ def _to_frame(table: pa.Table | pa.RecordBatch, width: int) -> pd.DataFrame:
     return frame
 
 
+def _csv_source(path: Path, headers: list[str], encoding: str, options: dict[str, object]) -> Path:
+    delimiter = options["parse_options"].delimiter  # type: ignore[attr-defined]
+    return _blank_lines_as_rows(path, encoding, delimiter, len(headers)) or path
+
+
 def _read_csv(path: Path) -> RawTable:
     headers, encoding, options = _csv_setup(path)
+    source = _csv_source(path, headers, encoding, options)
     try:
-        table = pacsv.read_csv(path, **options)  # type: ignore[arg-type]
+        table = pacsv.read_csv(source, **options)  # type: ignore[arg-type]
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
+    finally:
+        if source != path:
+            source.unlink(missing_ok=True)
     return RawTable(headers=headers, frame=_to_frame(table, len(headers)), format="csv", encoding=encoding)
 
 
@@ -220,13 +280,14 @@ def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
 
 
 def _csv_tables(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[pa.Table]]:
-    headers, _, options = _csv_setup(path)
+    headers, encoding, options = _csv_setup(path)
 
     def stream() -> Iterator[pa.Table]:
         pending: list[pa.RecordBatch] = []
         size = 0
+        source = _csv_source(path, headers, encoding, options)
         try:
-            reader = pacsv.open_csv(path, **options)  # type: ignore[arg-type]
+            reader = pacsv.open_csv(source, **options)  # type: ignore[arg-type]
             for rb in reader:
                 pending.append(rb)
                 size += rb.num_rows
@@ -237,6 +298,9 @@ def _csv_tables(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[pa.Tab
                     pending, size = rest.to_batches(), rest.num_rows
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
+        finally:
+            if source != path:
+                source.unlink(missing_ok=True)
         if size:
             yield pa.Table.from_batches(pending)
 

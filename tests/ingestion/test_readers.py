@@ -3,7 +3,9 @@ that no chunk reads the original file again."""
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import json
 from pathlib import Path
 
@@ -15,9 +17,9 @@ import pytest
 from django.core.files.storage import default_storage
 
 from ingestion import readers
-from ingestion.models import IngestionBatch, IngestionChunk, SurveyRecord
+from ingestion.models import IngestionBatch, IngestionChunk, RowIssue, SurveyRecord
 from ingestion.readers import ReadError, iter_chunks, read_table
-from ingestion.services import batch_create, batch_plan, chunk_process
+from ingestion.services import batch_create, batch_plan, chunk_process, ingest_file
 from ingestion.synthetic.generator import generate, write
 
 
@@ -162,3 +164,31 @@ def test_a_file_read_whole_is_cut_into_balanced_chunks(rows: int, limit: int, si
     parts = list(_slices(table, limit))
     assert [p.num_rows for p in parts] == sizes
     assert [v for p in parts for v in p.column(0).to_pylist()] == list(range(rows))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_empty_lines_between_rows_keep_the_row_numbers_a_spreadsheet_shows(tmp_path: Path, newline: str) -> None:
+    """Arrow skips empty lines; a spreadsheet shows them as rows.  They are kept as rows (reported
+    as missing their required fields), so every later row keeps its number; an empty line inside a
+    quoted value stays part of the value, and empty lines after the last row are no rows."""
+    data, _ = generate(8, seed=3, bad_rate=0.0)
+    data.loc[5, "household_size"] = 0  # an error to find, on spreadsheet row 7 before the edit
+    path = write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    lines = [line + newline for line in path.read_text(encoding="utf-8").splitlines()]
+    village = lines[0].rstrip().split(",").index("Village")
+    cells = next(csv.reader([lines[2]]))
+    cells[village] = "Upper" + newline + newline + "Kabale"  # an empty line inside a quoted value
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator=newline).writerow(cells)
+    lines[2] = buf.getvalue()
+    # Row 4 and row 5 are empty lines: the data rows from there move down two rows.
+    edited = [*lines[:3], newline, newline, *lines[3:], newline, newline]
+    path.write_text("".join(edited), encoding="utf-8", newline="")
+    batch = ingest_file(path)
+    assert batch.row_count == 10 and (batch.accepted, batch.rejected) == (7, 3)
+    errors = set(RowIssue.objects.filter(batch=batch, severity="error").values_list("row_number", "field", "rule"))
+    assert (9, "household_size", "range") in errors  # row 7 before the two empty lines
+    assert {r for r, _, k in errors if k == "required"} == {4, 5}
+    assert SurveyRecord.objects.filter(batch=batch, row_number=3).get().village == "Upper" + newline + newline + "Kabale"
+    assert sorted(SurveyRecord.objects.filter(batch=batch).values_list("row_number", flat=True)) == [2, 3, 6, 7, 8, 10, 11]
