@@ -11,6 +11,7 @@ import bisect
 import codecs
 import csv
 import itertools
+import json
 import mmap
 import re
 import tempfile
@@ -279,32 +280,77 @@ def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
         yield table.slice(start, size)
 
 
+RAGGED_ROWS = b"rtv_ragged_rows"  # table metadata: JSON list of the rows (0-based in the table) not read
+
+
 def _csv_tables(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[pa.Table]]:
     headers, encoding, options = _csv_setup(path)
 
     def stream() -> Iterator[pa.Table]:
         pending: list[pa.RecordBatch] = []
-        size = 0
+        size = yielded = 0
         source = _csv_source(path, headers, encoding, options)
         try:
-            reader = pacsv.open_csv(source, **options)  # type: ignore[arg-type]
-            for rb in reader:
-                pending.append(rb)
-                size += rb.num_rows
-                while size >= chunk_rows:
-                    table = pa.Table.from_batches(pending)
-                    yield table.slice(0, chunk_rows)
-                    rest = table.slice(chunk_rows)
-                    pending, size = rest.to_batches(), rest.num_rows
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            try:
+                reader = pacsv.open_csv(source, **options)  # type: ignore[arg-type]
+                for rb in reader:
+                    pending.append(rb)
+                    size += rb.num_rows
+                    while size >= chunk_rows:
+                        table = pa.Table.from_batches(pending)
+                        yield table.slice(0, chunk_rows)
+                        yielded += chunk_rows
+                        rest = table.slice(chunk_rows)
+                        pending, size = rest.to_batches(), rest.num_rows
+                if size:
+                    yield pa.Table.from_batches(pending)
+            except pa.ArrowInvalid as exc:
+                if "columns, got" not in str(exc):
+                    raise
+                # A row whose cells do not line up with the header (a stray delimiter): the rest of
+                # the file is read by Python's csv module from the first row not yet handed out,
+                # each such row kept in its place as empty cells and named in the table's metadata.
+                yield from _csv_rows_in_place(source, encoding, options, len(headers), chunk_rows, skip=yielded)
+        except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:
             raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
         finally:
             if source != path:
                 source.unlink(missing_ok=True)
-        if size:
-            yield pa.Table.from_batches(pending)
 
     return headers, stream()
+
+
+def _csv_rows_in_place(path: Path, encoding: str, options: dict[str, object], width: int, chunk_rows: int,
+                       skip: int) -> Iterator[pa.Table]:
+    """The data rows after the first ``skip``, as Arrow text tables of ``chunk_rows``; a row with
+    more or fewer cells than the header becomes a row of empty cells, its place in the table
+    listed under ``RAGGED_ROWS`` (the chunk reports it, at its spreadsheet row)."""
+    delimiter = options["parse_options"].delimiter  # type: ignore[attr-defined]
+    names = [str(i) for i in range(width)]
+    empty = [""] * width
+    with path.open("r", encoding=encoding, newline="") as fh:
+        rows = csv.reader(fh, delimiter=delimiter)
+        next(rows, None)  # the header
+        for _ in range(skip):
+            next(rows, None)
+        block = list(itertools.islice(rows, chunk_rows))
+        while block:
+            following = list(itertools.islice(rows, chunk_rows))
+            if not following:  # empty lines after the last row are no rows
+                while block and not block[-1]:
+                    block.pop()
+                if not block:
+                    return
+            ragged = [i for i, row in enumerate(block) if len(row) != width and row]
+            for i in ragged:
+                block[i] = empty
+            block = [row if row else empty for row in block]  # an empty line: a row of empty cells
+            columns = list(zip(*block, strict=True))
+            table = pa.table([pa.array(c, type=pa.string()) for c in columns], names=names)
+            if ragged:
+                table = table.replace_schema_metadata({RAGGED_ROWS: json.dumps(ragged).encode()})
+            yield table
+            block = following
 
 
 def _cell_text(value: object) -> str:

@@ -59,7 +59,7 @@ from .models import (
     SurveyRecord,
     SurveyValues,
 )
-from .readers import ReadError, detect_format, iter_tables
+from .readers import RAGGED_ROWS, ReadError, detect_format, iter_tables
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ def _flag_file_wide(chunks: list[IngestionChunk], household_ids: list[pd.Series]
     if answer_hashes and rules.get("household_id", "near_duplicate"):
         both = pd.DataFrame({"v": pd.concat(villages, ignore_index=True),
                              "h": pd.concat(answer_hashes, ignore_index=True)})
-        masks["near_duplicate"] = both.duplicated(keep=False).to_numpy()
+        # Rows without a village (an empty line, a row not read) are rejected anyway: not duplicates.
+        masks["near_duplicate"] = (both.duplicated(keep=False) & both["v"].fillna("").ne("")).to_numpy()
     for kind, mask in masks.items():
         positions = np.flatnonzero(mask)
         for chunk in chunks:
@@ -236,8 +237,12 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
                     answer_hashes.append(pd.Series(pd.util.hash_pandas_object(answers, index=False).to_numpy()))
                 key = default_storage.save(area_path("temp", f"{batch.pk}/chunk-{index:05d}.parquet"),
                                            ContentFile(_chunk_bytes(mapped)))
-                chunks.append(IngestionChunk(batch=batch, index=index, start_row=start, row_count=table.num_rows,
-                                             file_key=key))
+                chunk = IngestionChunk(batch=batch, index=index, start_row=start, row_count=table.num_rows,
+                                       file_key=key)
+                ragged = (table.schema.metadata or {}).get(RAGGED_ROWS)
+                if ragged:  # rows the reader could not line up with the header: reported by the chunk
+                    chunk.flag_rows["ragged_row"] = json.loads(ragged)
+                chunks.append(chunk)
                 start += table.num_rows
     except ReadError as exc:
         _fail(batch_id, exc.code, str(exc))
@@ -382,6 +387,8 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
 
     flagged = np.zeros(n, dtype=bool)  # a likely duplicate goes to a reviewer, whatever its score
     for kind, rows in flag_rows.items():
+        if kind == "ragged_row":  # rejected below, whatever the rules say
+            continue
         rule = rules.get("household_id", kind)
         if rule is None or "household_id" not in typed:
             continue
@@ -417,6 +424,15 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
             error_rows[idx] = True
             found(idx, name, "invalid_characters", "error",
                   f"{name} contains a NUL character (\\u0000), which cannot be stored", values=raw[name])
+    ragged = np.asarray(flag_rows.get("ragged_row", []), dtype=np.int64)
+    if ragged.size:  # cells that do not line up with the header were not read: the row's one finding
+        error_rows[ragged] = True
+        issues = issues[~issues["row"].isin(ragged)]
+        extra = [e[~e["row"].isin(ragged)] for e in extra]
+        extra.append(pd.DataFrame({
+            "row": ragged, "field": "", "rule": "ragged_row", "severity": "error", "value": "",
+            "message": "this row's cells do not line up with the header (a delimiter too many or too few, "
+                       "perhaps unquoted in a value): the row was not read"}))
     if extra:
         issues = pd.concat([issues, *extra], ignore_index=True)
     warn_rows = issues.loc[issues["severity"] == "warning", "row"].to_numpy(dtype=np.int64)

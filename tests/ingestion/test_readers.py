@@ -192,3 +192,28 @@ def test_empty_lines_between_rows_keep_the_row_numbers_a_spreadsheet_shows(tmp_p
     assert {r for r, _, k in errors if k == "required"} == {4, 5}
     assert SurveyRecord.objects.filter(batch=batch, row_number=3).get().village == "Upper" + newline + newline + "Kabale"
     assert sorted(SurveyRecord.objects.filter(batch=batch).values_list("row_number", flat=True)) == [2, 3, 6, 7, 8, 10, 11]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("rows", "bad"), [(60, 30), (20_000, 17_000)])  # the second past Arrow's first 8 MB block
+def test_a_row_that_does_not_line_up_with_the_header_is_rejected_alone_in_its_place(
+        tmp_path: Path, settings, rows: int, bad: int) -> None:  # type: ignore[no-untyped-def]
+    """A stray unquoted delimiter (domain.md's 'stray comma' in an id, unquoted) refuses that row,
+    reported at its spreadsheet row; every other row is stored under its own number."""
+    settings.RTV_CHUNK_ROWS = 25 if rows < 100 else 5_000
+    data, _ = generate(rows, seed=4, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    at = bad - 1  # spreadsheet row `bad` is line bad - 1 (0-based, the header is line 0)
+    cells = lines[at].split(",")
+    cells[3] = cells[3][:6] + "," + cells[3][6:]  # HouseHoldID with a comma, unquoted
+    lines[at] = ",".join(cells)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    batch = ingest_file(path)
+    assert batch.status == "succeeded", batch.error
+    assert (batch.row_count, batch.accepted, batch.rejected) == (rows, rows - 1, 1)
+    issues = list(RowIssue.objects.filter(batch=batch, severity="error").values_list("row_number", "rule"))
+    assert issues == [(bad, "ragged_row")]
+    stored = dict(SurveyRecord.objects.filter(batch=batch, row_number__in=[bad - 1, bad + 1])
+                  .values_list("row_number", "household__household_id"))
+    assert stored == {bad - 1: lines[bad - 2].split(",")[3], bad + 1: lines[bad].split(",")[3]}
