@@ -34,6 +34,17 @@ def income_per_day_values(typed: pd.DataFrame | Mapping[str, Any]) -> np.ndarray
     return np.asarray(reported, dtype="float64")
 
 
+def overflowing_income(typed: pd.DataFrame | Mapping[str, Any]) -> list[tuple[int, str]]:
+    """Rows whose income components are numbers that add up past what a float holds (the per-day
+    measure would be infinite, which no answer can carry): (row, its largest component's name)."""
+    if not all(c in typed for c in contract.TARGET_COMPONENTS):
+        return []
+    block = np.vstack([np.asarray(typed[c], dtype="float64") for c in contract.TARGET_COMPONENTS])
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = block.sum(axis=0)
+    return [(int(r), contract.TARGET_COMPONENTS[int(np.nanargmax(block[:, r]))]) for r in np.flatnonzero(np.isinf(total))]
+
+
 def progress_status(per_day: pd.Series) -> pd.Series:
     """Status band per row ('' where the measure is unknown)."""
     return pd.Series(progress_status_values(per_day.to_numpy(dtype="float64")), index=per_day.index, dtype=object)

@@ -36,7 +36,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
-from features.labels import income_per_day, is_vulnerable, progress_status
+from features.labels import income_per_day, is_vulnerable, overflowing_income, progress_status
 from quality.duplicates import answers_hashes, stored_matches
 from quality.engine import validate_frame
 from quality.rules import NEAR_DUPLICATE_IGNORE, active_rules
@@ -424,6 +424,11 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
             error_rows[idx] = True
             found(idx, name, "invalid_characters", "error",
                   f"{name} contains a NUL character (\\u0000), which cannot be stored", values=raw[name])
+    overflow = overflowing_income(typed)  # each a number, their sum past a float: no label can say it
+    for name in sorted({name for _, name in overflow}):
+        idx = np.array([row for row, largest in overflow if largest == name], dtype=np.int64)
+        error_rows[idx] = True
+        found(idx, name, "out_of_range", "error", "the income components add up to more than a number can hold")
     ragged = np.asarray(flag_rows.get("ragged_row", []), dtype=np.int64)
     if ragged.size:  # cells that do not line up with the header were not read: the row's one finding
         error_rows[ragged] = True

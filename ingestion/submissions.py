@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from features.labels import income_per_day_values, is_vulnerable_values, progress_status_values
+from features.labels import income_per_day_values, is_vulnerable_values, overflowing_income, progress_status_values
 from quality.duplicates import record_answers_hashes, stored_matches, stored_value, within
 from quality.engine import ValidationResult, validate_frame
 from quality.reference import stored_reference
@@ -99,19 +101,23 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResu
     completeness, validity, consistency), findings; also each item's refusals the rules do not make:
     unknown data keys, and text longer than its column holds."""
     known = set(SURVEY_NAMES)
-    refused = [[{"field": f"data.{k}", "code": "unknown_field", "message": f"{k} is not a field of the survey"}
+    refused = [[{"field": f"data.{_shown(k)}", "code": "unknown_field",
+                 "message": f"{_shown(k)} is not a field of the survey"}
                 for k in sorted(set(e.data) - known)] for e in envelopes]
-    raw: dict[str, list[object]] = {k: [_text(e.data.get(k)) for e in envelopes] for k in SURVEY_NAMES}
+    raw: dict[str, list[object]] = {k: [] for k in SURVEY_NAMES}
+    for i, e in enumerate(envelopes):
+        for k in SURVEY_NAMES:
+            value = e.data.get(k)
+            wrong = _unstorable(k, value)
+            if wrong:
+                refused[i].append({"field": f"data.{k}", "code": wrong[0], "message": f"{k} {wrong[1]}"})
+                value = None  # the item is refused; its other fields are still checked
+            raw[k].append(_text(value))
     for name, limit in STORED_TEXT_LIMITS.items():
         for i, text in enumerate(raw[name]):
             if len(str(text).strip()) > limit:
                 refused[i].append({"field": f"data.{name}", "code": "too_long",
                                    "message": f"{name} is longer than {limit} characters"})
-    for name, texts in raw.items():  # PostgreSQL stores no NUL character in text: refused by name
-        for i, text in enumerate(texts):
-            if isinstance(text, str) and "\x00" in text:
-                refused[i].append({"field": f"data.{name}", "code": "invalid_characters",
-                                   "message": f"{name} contains a NUL character (\\u0000), which cannot be stored"})
     # The envelope's metadata is checked by the same rules (GPS inside Uganda, not in the future).
     raw["collected_at"] = [e.collected_at.isoformat() if e.collected_at else "" for e in envelopes]
     raw["gps_lat"] = [_text((e.location or {}).get("lat")) for e in envelopes]
@@ -121,7 +127,43 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResu
     # A device's values are outliers against their district's stored records, not against each other.
     result = validate_frame(raw, fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
                             tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL, reference=stored_reference(rules))
+    for i, name in overflowing_income(result.typed_columns()):
+        refused[i].append({"field": f"data.{name}", "code": "out_of_range",
+                           "message": "the income components add up to more than a number can hold"})
     return result, refused
+
+
+MULTISELECT_FIELDS = frozenset(f.name for f in contract.SURVEY_FIELDS if f.type == "multiselect")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(text: str) -> str:
+    """Text safe to echo in an answer (a lone surrogate cannot be encoded as UTF-8)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unstorable(name: str, value: Any) -> tuple[str, str] | None:
+    """(code, message) when a data value cannot be stored or answered as JSON text: an object, a list
+    outside a multi-select answer, a number too large for a float (1e400 arrives as infinity), text
+    holding NUL (PostgreSQL refuses it) or a lone surrogate (not UTF-8)."""
+    if isinstance(value, dict):
+        return "invalid_type", "must be a single value, not an object"
+    if isinstance(value, list):
+        if name not in MULTISELECT_FIELDS:
+            return "invalid_type", "must be a single value, not a list"
+        for v in value:
+            wrong = _unstorable("", v)
+            if wrong or isinstance(v, list):
+                return wrong or ("invalid_type", "must be a list of codes")
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "invalid_number", "is too large for a number"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "invalid_characters", "contains a NUL character (\\u0000), which cannot be stored"
+        if _SURROGATE.search(value):
+            return "invalid_characters", "contains a lone surrogate, which is not text (UTF-8)"
+    return None
 
 
 def _item_errors(issues: list[dict[str, Any]], refused: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ingestion.models import STORED_TEXT_LIMITS
 from ingestion.api.submissions import record_body
 from ingestion.selectors import records_visible_to
 from ingestion.submissions import Envelope, payloads_check
@@ -141,7 +142,11 @@ class PredictView(APIView):
         body = PredictIn(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        envelope = Envelope(submission_id=uuid.uuid4(), data=v["data"], collected_at=v.get("collected_at"))
+        data = v["data"]
+        top = (v.get("household_id") or "").strip()
+        if top and data.get("household_id") in (None, ""):  # the household named once, at the top
+            data = {**data, "household_id": top}
+        envelope = Envelope(submission_id=uuid.uuid4(), data=data, collected_at=v.get("collected_at"))
         typed, errors = payloads_check([envelope])
         if errors[0]:
             raise ApiError("invalid_payload", "The payload has invalid fields; nothing was scored.",
@@ -151,7 +156,6 @@ class PredictView(APIView):
         # to answer for when given (data.household_id otherwise); naming two households is refused.
         given = typed["household_id"].iloc[0] if "household_id" in typed else None
         in_data = "" if given is None or pd.isna(given) else str(given).strip()
-        top = (v.get("household_id") or "").strip()
         if top and in_data and top != in_data:
             raise ApiError("invalid_payload", "household_id and data.household_id name different households; "
                            "nothing was scored.", status_code=400,
@@ -167,7 +171,7 @@ class PredictView(APIView):
                                                  np.array([history[0][0] if history else -1]), history=history)
         try:
             [answer] = serving.predictions_make(frame, household_ids=[household_id], store=v["store"],
-                                                user=request.user, payloads=[v["data"]] if v["store"] else None)
+                                                user=request.user, payloads=[data] if v["store"] else None)
         except serving.NoChampion as exc:
             raise _no_champion(exc) from exc
         answer["stored"] = v["store"]
@@ -181,6 +185,8 @@ class HouseholdView(APIView):
 
     @extend_schema(responses={200: dict, 404: dict})
     def get(self, request: Request, household_id: str) -> Response:
+        if "\x00" in household_id or len(household_id) > STORED_TEXT_LIMITS["household_id"]:
+            raise ApiError("not_found", "No such household.", status_code=404)  # no stored id is like it
         record = (records_visible_to(request.user).filter(household__household_id=household_id,
                                                           superseded_by__isnull=True)
                   .select_related("household", "batch").order_by("-received_at", "-pk").first())

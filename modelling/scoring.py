@@ -274,6 +274,7 @@ class HouseholdModel(ClassifierMixin, BaseEstimator):
         margin = np.abs(p - self.threshold)
         in_set = proba >= 1 - self.conformal_q
         in_set[np.arange(len(p)), proba.argmax(axis=1)] = True  # never an empty set
+        in_set[np.arange(len(p)), masked.argmax(axis=1)] = True  # and never without the status answered
         out = Scores(p_vulnerable=p, statuses=statuses, status_proba=proba, predicted_status=predicted,
                      predicted_vulnerable=flagged, margin=margin, borderline=margin < self.borderline_margin,
                      in_set=in_set, sources=list(self.sources_), frame=X, features=features)

@@ -237,6 +237,7 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         q = conformal_quantile(status_oof, true_index, alpha)
         in_set = status_oof >= 1 - q
         in_set[np.arange(len(y)), status_oof.argmax(axis=1)] = True
+        in_set[np.arange(len(y)), chosen] = True  # as served: the status answered is always in the set
         best_metrics["conformal"] = {"alpha": alpha, "q": q,
                                      "coverage_oof": float(in_set[np.arange(len(y)), true_index].mean()),
                                      "mean_set_size": float(in_set.sum(axis=1).mean())}

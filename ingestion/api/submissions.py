@@ -190,6 +190,14 @@ class _Item(serializers.Field):
         return value
 
 
+def _answerable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class BatchIn(serializers.Serializer):
     items = serializers.ListField(child=_Item(), max_length=500, allow_empty=False)
 
@@ -212,8 +220,10 @@ class SubmissionBatchView(APIView):
                 envelopes.append(_envelope(envelope_check(item), None))
                 positions.append(i)
             except serializers.ValidationError as exc:
+                sid = item.get("submission_id") if isinstance(item, dict) else None
                 results[i] = {"index": i, "result": "invalid", "status": 400,
-                              "submission_id": item.get("submission_id") if isinstance(item, dict) else None,
+                              # echoed only as text that can be answered (not 1e400, not a lone surrogate)
+                              "submission_id": sid if isinstance(sid, str) and _answerable(sid) else None,
                               "code": "invalid_submission", "errors": _flatten(exc.detail)}
         outcomes = submissions_receive(user=request.user, envelopes=envelopes,
                                        user_agent=request.headers.get("User-Agent", ""))

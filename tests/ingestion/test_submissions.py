@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -222,6 +223,62 @@ def test_a_nul_character_refuses_its_item_only(officer) -> None:  # type: ignore
     assert [r["result"] for r in results] == ["created", "invalid", "created"]
     assert [(e["field"], e["code"]) for e in results[1]["errors"]] == [("data.cluster", "invalid_characters")]
     assert SurveyRecord.objects.count() == 2
+
+
+def _raw_post(client, path: str, payload: dict[str, Any], **literals: str):  # type: ignore[no-untyped-def]
+    """POST JSON text in which ``"@name@"`` placeholders become literal JSON (1e400, "\\ud800")."""
+    text = json.dumps(payload)
+    for name, literal in literals.items():
+        text = text.replace(f'"@{name}@"', literal)
+    return client.post(path, data=text.encode(), content_type="application/json")
+
+
+@pytest.mark.parametrize(("field", "literal", "code"), [
+    ("village", "1e400", "invalid_number"),  # parsed as infinity: no JSON answer or JSONB can hold it
+    ("village", '"Buki\\ud800"', "invalid_characters"),  # a lone surrogate is not UTF-8
+    ("village", '{"name": "Bukiriro"}', "invalid_type"),
+    ("household_size", "[5]", "invalid_type"),
+])
+def test_values_no_answer_could_carry_are_refused_by_name(officer, field: str, literal: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    payload = body()
+    payload["data"][field] = f"@{field}@"
+    resp = _raw_post(officer, "/api/v1/submissions/", payload, **{field: literal})
+    assert resp.status_code == 400, resp.content
+    assert {"field": f"data.{field}", "code": code} in [{"field": e["field"], "code": e["code"]} for e in resp.json()["errors"]]
+    batch = {"items": [body(0), payload, body(2)]}
+    resp = _raw_post(officer, "/api/v1/submissions/batch/", batch, **{field: literal})
+    assert resp.status_code == 200
+    assert [r["result"] for r in resp.json()["results"]] == ["created", "invalid", "created"]
+    assert SurveyRecord.objects.count() == 2
+
+
+def test_a_key_that_is_not_text_is_refused_without_echoing_it(officer) -> None:  # type: ignore[no-untyped-def]
+    text = json.dumps(body()).replace('"data": {', '"data": {"\\ud800x": 1, ', 1)
+    resp = officer.post("/api/v1/submissions/", data=text.encode(), content_type="application/json")
+    assert resp.status_code == 400 and resp.json()["errors"][0]["code"] == "unknown_field"
+
+
+def test_income_components_whose_sum_overflows_are_refused(officer) -> None:  # type: ignore[no-untyped-def]
+    from rtv import contract
+
+    payload = body()
+    for name in contract.TARGET_COMPONENTS[:2]:
+        payload["data"][name] = 1e308
+    for result, _ in [*contract.SUM_IDENTITIES, *contract.PER_DAY_IDENTITIES]:  # the totals a device may omit
+        payload["data"][result] = None
+    resp = officer.post("/api/v1/submissions/", payload, format="json")
+    assert resp.status_code == 400, resp.content
+    codes = {(e["field"], e["code"]) for e in resp.json()["errors"]}
+    assert (f"data.{contract.TARGET_COMPONENTS[0]}", "out_of_range") in codes
+    assert SurveyRecord.objects.count() == 0
+
+
+def test_an_invalid_batch_item_echoes_only_an_id_it_can_answer(officer) -> None:  # type: ignore[no-untyped-def]
+    bad = {"submission_id": "@sid@", "data": {}}
+    resp = _raw_post(officer, "/api/v1/submissions/batch/", {"items": [bad, body(1)]}, sid="1e400")
+    assert resp.status_code == 200
+    first, second = resp.json()["results"]
+    assert (first["result"], first["submission_id"], second["result"]) == ("invalid", None, "created")
 
 
 @pytest.mark.parametrize(("payload", "field"), [

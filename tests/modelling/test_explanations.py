@@ -125,6 +125,12 @@ def test_status_probabilities_agree_with_the_vulnerable_probability(survey) -> N
                                                                         scores.predicted_vulnerable, strict=True))
     assert np.array_equal(scores.borderline, np.abs(scores.p_vulnerable - 0.5) < 0.1)
     assert scores.in_set.any(axis=1).all()  # never an empty prediction set
+    # However narrow the sets (a small conformal quantile), the status answered is in its set.
+    model.conformal_q = 0.05
+    narrow = model.score(survey[0].head(300))
+    answered = np.array([narrow.statuses.index(s) for s in narrow.predicted_status])
+    assert (answered != narrow.status_proba.argmax(axis=1)).any()  # the case that matters occurs here
+    assert narrow.in_set[np.arange(len(answered)), answered].all()
 
 
 def test_combined_statuses_split_the_vulnerable_mass_by_the_twins_odds() -> None:

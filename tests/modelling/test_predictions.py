@@ -333,6 +333,21 @@ def test_a_payload_naming_two_households_is_refused_and_nothing_is_scored(api, c
     assert list(Prediction.objects.values_list("household_id", flat=True)) == ["HH-ONE"]
 
 
+def test_the_household_may_be_named_once_at_the_top(api, champion) -> None:  # type: ignore[no-untyped-def]
+    data = household(3)
+    data.pop("household_id")
+    resp = api("reviewer").post("/api/v1/predictions/", {"household_id": "HH-TOP", "data": data, "store": True},
+                                format="json")
+    assert resp.status_code == 200, resp.json()
+    assert Prediction.objects.get().household_id == "HH-TOP"
+
+
+@pytest.mark.parametrize("path", ["HH%00X", "H" * 65])
+def test_a_household_id_no_record_can_have_is_a_404(api, path: str) -> None:  # type: ignore[no-untyped-def]
+    resp = api("reviewer").get(f"/api/v1/households/{path}/")
+    assert resp.status_code == 404 and resp.json()["code"] == "not_found"
+
+
 def test_shadow_mode_scores_both_and_answers_with_the_champion(api, challenger) -> None:  # type: ignore[no-untyped-def]
     exp = experiment_start(name="shadow-1", challenger=challenger, traffic_share=1.0, shadow=True)
     out = api("reviewer").post("/api/v1/predictions/",
