@@ -167,8 +167,11 @@ def _unstorable(name: str, value: Any) -> tuple[str, str] | None:
 
 
 def _item_errors(issues: list[dict[str, Any]], refused: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules' errors and the refusals; a refused value was validated as missing, so the rules'
+    findings on that field (required, say) are left out: the refusal says what is wrong."""
+    taken = {r["field"] for r in refused}
     errors = [{"field": f"data.{r['field']}", "code": r["rule"], "message": r["message"]}
-              for r in issues if r["severity"] == "error"]
+              for r in issues if r["severity"] == "error" and f"data.{r['field']}" not in taken]
     return errors + refused
 
 

@@ -17,8 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ingestion.models import STORED_TEXT_LIMITS
 from ingestion.api.submissions import record_body
+from ingestion.models import STORED_TEXT_LIMITS
 from ingestion.selectors import records_visible_to
 from ingestion.submissions import Envelope, payloads_check
 from rtv.errors import ApiError
