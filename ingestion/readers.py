@@ -139,7 +139,7 @@ _BLANK_SCAN_BLOCK = 64 << 20
 
 def _blank_lines_as_rows(path: Path, encoding: str, delimiter: str, width: int) -> Path | None:
     """A copy of the CSV in which each empty line between rows holds empty cells instead, or None
-    when it has none (the usual case: two ``find`` calls over the file).
+    when it has none (the usual case: one ``find`` over the file).
 
     Arrow skips empty lines, which would shift every later row's number in the error report; a
     spreadsheet shows them as rows.  Kept as rows of empty cells, they are reported (required
