@@ -47,6 +47,7 @@ from .models import (
     SurveyRecord,
     SurveyValues,
 )
+from .selectors import records_visible_to
 
 SURVEY_NAMES = [f.name for f in contract.SURVEY_FIELDS]
 COPY_FROM_ROWS = 20
@@ -277,7 +278,10 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
             existing = {r.submission_id: r for r in
                         SurveyRecord.objects.filter(submission_id__in=ids).select_related("household")} if ids else {}
         prior_ids = [envelopes[i].supersedes for i in candidates if envelopes[i].supersedes is not None]
-        priors = {r.submission_id: r for r in SurveyRecord.objects.filter(submission_id__in=prior_ids)} if prior_ids else {}
+        # Only a record the sender may see can be corrected: a field officer corrects their own (another
+        # officer's is "not stored" to them, as it is on GET: its id and diff stay theirs).
+        priors = ({r.submission_id: r for r in records_visible_to(user).filter(submission_id__in=prior_ids)}
+                  if prior_ids else {})
         taken = set(SurveyRecord.objects.filter(supersedes__in=list(priors.values()))
                     .values_list("supersedes_id", flat=True)) if priors else set()
         # A correction may supersede an item of this same request (a device back online sends an original

@@ -101,6 +101,22 @@ def test_a_correction_that_supersedes_makes_a_new_version_and_keeps_the_old(offi
     assert again.status_code == 409 and again.json()["code"] == "already_superseded"
 
 
+def test_an_officer_corrects_only_their_own_submissions(officer, api) -> None:  # type: ignore[no-untyped-def]
+    """Another officer's submission is 'not stored' to them, as on GET: its versions and diffs stay
+    with those who may see it.  A data manager (who sees every record) may correct it."""
+    first = body()
+    officer.post("/api/v1/submissions/", first, format="json")
+    other = api("field_officer")
+    fix = body(sid=str(uuid.uuid4()), supersedes=first["submission_id"])
+    resp = other.post("/api/v1/submissions/", fix, format="json")
+    assert resp.status_code == 409 and resp.json()["code"] == "supersedes_not_found"
+    assert other.get(f"/api/v1/submissions/{first['submission_id']}/").status_code == 404
+    assert SurveyRecord.objects.count() == 1
+    manager_fix = body(sid=str(uuid.uuid4()), supersedes=first["submission_id"])
+    resp = api("data_manager").post("/api/v1/submissions/", manager_fix, format="json")
+    assert resp.status_code == 201 and resp.json()["version"] == 2
+
+
 def test_a_resent_correction_is_a_replay_and_its_altered_twin_a_conflict(officer) -> None:  # type: ignore[no-untyped-def]
     """A device that resends a correction after a timeout gets the stored version back, not a refusal;
     the same id with other content is a conflict naming it, as for any submission."""
