@@ -135,6 +135,10 @@ def _validate(envelopes: list[Envelope], schema: Schema) -> tuple[ValidationResu
 
 
 MULTISELECT_FIELDS = frozenset(f.name for f in contract.SURVEY_FIELDS if f.type == "multiselect")
+# Yes/no questions (codes 0 and 1 only): JSON true and false are their answers.  Anywhere else a
+# boolean would pass as 1 or 0 (a household of `true` is 1 person; `true` for hhh_sex is "male").
+YES_NO_FIELDS = frozenset(f.name for f in contract.SURVEY_FIELDS if f.type == "boolean"
+                          or (f.type == "code" and f.allowed is not None and set(f.allowed) == {0, 1}))
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -144,9 +148,12 @@ def _shown(text: str) -> str:
 
 
 def _unstorable(name: str, value: Any) -> tuple[str, str] | None:
-    """(code, message) when a data value cannot be stored or answered as JSON text: an object, a list
-    outside a multi-select answer, a number too large for a float (1e400 arrives as infinity), text
-    holding NUL (PostgreSQL refuses it) or a lone surrogate (not UTF-8)."""
+    """(code, message) when a data value cannot be stored or answered as JSON text, or would be read
+    as something it does not say: an object, a list outside a multi-select answer, true/false outside
+    a yes/no question, a number too large for a float (1e400 arrives as infinity), text holding NUL
+    (PostgreSQL refuses it) or a lone surrogate (not UTF-8)."""
+    if isinstance(value, bool):
+        return None if name in YES_NO_FIELDS else ("invalid_type", "must be a number or text, not true or false")
     if isinstance(value, dict):
         return "invalid_type", "must be a single value, not an object"
     if isinstance(value, list):

@@ -254,6 +254,8 @@ def _raw_post(client, path: str, payload: dict[str, Any], **literals: str):  # t
     ("village", '"Buki\\ud800"', "invalid_characters"),  # a lone surrogate is not UTF-8
     ("village", '{"name": "Bukiriro"}', "invalid_type"),
     ("household_size", "[5]", "invalid_type"),
+    ("household_size", "true", "invalid_type"),  # not 1 person
+    ("hhh_sex", "true", "invalid_type"),  # codes 1 and 2: true is no answer
 ])
 def test_values_no_answer_could_carry_are_refused_by_name(officer, field: str, literal: str, code: str) -> None:  # type: ignore[no-untyped-def]
     payload = body()
@@ -266,6 +268,15 @@ def test_values_no_answer_could_carry_are_refused_by_name(officer, field: str, l
     assert resp.status_code == 200
     assert [r["result"] for r in resp.json()["results"]] == ["created", "invalid", "created"]
     assert SurveyRecord.objects.count() == 2
+
+
+def test_true_and_false_answer_yes_no_questions(officer) -> None:  # type: ignore[no-untyped-def]
+    payload = body()
+    payload["data"]["latrine_constructed"], payload["data"]["work_casual"] = True, False
+    resp = officer.post("/api/v1/submissions/", payload, format="json")
+    assert resp.status_code == 201, resp.json()
+    values = SurveyRecord.objects.get().data
+    assert (values["latrine_constructed"], values["work_casual"]) == (1, 0)
 
 
 def test_a_key_that_is_not_text_is_refused_without_echoing_it(officer) -> None:  # type: ignore[no-untyped-def]
