@@ -172,3 +172,19 @@ def test_a_files_collection_times_are_stored_and_local_times_read_as_kampala_tim
     stored = dict(SurveyRecord.objects.filter(batch=batch).values_list("row_number", "collected_at"))
     expected = ["2026-03-05T07:00:00Z", "2026-03-05T07:00:00Z", "2026-03-04T21:00:00Z", "2026-03-05T07:30:00Z", None]
     assert [None if stored[r] is None else stored[r].isoformat().replace("+00:00", "Z") for r in range(2, 7)] == expected
+
+
+def test_a_files_gps_points_are_stored_encrypted_as_a_devices_are(tmp_path: Path) -> None:
+    data, _ = generate(3, seed=3, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame["gps_lat"], frame["gps_lon"] = ["-0.91", "", "-1.02"], ["29.8", "", "29.95"]
+    frame["gps_accuracy_m"] = ["6", "", ""]
+    frame.to_csv(path, index=False)
+    batch = ingest_file(path)
+    assert batch.accepted == 3
+    points = dict(SurveyRecord.objects.filter(batch=batch).values_list("row_number", "gps"))
+    assert points == {2: {"lat": -0.91, "lon": 29.8, "accuracy_m": 6.0}, 3: None, 4: {"lat": -1.02, "lon": 29.95}}
+    with connection.cursor() as cursor:  # encrypted at rest: the column holds no coordinate
+        cursor.execute("SELECT gps FROM ingestion_surveyrecord WHERE gps IS NOT NULL")
+        assert all("29.8" not in row[0] and "-0.91" not in row[0] for row in cursor.fetchall())
