@@ -51,13 +51,23 @@ class AnswersField(serializers.DictField):
         return data
 
 
+class TextUUIDField(serializers.UUIDField):
+    """A UUID written as text: DRF's own also takes a JSON number (7 would be the UUID ...0007),
+    which is a device's bug to report, not an identity to invent."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class SubmissionIn(serializers.Serializer):
-    submission_id = serializers.UUIDField(required=False)
+    submission_id = TextUUIDField(required=False)
     form_version = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     collected_at = AwareDateTimeField(required=False, allow_null=True, default=None)
     device_id = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
     location = LocationIn(required=False, allow_null=True, default=None)
-    supersedes = serializers.UUIDField(required=False, allow_null=True, default=None)
+    supersedes = TextUUIDField(required=False, allow_null=True, default=None)
     data = AnswersField()
 
 

@@ -310,6 +310,8 @@ def test_an_invalid_batch_item_echoes_only_an_id_it_can_answer(officer) -> None:
 
 @pytest.mark.parametrize(("payload", "field"), [
     ({"data": {}, "submission_id": "not-a-uuid"}, "submission_id"),
+    ({"data": {}, "submission_id": 7}, "submission_id"),  # not UUID 00000000-...-0007
+    ({"data": {}, "submission_id": str(uuid.uuid4()), "supersedes": 7}, "supersedes"),
     ({"submission_id": str(uuid.uuid4())}, "data"),
     ({"submission_id": str(uuid.uuid4()), "data": {}, "location": {"lat": 123, "lon": 0}}, "location.lat"),
     ({"submission_id": str(uuid.uuid4()), "data": {}, "collected_at": "2026-11-20T10:15:00"}, "collected_at"),
