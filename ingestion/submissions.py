@@ -142,6 +142,11 @@ YES_NO_FIELDS = frozenset(f.name for f in contract.SURVEY_FIELDS if f.type == "b
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def answerable(text: str) -> bool:
+    """Whether text can go into an answer as it is (a lone surrogate cannot be encoded as UTF-8)."""
+    return _SURROGATE.search(text) is None
+
+
 def _shown(text: str) -> str:
     """Text safe to echo in an answer (a lone surrogate cannot be encoded as UTF-8)."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -169,7 +174,7 @@ def _unstorable(name: str, value: Any) -> tuple[str, str] | None:
     if isinstance(value, str):
         if "\x00" in value:
             return "invalid_characters", "contains a NUL character (\\u0000), which cannot be stored"
-        if _SURROGATE.search(value):
+        if not answerable(value):
             return "invalid_characters", "contains a lone surrogate, which is not text (UTF-8)"
     return None
 

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from ingestion.models import RowIssue, SurveyRecord
 from ingestion.selectors import access_submission
-from ingestion.submissions import Envelope, Outcome, field_diff, submissions_receive, version_chain
+from ingestion.submissions import Envelope, Outcome, answerable, field_diff, submissions_receive, version_chain
 from modelling import serving
 from modelling.models import Prediction
 from rtv.errors import ApiError, _flatten
@@ -200,14 +200,6 @@ class _Item(serializers.Field):
         return value
 
 
-def _answerable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class BatchIn(serializers.Serializer):
     items = serializers.ListField(child=_Item(), max_length=500, allow_empty=False)
 
@@ -233,7 +225,7 @@ class SubmissionBatchView(APIView):
                 sid = item.get("submission_id") if isinstance(item, dict) else None
                 results[i] = {"index": i, "result": "invalid", "status": 400,
                               # echoed only as text that can be answered (not 1e400, not a lone surrogate)
-                              "submission_id": sid if isinstance(sid, str) and _answerable(sid) else None,
+                              "submission_id": sid if isinstance(sid, str) and answerable(sid) else None,
                               "code": "invalid_submission", "errors": _flatten(exc.detail)}
         outcomes = submissions_receive(user=request.user, envelopes=envelopes,
                                        user_agent=request.headers.get("User-Agent", ""))
