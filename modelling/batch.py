@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import storages
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -34,7 +34,12 @@ EXPORT_COLUMNS = ["record_id", "household_id", "model_version_id", "variant", "b
 
 
 def stale_records(*, everything: bool = False, record_ids: list[int] | None = None) -> Any:
-    """Current records whose answering model has not scored them yet (one query to list)."""
+    """Current records whose latest answer is not their answering model's (one query to list).
+
+    A record's answer is its newest prediction that is not a shadow's (what the household view
+    shows).  It is current only when the model that answers the record now gave it: after a
+    rollback, or once an experiment ends or ramps, a household still showing the old model's
+    answer is stale, even though the answering model may have scored it before."""
     qs = SurveyRecord.objects.filter(superseded_by__isnull=True)
     if record_ids is not None:
         qs = qs.filter(pk__in=record_ids)
@@ -46,24 +51,22 @@ def stale_records(*, everything: bool = False, record_ids: list[int] | None = No
     if champ is None:
         raise serving.NoChampion("no model has been promoted to champion yet")
     answering = [champ.pk] + ([exp.challenger_id] if exp is not None and not exp.shadow else [])
-    current = Prediction.objects.filter(record=OuterRef("pk"), model_version_id__in=answering).exclude(
-        variant=Prediction.Variant.SHADOW)
+    latest = (Prediction.objects.filter(record=OuterRef("pk")).exclude(variant=Prediction.Variant.SHADOW)
+              .order_by("-created_at", "-pk").values("model_version_id")[:1])
+    qs = qs.annotate(answered_by=Subquery(latest))
+    unanswered = Q(answered_by__isnull=True) | ~Q(answered_by__in=answering)
     if exp is None or exp.shadow:
-        return qs.filter(~Exists(current))
-    # An A/B test: a record's prediction is current when it is its own arm's.  The champion's answer for
+        return qs.filter(unanswered)
+    # An A/B test: a record's answer is current when it is its own arm's.  The champion's answer for
     # a household the experiment gives the challenger (scored before it started, or before a ramp) is
     # stale, and so is the reverse.
-    by = {mv: Exists(Prediction.objects.filter(record=OuterRef("pk"), model_version_id=mv).exclude(
-        variant=Prediction.Variant.SHADOW)) for mv in answering}
-    rows = list(qs.filter(Exists(current)).annotate(champ=by[champ.pk], chall=by[exp.challenger_id])
-                .values_list("pk", "household__household_id", "champ", "chall"))
-    arms = serving.plan([hid for _, hid, _, _ in rows]).answer
-    wrong = [pk for (pk, _, champ_has, chall_has), arm in zip(rows, arms, strict=True)
-             if not (chall_has if arm.pk == exp.challenger_id else champ_has)]
+    rows = list(qs.filter(answered_by__in=answering).values_list("pk", "household__household_id", "answered_by"))
+    arms = serving.plan([hid for _, hid, _ in rows]).answer
+    wrong = [pk for (pk, _, by), arm in zip(rows, arms, strict=True) if by != arm.pk]
     if not wrong:
-        return qs.filter(~Exists(current))
+        return qs.filter(unanswered)
     listed = RawSQL("SELECT unnest(%s::bigint[])", [wrong]) if connection.vendor == "postgresql" else wrong
-    return qs.filter(Q(~Exists(current)) | Q(pk__in=listed))  # (half the records at a test's start: one array)
+    return qs.filter(unanswered | Q(pk__in=listed))  # (half the records at a test's start: one array)
 
 
 def _by_ids(ids: list[int]) -> Any:

@@ -25,9 +25,9 @@ from ingestion.services import ingest_file
 from ingestion.synthetic.generator import generate, write
 from modelling import registry, serving
 from modelling.batch import predictions_batch
-from modelling.experiments import experiment_start
+from modelling.experiments import experiment_end, experiment_start
 from modelling.models import Experiment, ModelVersion, Prediction
-from modelling.promotion import model_promote
+from modelling.promotion import model_promote, model_rollback
 from modelling.services import model_train
 from rtv.models import AuditEvent
 from tests.payloads import household_payload
@@ -304,6 +304,34 @@ def test_an_ab_test_started_after_a_batch_gets_the_challenger_arm_scored(challen
     got = set(Prediction.objects.filter(experiment=exp, variant="challenger").values_list("record_id", flat=True))
     assert got == {pk for pk, to_challenger in arm.items() if to_challenger}
     assert predictions_batch()["scored"] == 0  # each arm current now
+
+
+def test_after_a_rollback_every_household_gets_the_restored_champions_answer_again(api, records, challenger) -> None:  # type: ignore[no-untyped-def]
+    """The restored champion had scored every record before; its answers were no longer the latest."""
+    champion = ModelVersion.objects.get(version=1)
+    predictions_batch(export=False)
+    model_promote(version=challenger.version, user=None, force=True)
+    assert predictions_batch(export=False)["scored"] == records
+    model_rollback(user=None)
+    assert predictions_batch(export=False)["scored"] == records
+    latest = serving.latest_predictions(list(SurveyRecord.objects.values_list("pk", flat=True)))
+    assert {p.model_version_id for p in latest.values()} == {champion.pk}
+    record = SurveyRecord.objects.order_by("pk").first()
+    assert record is not None
+    out = api("reviewer").get(f"/api/v1/households/{record.household.household_id}/").json()
+    assert out["prediction"]["model"]["version"] == champion.version == out["lineage"]["model_version"]["version"]
+    assert predictions_batch(export=False)["scored"] == 0
+
+
+def test_when_an_experiment_ends_its_challengers_households_go_back_to_the_champion(challenger) -> None:  # type: ignore[no-untyped-def]
+    predictions_batch(everything=True, export=False)
+    exp = experiment_start(name="ends", challenger=challenger, traffic_share=0.5)
+    moved = predictions_batch(export=False)["scored"]
+    assert moved > 0
+    experiment_end(experiment=exp)
+    assert predictions_batch(export=False)["scored"] == moved
+    latest = serving.latest_predictions(list(SurveyRecord.objects.values_list("pk", flat=True)))
+    assert {(p.model_version_id, p.variant) for p in latest.values()} == {(exp.champion_id, "champion")}
 
 
 def test_a_household_is_in_one_arm_whichever_door_scores_it(api, challenger) -> None:  # type: ignore[no-untyped-def]
