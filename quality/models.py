@@ -68,12 +68,12 @@ class Rule(models.Model):
     def clean(self) -> None:
         """The rule must run as saved (``quality.rules.rule_check``): the admin form and
         ``rule_update`` both refuse parameters that would break the validator."""
-        from .rules import rule_check
+        from .rules import RuleProblem, rule_check
 
         try:
             rule_check(self)
-        except ValueError as exc:
-            raise ValidationError({"params": str(exc)}) from exc
+        except RuleProblem as exc:
+            raise ValidationError({exc.attribute: str(exc)}) from exc
 
 
 class RuleRevision(models.Model):

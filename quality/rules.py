@@ -194,15 +194,118 @@ def snapshot(rule: Any) -> dict[str, Any]:
     return {k: getattr(rule, k) for k in ("code", "kind", "level", "field", "severity", "params", "message", "active")}
 
 
+# Rules that guard what storage itself requires: every record has a household id, a district and a
+# village, and a household of at least one person (database constraints).  A "warning" means "kept
+# and flagged", and such a row cannot be kept, so these stay active errors whatever an editor asks.
+STORAGE_GUARDS = {"required.household_id", "required.district", "required.village", "range.household_size"}
+INT32_MAX = 2**31 - 1
+
+# Each kind's parameters and their types ("?": may be left out; every other one is required).  The
+# trial run below cannot reach every code path (statistical rules need enough rows per district, the
+# frequency shift needs history, GPS and time rules need those columns), so the types are checked here.
+PARAMS: dict[str, dict[str, str]] = {
+    "range": {"min": "number?", "max": "number?"},
+    "outlier": {"max": "number"},
+    "allowed": {"values": "values"},
+    "unknown_value": {"values": "values"},
+    "pattern": {"regex": "text"},
+    "gps_in_uganda": {"lat_min": "number", "lat_max": "number", "lon_min": "number", "lon_max": "number"},
+    "not_in_future": {"tolerance_minutes": "number?"},
+    "robust_z": {"by": "field?", "min_group": "count?", "threshold": "number?"},
+    "frequency_shift": {"fields": "fields?", "psi_alert": "number?", "min_history": "count?", "history_rows": "count?"},
+    "near_duplicate": {"by": "field?", "ignore": "fields?"},
+    "per_day_identity": {"annual": "field"},
+    "currency_identity": {"ugx": "field", "rate": "number"},
+    "sum_identity": {"terms": "terms"},
+}
+
+
+class RuleProblem(ValueError):
+    """Why a rule cannot be saved, and which of its attributes is at fault."""
+
+    def __init__(self, message: str, attribute: str = "params") -> None:
+        super().__init__(message)
+        self.attribute = attribute
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _type_problem(kind: str, value: Any) -> str | None:
+    """What is wrong with ``value`` as a parameter of type ``kind``, or None."""
+    fields = contract.FIELDS_BY_NAME
+    if kind == "number" and not _is_number(value):
+        return "a number"
+    if kind == "count" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return "a whole number of at least 1"
+    if kind == "text" and not isinstance(value, str):
+        return "text"
+    if kind == "field" and not (isinstance(value, str) and value in fields):
+        return "the name of a survey field"
+    if kind == "fields" and not (isinstance(value, list) and all(isinstance(v, str) and v in fields for v in value)):
+        return "a list of survey field names"
+    if kind == "values" and not (isinstance(value, list) and value
+                                 and all(isinstance(v, str) or _is_number(v) for v in value)):
+        return "a non-empty list of codes (numbers or text)"
+    if kind == "terms" and not (isinstance(value, list) and value and all(
+            isinstance(t, list) and len(t) == 2 and _is_number(t[0]) and isinstance(t[1], str) and t[1] in fields
+            for t in value)):
+        return "a non-empty list of [coefficient, survey field name] pairs"
+    return None
+
+
+def params_check(rule: Any) -> None:
+    """Raise ``RuleProblem`` when the parameters are not what the rule's kind reads."""
+    if not isinstance(rule.params, dict):
+        raise RuleProblem("params must be a JSON object")
+    schema = PARAMS.get(rule.kind)
+    if schema is None:
+        return
+    unknown = sorted(set(rule.params) - set(schema))
+    if unknown:
+        raise RuleProblem(f"a {rule.kind} rule has no parameter {', '.join(unknown)} "
+                          f"(it reads {', '.join(sorted(schema)) or 'none'})")
+    for name, kind in schema.items():
+        optional = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if name not in rule.params or rule.params[name] is None:
+            if optional:
+                continue
+            raise RuleProblem(f"a {rule.kind} rule needs the parameter {name}")
+        wrong = _type_problem(kind, rule.params[name])
+        if wrong:
+            raise RuleProblem(f"{name} must be {wrong}, not {rule.params[name]!r}")
+
+
+def guard_check(rule: Any) -> None:
+    """Refuse to weaken a rule that guards what every stored record must have."""
+    if rule.code not in STORAGE_GUARDS:
+        return
+    if not rule.active:
+        raise RuleProblem(f"{rule.code} guards what every stored record must have: it cannot be deactivated",
+                          "active")
+    if rule.severity != "error":
+        raise RuleProblem(f"{rule.code} guards what every stored record must have: a row breaking it cannot be "
+                          "kept, so it stays an error", "severity")
+    if rule.code == "range.household_size":
+        low, high = rule.params.get("min"), rule.params.get("max")
+        if low is None or low < 1:
+            raise RuleProblem("range.household_size: min must be at least 1 (a household has someone in it)")
+        if high is None or high > INT32_MAX:
+            raise RuleProblem(f"range.household_size: max must be set, and at most {INT32_MAX}")
+
+
 def rule_check(rule: Any) -> None:
-    """Raise ``ValueError`` saying why when ``rule``, as it would be saved, cannot run.
+    """Raise ``RuleProblem`` (a ``ValueError``) saying why when ``rule``, as it would be saved, cannot run.
 
     Its parameters are read by the validator (every door's), the statistical reference and the
-    expectation-suite export; a typo there (a regex that does not compile, a missing ``values``)
-    would fail each submission and each upload chunk after the save.  So the active rule set with
-    this rule in it is tried on a few generated rows, and exported, before anything is written."""
-    if not isinstance(rule.params, dict):
-        raise ValueError("params must be a JSON object")
+    expectation-suite export; a typo there (a regex that does not compile, a missing ``values``, a
+    number written as text) would fail each submission and each upload chunk after the save.  So the
+    parameters' types are checked, rules guarding storage cannot be weakened, and the active rule set
+    with this rule in it is tried on a few generated rows, and exported, before anything is written."""
+    params_check(rule)
+    guard_check(rule)
     if not rule.active:
         return
     from ingestion.synthetic.generator import generate
@@ -222,7 +325,7 @@ def rule_check(rule: Any) -> None:
         validate_frame(raw, fields, rules=trial, reference=stored_reference(trial))
         expectation_suite(trial)
     except Exception as exc:  # whatever the parameters break is the answer
-        raise ValueError(f"the {rule.kind} rule cannot run with these params ({type(exc).__name__}: {exc})") from exc
+        raise RuleProblem(f"the {rule.kind} rule cannot run with these params ({type(exc).__name__}: {exc})") from exc
 
 
 def rule_update(*, rule: Any, user: AbstractBaseUser | AnonymousUser | None, note: str = "", **changes: Any) -> Any:

@@ -80,6 +80,14 @@ def test_rules_refuse_changes_to_their_identity() -> None:
     ("range.household_size", {"min": "one"}),
     ("sum_identity.HHIncome+Consumption+Residues/Day", {"tolerance": 1}),  # no terms: breaks the export
     ("allowed.hhh_sex", ["1", "2"]),  # not an object
+    # Paths a dozen trial rows never reach: the types are checked instead.
+    ("robust_z.household_size", {"by": "district", "min_group": "20", "threshold": 5.0}),
+    ("robust_z.household_size", {"by": "district", "min_group": 20, "threshold": "5"}),
+    ("frequency_shift.district", {"fields": ["distrct"]}),
+    ("frequency_shift.district", {"fields": ["district"], "history_rows": "20000"}),
+    ("gps_in_uganda.gps_lat", {"lat_min": "-1.55", "lat_max": 4.3, "lon_min": 29.5, "lon_max": 35.1}),
+    ("not_in_future.collected_at", {"tolerance_minutes": "10"}),
+    ("outlier.household_size", {"maxi": 30}),  # a typo would be ignored for ever
 ])
 def test_params_that_would_break_the_validator_are_refused_and_nothing_changes(client, make_user, api,  # type: ignore[no-untyped-def]
                                                                               code: str, params: object) -> None:
@@ -95,12 +103,45 @@ def test_params_that_would_break_the_validator_are_refused_and_nothing_changes(c
         "severity": rule.severity, "level": rule.level, "params": json.dumps(params), "message": rule.message,
         "active": "on", "note": "", "revisions-TOTAL_FORMS": "0", "revisions-INITIAL_FORMS": "0"})
     assert resp.status_code == 200
-    assert b"cannot run with these params" in resp.content or b"must be a JSON object" in resp.content
+    assert resp.context["adminform"].form.errors["params"]
     rule.refresh_from_db()
     assert rule.version == 1
     # ...and every door still works.
     assert api("field_officer").post("/api/v1/submissions/", body(), format="json").status_code == 201
     assert api("data_manager").get("/api/v1/quality/rules/expectations.json").status_code == 200
+
+
+@pytest.mark.parametrize(("code", "changes", "attribute"), [
+    ("required.household_id", {"severity": "warning"}, "severity"),
+    ("required.district", {"active": False}, "active"),
+    ("required.village", {"severity": "warning"}, "severity"),
+    ("range.household_size", {"severity": "warning"}, "severity"),
+    ("range.household_size", {"params": {"min": 0, "max": 60}}, "params"),
+    ("range.household_size", {"params": {"min": 1, "max": None}}, "params"),
+])
+def test_rules_guarding_what_storage_requires_stay_active_errors(api, code: str, changes: dict[str, object],  # type: ignore[no-untyped-def]
+                                                                attribute: str) -> None:
+    """A warning means "kept and flagged"; a record without a household id, district or village, or
+    a household of nobody, cannot be kept: weakening these would lose whole upload chunks."""
+    from django.core.exceptions import ValidationError
+
+    rule = Rule.objects.get(code=code)
+    with pytest.raises(ValidationError) as err:
+        rule_update(rule=rule, user=None, **changes)
+    assert attribute in err.value.message_dict
+    rule.refresh_from_db()
+    assert rule.version == 1 and rule.active and rule.severity == "error"
+    payload = body()
+    payload["data"] = {**payload["data"], "household_size": 0}
+    assert api("field_officer").post("/api/v1/submissions/", payload, format="json").status_code == 400
+
+
+def test_every_initial_rule_passes_the_save_checks() -> None:
+    from quality.rules import guard_check, params_check
+
+    for rule in Rule.objects.all():
+        params_check(rule)
+        guard_check(rule)
 
 
 def test_a_working_params_change_is_saved_through_the_admin(client, make_user) -> None:  # type: ignore[no-untyped-def]
@@ -179,6 +220,13 @@ def test_the_active_rule_set_exports_as_an_expectation_suite(api) -> None:  # ty
     between = next(e for e in suite["expectations"] if e["meta"]["rule"] == "range.household_size")
     assert between["expectation_type"] == "expect_column_values_to_be_between"
     assert between["kwargs"] == {"column": "household_size", "min_value": 1, "max_value": 60}
+    by_rule = {e["meta"]["rule"]: e for e in suite["expectations"]}
+    assert by_rule["type.household_size"]["kwargs"]["type_list"] == ["int"]  # the field's own type
+    assert by_rule["type.agriculture_land"]["kwargs"]["type_list"] == ["float", "int"]
+    shift = by_rule["frequency_shift.district"]
+    assert shift["kwargs"]["column_list"] == Rule.objects.get(code="frequency_shift.district").params["fields"]
+    assert shift["kwargs"]["threshold"] == 0.25
+    assert {e["meta"]["mostly"] for e in suite["expectations"] if e["meta"]["severity"] == "warning"} == {0.0}
     assert api("field_officer").get("/api/v1/quality/rules/expectations.json").status_code == 403
 
 
