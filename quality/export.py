@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from rtv import contract
+
 from .rules import CompiledRule, RuleSet
+
+# The contract's types as Great Expectations' type names.
+_TYPE_LIST = {"integer": ["int"], "decimal": ["float", "int"], "code": ["float", "int"], "boolean": ["int", "bool"],
+              "datetime": ["datetime"], "text": ["str"], "multiselect": ["str"], "uuid": ["str"]}
 
 _EXPECTATION = {
     "required": "expect_column_values_to_not_be_null",
@@ -23,6 +29,7 @@ _EXPECTATION = {
     "robust_z": "expect_column_values_to_be_within_robust_z",
     "duplicate_household": "expect_column_values_to_be_unique",
     "near_duplicate": "expect_compound_columns_to_be_unique",
+    "frequency_shift": "expect_column_distribution_psi_to_be_less_than",
 }
 
 
@@ -38,7 +45,8 @@ def _kwargs(r: CompiledRule) -> dict[str, Any]:
     elif r.kind == "pattern":
         kw["regex"] = p.get("regex")
     elif r.kind == "type":
-        kw["type_list"] = ["float", "int"]
+        spec = contract.FIELDS_BY_NAME.get(r.field)
+        kw["type_list"] = _TYPE_LIST.get(spec.type if spec is not None else "", ["float", "int"])
     elif r.kind == "sum_identity":
         kw = {"column_list": [t for _, t in p["terms"]], "signs": [s for s, _ in p["terms"]], "sum_total_column": r.field}
     elif r.kind == "per_day_identity":
@@ -54,6 +62,9 @@ def _kwargs(r: CompiledRule) -> dict[str, Any]:
         kw.update(threshold=p.get("threshold"), group_by=p.get("by"), min_group=p.get("min_group"))
     elif r.kind == "near_duplicate":
         kw = {"column_list": "all feature columns", "ignore": p.get("ignore"), "group_by": p.get("by")}
+    elif r.kind == "frequency_shift":
+        kw = {"column_list": p.get("fields"), "threshold": p.get("psi_alert"), "min_history": p.get("min_history"),
+              "history_rows": p.get("history_rows")}
     return kw
 
 
@@ -64,7 +75,8 @@ def expectation_suite(rules: RuleSet, *, name: str = "rtv_ahs_survey") -> dict[s
         "expectations": [
             {"expectation_type": _EXPECTATION.get(r.kind, f"expect_{r.kind}"), "kwargs": _kwargs(r),
              "meta": {"rule": r.code, "level": r.level, "severity": r.severity, "message": r.message,
-                      "mostly": 1.0 if r.severity == "error" else None}}
+                      # an error rejects the row: every row must pass; a warning keeps and flags it
+                      "mostly": 1.0 if r.severity == "error" else 0.0}}
             for r in rules.rules
         ],
     }

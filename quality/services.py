@@ -82,6 +82,13 @@ def record_correct(*, record: SurveyRecord, changes: dict[str, Any], reviewer: A
     unknown = set(changes) - set(SURVEY_VALUE_FIELDS)
     if unknown:
         raise ReviewError(f"not survey fields: {', '.join(sorted(unknown))}")
+
+    def text(v: Any) -> str:
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
+
+    changes = {k: v for k, v in changes.items() if text(v) != text(record.data.get(k))}
+    if not changes:  # a version identical to the last would only re-approve the record with no trace of why
+        raise ReviewError("nothing changed: a correction needs at least one new value")
     current = {**record.data, **changes}
     raw: dict[str, Any] = {k: ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)]
                            for k, v in current.items()}
@@ -209,10 +216,13 @@ def quality_snapshot_take(*, day: Any = None) -> Any:
             "by_district": by_district})
         previous = QualitySnapshot.objects.filter(day__lt=day, mean_score__isnull=False).order_by("-day").first()
         threshold = settings.RTV_QUALITY_DROP_ALERT
+        # One alert per day and metric however often the day is taken again (a re-run updates it; one
+        # already delivered is not sent twice; a drop that no longer holds takes back an unsent one).
         if previous and snap.mean_score is not None and previous.mean_score - snap.mean_score > threshold:
-            QualityAlert.objects.create(
-                snapshot=snap, metric="mean_score", previous=previous.mean_score, current=snap.mean_score,
-                threshold=threshold,
-                message=f"Mean quality score fell from {previous.mean_score:.3f} ({previous.day}) to "
-                        f"{snap.mean_score:.3f} ({day}), more than {threshold:.2f}.")
+            QualityAlert.objects.update_or_create(snapshot=snap, metric="mean_score", defaults={
+                "previous": previous.mean_score, "current": snap.mean_score, "threshold": threshold,
+                "message": f"Mean quality score fell from {previous.mean_score:.3f} ({previous.day}) to "
+                           f"{snap.mean_score:.3f} ({day}), more than {threshold:.2f}."})
+        else:
+            QualityAlert.objects.filter(snapshot=snap, metric="mean_score", delivered_at__isnull=True).delete()
     return snap

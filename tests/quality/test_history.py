@@ -46,6 +46,10 @@ def test_a_day_is_revalidated_with_the_current_rules_and_a_drop_raises_an_alert(
     again = quality_snapshot_take(day=d2)  # idempotent per day
     assert (first.day, second.day) == (d1, d2)  # a day's snapshot holds that day's records
     assert QualitySnapshot.objects.count() == 2 and again.pk == second.pk
+    assert QualityAlert.objects.get().pk == alert.pk  # one alert for the day, not one per run
+    QualityAlert.objects.update(delivered_at=timezone.now())
+    quality_snapshot_take(day=d2)
+    assert QualityAlert.objects.filter(delivered_at__isnull=True).count() == 0  # sent once
 
 
 def test_no_alert_when_quality_holds(tmp_path: Path) -> None:

@@ -141,6 +141,16 @@ def test_a_correction_is_a_new_version_and_the_old_one_is_kept(reviewer_client, 
     assert event.changes["household_size"] == [before["household_size"], before["household_size"] + 1]
 
 
+def test_a_correction_that_changes_nothing_is_refused(reviewer_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Else an identical version would approve the record with no trace of why."""
+    record = stored(tmp_path, 2)[0]
+    post = {k: ("" if v is None else str(v)) for k, v in record.data.items()}
+    post["comment"] = "looked fine"
+    resp = reviewer_client.post(f"{CHANGELIST}{record.pk}/correct/", post)
+    assert resp.status_code == 200 and b"Nothing changed" in resp.content
+    assert SurveyRecord.objects.count() == 2 and not AuditEvent.objects.filter(action="review.corrected").exists()
+
+
 def test_a_correction_that_breaks_a_rule_saves_nothing(reviewer_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     record = stored(tmp_path, 2)[0]
     post = {k: ("" if v is None else str(v)) for k, v in record.data.items()}
