@@ -9,7 +9,6 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from rtv.admin import ReadOnlyAdmin, RoleAdmin
-from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_SCIENTIST, STAFF_ROLES, has_role
 from rtv.services import audit_record
 
@@ -17,6 +16,7 @@ from . import serving
 from .experiments import experiment_end, experiment_report, experiment_start
 from .models import Experiment, ModelAlert, ModelEvent, ModelVersion, MonitoringRun, Prediction, RetrainDecision
 from .promotion import PromotionRefused, model_promote, model_rollback
+from .triggers import retrain_requested
 
 
 @admin.register(ModelVersion)
@@ -26,8 +26,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Train a new version now (queued; the selection is ignored)", permissions=["change"])
     def retrain(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        with transaction.atomic():
-            outbox_enqueue("modelling.train_and_score")
+        retrain_requested(user=request.user, door="admin")
         self.message_user(request, "Training queued; the new version appears here as challenger.", messages.SUCCESS)
 
     @admin.action(description="Promote to champion (if it passes the gate)", permissions=["change"])

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -22,14 +21,13 @@ from ingestion.models import STORED_TEXT_LIMITS
 from ingestion.selectors import records_visible_to
 from ingestion.submissions import Envelope, payloads_check
 from rtv.errors import ApiError
-from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, FIELD_OFFICER, REVIEWER, HasRole
 
 from . import registry, serving
 from .experiments import experiment_end, experiment_report, experiment_start
 from .models import Experiment, ModelEvent, ModelVersion, MonitoringRun, RetrainDecision
 from .promotion import PromotionRefused, model_promote, model_rollback
-from .triggers import retrain_triggers_evaluate
+from .triggers import retrain_requested, retrain_triggers_evaluate
 
 SEE = HasRole.of(DATA_SCIENTIST, DATA_MANAGER, REVIEWER, ADMIN)
 MANAGE = HasRole.of(DATA_SCIENTIST, ADMIN)
@@ -111,9 +109,9 @@ class RetrainView(APIView):
 
     @extend_schema(request=None, responses={202: dict})
     def post(self, request: Request) -> Response:
-        with transaction.atomic():
-            message = outbox_enqueue("modelling.train_and_score")
-        return Response({"queued": True, "outbox_id": message.pk}, status=202)
+        decision = retrain_requested(user=request.user, door="api")
+        return Response({"queued": True, "decision_id": decision.pk, "fired": decision.fired,
+                         "evaluated_at": decision.evaluated_at.isoformat()}, status=202)
 
 
 # ---- predictions ---------------------------------------------------------------------------------

@@ -9,9 +9,13 @@ from .services import model_train
 
 
 @shared_task(name="modelling.train_and_score", time_limit=3600, soft_time_limit=3500, acks_late=True)
-def train_and_score_task() -> int:
-    """Train; then score what the champion (maybe the new version) has not scored yet."""
-    mv = model_train()
+def train_and_score_task(user_id: int | None = None) -> int:
+    """Train (for the person who asked, when one did); then score what the champion (maybe the new
+    version) has not scored yet."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    mv = model_train(user=user)
     predictions_batch()
     return mv.version
 

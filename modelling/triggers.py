@@ -142,6 +142,25 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
     return decision
 
 
+def retrain_requested(*, user: Any, door: str) -> RetrainDecision:
+    """A person asked for a training run (API or admin): the manual trigger, stored with who asked
+    and through which door, audited, and queued with the user so the training run records them too.
+    (``retrain_triggers_evaluate(manual=True)`` also evaluates the other triggers; this one does not
+    make the person wait for that.)"""
+    from rtv.services import audit_record
+
+    person = user if user is not None and getattr(user, "is_authenticated", False) else None
+    version = (registry.alias_version(settings.RTV_MODEL_NAME, registry.CHAMPION)
+               if ModelVersion.objects.filter(name=settings.RTV_MODEL_NAME).exists() else None)
+    with transaction.atomic():
+        decision = RetrainDecision.objects.create(
+            champion_version=version, fired=[str(RetrainDecision.Trigger.MANUAL)], retrain_queued=True,
+            inputs={"manual": {"requested_by": person.get_username() if person else None, "door": door}})
+        audit_record(actor=person, action="model.retrain_requested", obj=decision, changes={"door": door})
+        outbox_enqueue("modelling.train_and_score", person.pk if person else None)
+    return decision
+
+
 def top_features(X: pd.DataFrame, y: np.ndarray, k: int = 5) -> list[str]:
     """The inputs most associated with the label on their own (|AUC - 0.5|), a cheap, model-free
     ranking for the drift rule 'any of the top five features shifts'."""

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from ingestion.services import ingest_file
 from ingestion.synthetic.generator import generate, write
 from modelling import registry
-from modelling.models import ModelEvent, ModelVersion
+from modelling.models import ModelEvent, ModelVersion, RetrainDecision
 from modelling.promotion import PromotionRefused, model_promote, model_rollback
 from modelling.services import model_train
 from rtv.models import AuditEvent
@@ -124,7 +124,15 @@ def test_retrain_is_queued_through_the_outbox(api) -> None:  # type: ignore[no-u
 
     resp = api("data_scientist").post("/api/v1/models/retrain/", {}, format="json")
     assert resp.status_code == 202
-    assert OutboxMessage.objects.filter(task="modelling.train_and_score").exists()
+    message = OutboxMessage.objects.get(task="modelling.train_and_score")
+    # The manual trigger is a decision like the others, stored with who asked; the run is theirs too.
+    decision = RetrainDecision.objects.get(pk=resp.json()["decision_id"])
+    assert decision.fired == ["manual"] and decision.retrain_queued
+    asker = decision.inputs["manual"]["requested_by"]
+    assert asker and decision.inputs["manual"]["door"] == "api"
+    event = AuditEvent.objects.get(action="model.retrain_requested")
+    assert event.actor is not None and event.actor.get_username() == asker
+    assert message.args == [event.actor.pk]
 
 
 def test_the_admin_queues_training_and_promotes_through_the_gate(client, make_user, two_versions) -> None:  # type: ignore[no-untyped-def]
@@ -137,6 +145,7 @@ def test_the_admin_queues_training_and_promotes_through_the_gate(client, make_us
     url = "/admin/modelling/modelversion/"
     client.post(url, {"action": "retrain", "_selected_action": [second.pk]})
     assert OutboxMessage.objects.filter(task="modelling.train_and_score").exists()
+    assert RetrainDecision.objects.get().inputs["manual"]["door"] == "admin"
     client.post(url, {"action": "promote", "_selected_action": [second.pk]})
     assert registry.alias_version(NAME, registry.CHAMPION) == first.version  # refused by the gate
 
