@@ -37,3 +37,12 @@ def snapshot_write(frame: pd.DataFrame, *, source_batches: Sequence[str], purpos
 def snapshot_read(snap: FeatureSnapshot) -> pd.DataFrame:
     with default_storage.open(snap.file_key, "rb") as fh:
         return pq.read_table(io.BytesIO(fh.read())).to_pandas()
+
+
+def snapshot_record_ids(snap: FeatureSnapshot) -> list[int] | None:
+    """The record ids a snapshot holds (only that column is read); None for one without them."""
+    if "record_id" not in snap.columns:
+        return None
+    with default_storage.open(snap.file_key, "rb") as fh:
+        column = pq.read_table(io.BytesIO(fh.read()), columns=["record_id"]).column("record_id")
+    return [int(v) for v in column.to_pylist() if v is not None]

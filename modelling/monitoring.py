@@ -19,7 +19,7 @@ from ingestion.models import SurveyRecord
 from . import serving
 from .evaluation import evaluate
 from .models import ModelAlert, MonitoringRun
-from .triggers import PSI_MAJOR, drift_report, psi_categorical
+from .triggers import PSI_MAJOR, drift_report, psi_categorical, unseen_labelled
 
 
 def _status_mix_psi(reference: np.ndarray, current: np.ndarray) -> float:
@@ -84,10 +84,9 @@ def monitoring_run(*, now: datetime | None = None) -> MonitoringRun | None:
                 alerts.append(("prediction_psi", f"district:{district}", p_psi, settings.RTV_MONITOR_PSI_ALERT,
                                f"The predicted-status mix shifted in {district}: PSI {p_psi:.3f}"))
         results["by_district"] = by_district
-    # Performance on records labelled since the champion's training cut-off.
-    labelled = SurveyRecord.objects.filter(superseded_by__isnull=True, vulnerable__isnull=False)
-    if champ.training_cutoff is not None:
-        labelled = labelled.filter(received_at__gt=champ.training_cutoff)
+    # Performance on labelled records the champion did not train on (received after its training,
+    # or approved or corrected since).
+    labelled, _ = unseen_labelled(champ)
     new = serving.records_frame(labelled.order_by("pk"))
     if len(new) >= min_rows:
         y = np.array(SurveyRecord.objects.filter(pk__in=new["_record"].tolist()).order_by("pk")

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from sklearn.metrics import roc_auc_score
 
 from features.pipeline import input_fields
-from features.snapshots import snapshot_read
+from features.snapshots import snapshot_read, snapshot_record_ids
 from ingestion.models import SurveyRecord
 from rtv.outbox import outbox_enqueue
 
@@ -45,6 +46,30 @@ def psi_categorical(reference: pd.Series, current: pd.Series) -> float:
     rv = np.maximum(r.reindex(keys, fill_value=0).to_numpy(), 1e-4)
     cv = np.maximum(c.reindex(keys, fill_value=0).to_numpy(), 1e-4)
     return float(np.sum((cv - rv) * np.log(cv / rv)))
+
+
+def labelled_records() -> Any:
+    """What trains: current, approved records with a label."""
+    return (SurveyRecord.objects.exclude(progress_status="").filter(review_status="approved")
+            .filter(superseded_by__isnull=True))
+
+
+def unseen_labelled(mv: ModelVersion) -> tuple[Any, str]:
+    """Labelled records ``mv`` did not train on, and how that was decided.
+
+    By the record ids of its training snapshot: a record received before the training but approved
+    (or corrected) after it is new to the model, which a received-after-the-cut-off test misses.  A
+    version from before snapshots falls back to the cut-off."""
+    labelled = labelled_records()
+    trained = snapshot_record_ids(mv.snapshot) if mv.snapshot_id is not None else None
+    if trained is None:
+        cutoff = mv.training_cutoff
+        return (labelled.filter(received_at__gt=cutoff) if cutoff else labelled.none()), "received after the cut-off"
+    ids = np.fromiter(labelled.values_list("pk", flat=True), dtype=np.int64)
+    new = np.setdiff1d(ids, np.asarray(trained, dtype=np.int64)).tolist()
+    if connection.vendor == "postgresql":
+        return labelled.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [new])), "not in its training snapshot"
+    return labelled.filter(pk__in=new), "not in its training snapshot"
 
 
 def _frame(qs: Any) -> pd.DataFrame:
@@ -87,17 +112,18 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
     inputs: dict[str, Any] = {}
     if manual:
         fired.append(RetrainDecision.Trigger.MANUAL)
-    labelled = (SurveyRecord.objects.exclude(progress_status="").filter(review_status="approved")
-                .filter(superseded_by__isnull=True))
+    labelled = labelled_records()
     if champion is None:
         inputs["champion"] = None
         fired.append(RetrainDecision.Trigger.NEW_SAMPLES)  # nothing trained yet: any approved data is new
     else:
         assert latest is not None  # the champion is one of the versions
         since = latest.training_cutoff
-        n_since = labelled.filter(received_at__gt=since).count() if since else 0
+        unseen, how = unseen_labelled(latest)
+        n_since = unseen.count()
         inputs["new_samples"] = {"count": n_since, "threshold": settings.RTV_RETRAIN_NEW_SAMPLES,
-                                 "since": since.isoformat() if since else None, "since_version": latest.version}
+                                 "since": since.isoformat() if since else None, "since_version": latest.version,
+                                 "counted": how}
         if n_since >= settings.RTV_RETRAIN_NEW_SAMPLES:
             fired.append(RetrainDecision.Trigger.NEW_SAMPLES)
         age = now - latest.created_at
@@ -106,7 +132,7 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
         if age >= timedelta(days=7):
             fired.append(RetrainDecision.Trigger.SCHEDULE)
         cutoff = champion.training_cutoff
-        new = labelled.filter(received_at__gt=cutoff) if cutoff else labelled.none()
+        new = unseen_labelled(champion)[0] if champion.pk != latest.pk else unseen
         n_new = new.count()
         if n_new >= settings.RTV_RETRAIN_MIN_EVAL:
             current = _frame(new)

@@ -76,6 +76,19 @@ def test_fifty_new_approved_records_fire_new_samples(champion, tmp_path: Path) -
     assert decision.inputs["drift"]["skipped"].endswith("drift is judged from 200")  # too few to tell noise from drift
 
 
+def test_records_approved_after_training_count_as_new_samples(tmp_path: Path) -> None:
+    """Received before the training but held for review then: the model never saw them."""
+    add(tmp_path, 400, seed=1)
+    held = list(SurveyRecord.objects.filter(review_status="approved").order_by("pk")[:60])
+    SurveyRecord.objects.filter(pk__in=[r.pk for r in held]).update(review_status="on_hold")
+    model_train(folds=2)
+    assert retrain_triggers_evaluate(enqueue=False).inputs["new_samples"]["count"] == 0
+    SurveyRecord.objects.filter(pk__in=[r.pk for r in held]).update(review_status="approved")
+    decision = retrain_triggers_evaluate(enqueue=False)
+    assert decision.inputs["new_samples"]["count"] == 60 and "new_samples" in decision.fired
+    assert decision.inputs["new_samples"]["counted"] == "not in its training snapshot"
+
+
 def test_a_week_old_champion_fires_the_schedule(champion, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ModelVersion.objects.filter(pk=champion.pk).update(created_at=champion.created_at - timedelta(days=8))
     assert retrain_triggers_evaluate().fired == ["schedule"]
