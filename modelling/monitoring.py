@@ -26,6 +26,19 @@ def _status_mix_psi(reference: np.ndarray, current: np.ndarray) -> float:
     return round(psi_categorical(pd.Series(reference), pd.Series(current)), 4)
 
 
+def _shifted_features(psi: dict[str, float], scope: str, where: str) -> list[tuple[str, str, float, float, str]]:
+    """Features past the alert threshold when the drift rule (half of them, or a top-five one) did
+    not fire: one feature far off its training distribution is worth a look even if the model's
+    retraining rule does not call it drift."""
+    limit = settings.RTV_MONITOR_PSI_ALERT
+    shifted = sorted(((v, k) for k, v in psi.items() if v >= limit), reverse=True)
+    if not shifted:
+        return []
+    names = ", ".join(f"{k} ({v:.2f})" for v, k in shifted[:5])
+    return [("feature_psi", scope, shifted[0][0], limit,
+             f"{len(shifted)} feature{'s' if len(shifted) > 1 else ''} shifted{where} past PSI {limit}: {names}")]
+
+
 def monitoring_run(*, now: datetime | None = None) -> MonitoringRun | None:
     """Compute, store and alert; None when there is no champion to monitor."""
     serving.forget()
@@ -58,6 +71,8 @@ def monitoring_run(*, now: datetime | None = None) -> MonitoringRun | None:
             alerts.append(("feature_drift", "overall", feature_psi_max, PSI_MAJOR,
                            f"Input drift: {len(overall['major'])} features with PSI >= {PSI_MAJOR} "
                            f"({', '.join(overall['major'][:5])}); top features shifted: {overall['top_major'] or 'none'}"))
+        else:
+            alerts += _shifted_features(overall["psi"], "overall", "")
         if prediction_psi >= settings.RTV_MONITOR_PSI_ALERT:
             alerts.append(("prediction_psi", "overall", prediction_psi, settings.RTV_MONITOR_PSI_ALERT,
                            f"The predicted-status mix shifted: PSI {prediction_psi:.3f}"))
@@ -80,6 +95,8 @@ def monitoring_run(*, now: datetime | None = None) -> MonitoringRun | None:
                 alerts.append(("feature_drift", f"district:{district}", d_psi_max, PSI_MAJOR,
                                f"Input drift in {district}: {len(rep['major'])} features with PSI >= {PSI_MAJOR} "
                                f"({', '.join(rep['major'][:5])}); top features shifted: {rep['top_major'] or 'none'}"))
+            else:
+                alerts += _shifted_features(rep["psi"], f"district:{district}", f" in {district}")
             if p_psi >= settings.RTV_MONITOR_PSI_ALERT:
                 alerts.append(("prediction_psi", f"district:{district}", p_psi, settings.RTV_MONITOR_PSI_ALERT,
                                f"The predicted-status mix shifted in {district}: PSI {p_psi:.3f}"))

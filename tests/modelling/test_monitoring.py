@@ -141,3 +141,24 @@ def test_inputs_shifted_in_one_district_raise_a_drift_alert_naming_that_district
     district_alerts = [a for a in alerts if a.scope.startswith("district:")]
     assert [a.scope for a in district_alerts] == ["district:Kanungu"]
     assert "Kanungu" in district_alerts[0].message and district_alerts[0].value >= 0.25
+
+
+def test_one_feature_far_off_its_training_distribution_raises_an_alert_without_drift(tmp_path, champion, settings) -> None:  # type: ignore[no-untyped-def]
+    """The drift rule (half the features, or a top-five one) does not fire; the threshold still alerts."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ingestion.models import SurveyRecord
+
+    SurveyRecord.objects.update(received_at=timezone.now() - timedelta(days=60))
+    top = set(champion.metrics.get("model_top_features", champion.metrics.get("top_features", []))[:5])
+    field = next(f for f in ("time_to_water", "time_to_opd", "radios_owned") if f not in top)
+    add(tmp_path, 400, seed=3, **{field: lambda s: s * 10 + 50})
+    run = monitoring_run()
+    assert run is not None and not run.drift
+    assert run.results["overall"]["psi"][field] >= settings.RTV_MONITOR_PSI_ALERT
+    alert = ModelAlert.objects.get(run=run, metric="feature_psi", scope="overall")
+    assert field in alert.message and alert.threshold == settings.RTV_MONITOR_PSI_ALERT
+    settings.RTV_MONITOR_PSI_ALERT = 1e6  # the setting is the threshold
+    assert not ModelAlert.objects.filter(run=monitoring_run(), metric="feature_psi").exists()
