@@ -298,6 +298,18 @@ def _epoch_ns(X: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray] | Non
     return ns, missing
 
 
+def survey_months(X: pd.DataFrame) -> pd.Series:
+    """The calendar month (1-12, East Africa Time) each row was surveyed in; missing without a date.
+    What the month features are computed from, so a reason can name the month itself."""
+    current = _epoch_ns(X, "collected_at")
+    if current is None:
+        return pd.Series(pd.array([None] * len(X), dtype="Int64"))
+    ns, missing = current
+    local = np.where(missing, 0, ns) + LOCAL_UTC_OFFSET.value
+    month = local.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64) % 12 + 1
+    return pd.Series(pd.array(month, dtype="Int64")).mask(missing)
+
+
 def _temporal(X: pd.DataFrame, block: np.ndarray, start: int) -> None:
     """Fill the four TEMPORAL_FEATURES rows of the block from the optional collection dates."""
     rows = block[start:start + len(TEMPORAL_FEATURES)]

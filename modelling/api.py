@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import F
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ingestion.api.submissions import record_body
+from ingestion.api.submissions import AwareDateTimeField, record_body
 from ingestion.models import STORED_TEXT_LIMITS
 from ingestion.selectors import records_visible_to
 from ingestion.submissions import Envelope, payloads_check
@@ -120,7 +121,7 @@ PREDICT = HasRole.of(FIELD_OFFICER, REVIEWER, DATA_MANAGER, DATA_SCIENTIST, ADMI
 
 class PredictIn(serializers.Serializer):
     household_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
-    collected_at = serializers.DateTimeField(required=False, allow_null=True)
+    collected_at = AwareDateTimeField(required=False, allow_null=True)  # as a submission's: the offset said
     data = serializers.DictField()
     store = serializers.BooleanField(default=False, help_text="keep the prediction (and the scored data)")
 
@@ -187,7 +188,9 @@ class HouseholdView(APIView):
             raise ApiError("not_found", "No such household.", status_code=404)  # no stored id is like it
         record = (records_visible_to(request.user).filter(household__household_id=household_id,
                                                           superseded_by__isnull=True)
-                  .select_related("household", "batch").order_by("-received_at", "-pk").first())
+                  .select_related("household", "batch")
+                  # the latest survey of the household (a correction of an older one is not newer)
+                  .order_by(F("collected_at").desc(nulls_last=True), "-received_at", "-pk").first())
         if record is None:
             raise ApiError("not_found", "No such household.", status_code=404)
         prediction = serving.latest_predictions([record.pk]).get(record.pk)

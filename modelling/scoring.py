@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from features.pipeline import FastColumnTransformer, FeatureArrays
+from features.pipeline import FastColumnTransformer, FeatureArrays, survey_months
 from rtv import contract
 
 from .treeshap import TreeTables
@@ -39,6 +39,7 @@ warnings.filterwarnings("ignore", message="X does not have valid feature names, 
 TABLES_FROM_ROWS = 256
 
 DERIVED_LABELS = {
+    "collected_month": "Month of the survey",
     "land_per_member": "Farm land per household member",
     "crop_diversity": "Number of crops grown",
     "wash_index": "Share of hygiene and sanitation practices in place",
@@ -113,6 +114,7 @@ class Scores:
     sources: list[str] | None = None
     frame: pd.DataFrame | None = None  # the scored input, for the reasons' values
     features: FeatureArrays | pd.DataFrame | None = None  # its engineered features, for derived reasons' values
+    _months: pd.Series | None = None  # the survey month of each row, worked out when a reason needs it
 
     def __len__(self) -> int:
         return len(self.p_vulnerable)
@@ -125,13 +127,23 @@ class Scores:
             if c == 0:
                 continue
             source = self.sources[j]
-            value: Any = None
-            if self.frame is not None and source in self.frame:
-                value = self.frame[source].iloc[i]
-            elif self.features is not None and source in self.features:
-                value = self.features[source].iloc[i]
-            out.append(reason(source, _json_value(value), float(c)))
+            values = self.source_values(source)
+            value: Any = None if values is None else values.iloc[i]
+            out.append(reason(source, _json_value(None if value is pd.NA else value), float(c)))
         return out
+
+    def source_values(self, source: str) -> pd.Series | None:
+        """The values a reason shows for ``source``: the survey answer, the derived feature, or
+        for the month features the month itself (not its sine and cosine)."""
+        if source == "collected_month" and self.frame is not None:
+            if self._months is None:
+                self._months = survey_months(self.frame.reset_index(drop=True))
+            return self._months
+        if self.frame is not None and source in self.frame:
+            return self.frame[source]
+        if self.features is not None and source in self.features:
+            return self.features[source]
+        return None
 
     def prediction_set(self, i: int) -> list[str]:
         return [s for s, keep in zip(self.statuses, self.in_set[i], strict=True) if keep]

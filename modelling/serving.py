@@ -364,13 +364,8 @@ def _json_by_column(scores: Scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         row_of[used] = np.arange(len(used))
         encoded = np.empty((len(used), n), dtype=object)
         for r, j in enumerate(used):
-            source = scores.sources[j]
-            if scores.frame is not None and source in scores.frame:
-                encoded[r] = _json_column(scores.frame[source].reset_index(drop=True))
-            elif scores.features is not None and source in scores.features:
-                encoded[r] = _json_column(scores.features[source].reset_index(drop=True))
-            else:
-                encoded[r] = "null"
+            values = scores.source_values(scores.sources[j])
+            encoded[r] = "null" if values is None else _json_column(values.reset_index(drop=True))
         names = np.array([json.dumps(s) for s in scores.sources], dtype=object)
         rows = np.arange(n)
         parts = ["["]

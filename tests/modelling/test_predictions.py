@@ -419,6 +419,25 @@ def test_serving_frames_carry_the_survey_date_and_the_households_previous_one(ap
     assert features["rainy_season"].tolist() == [1.0, 1.0]  # March and September
 
 
+def test_the_household_view_shows_the_latest_survey_not_the_latest_correction(api) -> None:  # type: ignore[no-untyped-def]
+    officer = api("field_officer")
+    january, march = submitted_on(officer, 7, ["2026-01-10T09:00:00+03:00", "2026-03-10T09:00:00+03:00"])
+    hid = household(7)["household_id"]
+    fix = officer.post("/api/v1/submissions/", {"submission_id": str(uuid.uuid4()), "supersedes": january["submission_id"],
+                                                "collected_at": "2026-01-10T09:00:00+03:00",
+                                                "data": household(7, household_size=4)}, format="json")
+    assert fix.status_code == 201, fix.json()
+    out = api("reviewer").get(f"/api/v1/households/{hid}/").json()
+    assert out["record"]["id"] == march["id"] and out["lineage"]["record"]["version"] == 1
+
+
+def test_a_prediction_payloads_time_must_say_its_offset(api, champion) -> None:  # type: ignore[no-untyped-def]
+    resp = api("reviewer").post("/api/v1/predictions/", {"collected_at": "2026-03-10T09:00:00", "data": household(0)},
+                                format="json")
+    assert resp.status_code == 400
+    assert [e["field"] for e in resp.json()["errors"]] == ["collected_at"]
+
+
 def test_an_unsaved_payload_gets_the_households_latest_earlier_survey(api) -> None:  # type: ignore[no-untyped-def]
     """The prediction API scores payloads that are not stored: their previous survey is the
     household's latest one before the payload's date, as it will be once the payload is saved."""
@@ -506,3 +525,22 @@ def test_experiments_are_started_ramped_and_ended_in_the_admin_with_an_audit(cli
     assert not Experiment.objects.filter(name="self").exists()
     client.force_login(make_user("reviewer"))
     assert client.get("/admin/modelling/experiment/add/").status_code == 403
+
+
+def test_a_month_reason_names_the_month_of_the_survey_row_by_row_and_column_wise() -> None:
+    """The model sees the month as a sine and a cosine; the reason shows the month (East Africa Time)."""
+    from modelling.scoring import Scores
+
+    n = SMALL_ROWS = 300  # past the row-by-row threshold for the column-wise JSON
+    frame = pd.DataFrame({"collected_at": ["2026-03-05T10:00:00+03:00", "2026-02-28T22:30:00Z", None] * (n // 3)})
+    scores = Scores(p_vulnerable=np.full(n, 0.6), statuses=["On Track", "Struggling"], status_proba=np.full((n, 2), 0.5),
+                    predicted_status=np.array(["Struggling"] * n, dtype=object), predicted_vulnerable=np.ones(n, bool),
+                    margin=np.full(n, 0.1), borderline=np.zeros(n, bool), in_set=np.ones((n, 2), bool),
+                    reason_source=np.zeros((n, 1), dtype=np.int64), reason_contribution=np.full((n, 1), 0.25),
+                    sources=["collected_month"], frame=frame)
+    first, second, third = scores.reasons(0)[0], scores.reasons(1)[0], scores.reasons(2)[0]
+    assert (first["value"], second["value"], third["value"]) == (3, 3, None)  # 22:30 UTC on 28 Feb is March in Kampala
+    assert first["label"] == "Month of the survey" and first["text"].startswith("Month of the survey: 3 raises")
+    assert SMALL_ROWS > serving.SMALL_BATCH
+    _, _, reasons = serving._json_by_column(scores)
+    assert [json.loads(reasons[i])[0][1] for i in range(3)] == [3, 3, None]
