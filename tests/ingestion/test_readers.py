@@ -19,7 +19,7 @@ from django.core.files.storage import default_storage
 from ingestion import readers
 from ingestion.models import IngestionBatch, IngestionChunk, RowIssue, SurveyRecord
 from ingestion.readers import ReadError, iter_chunks, read_table
-from ingestion.services import batch_create, batch_plan, chunk_process, ingest_file
+from ingestion.services import _local_copy, batch_create, batch_plan, chunk_process, ingest_file
 from ingestion.synthetic.generator import generate, write
 
 
@@ -96,7 +96,6 @@ def test_a_json_array_reads_as_python_json_did_whatever_its_layout(layout: str, 
     ('[{"a": "x}]', "not closed"),
     ('[{"a": 1}]]', "unbalanced"),
     ('[{"a": 1} {"a": 2}]', "expected ','"),
-    ('[{"a": 1}, {"a": "x"}]', "changed from number to string"),
 ])
 def test_a_broken_json_array_is_refused_clearly(text: str, message: str, tmp_path: Path) -> None:
     path = tmp_path / "b.json"
@@ -217,3 +216,186 @@ def test_a_row_that_does_not_line_up_with_the_header_is_rejected_alone_in_its_pl
     stored = dict(SurveyRecord.objects.filter(batch=batch, row_number__in=[bad - 1, bad + 1])
                   .values_list("row_number", "household__household_id"))
     assert stored == {bad - 1: lines[bad - 2].split(",")[3], bad + 1: lines[bad].split(",")[3]}
+
+
+def _records(rows: int = 5, seed: int = 4) -> list[dict[str, object]]:
+    data, _ = generate(rows, seed=seed, bad_rate=0.0)
+    return json.loads(data.to_json(orient="records"))
+
+
+def _write_records(records: list[dict[str, object]], path: Path, encoding: str = "utf-8", bom: bytes = b"") -> Path:
+    text = json.dumps(records) if path.suffix == ".json" else "\n".join(json.dumps(r) for r in records)
+    path.write_bytes(bom + text.encode(encoding))
+    return path
+
+
+def _errors(batch: IngestionBatch) -> set[tuple[int, str, str]]:
+    return set(RowIssue.objects.filter(batch=batch, severity="error").values_list("row_number", "field", "rule"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+@pytest.mark.parametrize(("value", "rejected"), [("four", 1), ("4", 0)])
+def test_a_json_value_of_another_type_is_judged_in_its_row_and_the_rest_is_stored(
+        fmt: str, value: str, rejected: int, tmp_path: Path) -> None:
+    """Arrow gives a field one type; a file in which one record's household size is text ("four"
+    or "4") among numbers is read as text, like a CSV: that row alone meets the validator, and
+    every other value reads exactly as it does when the file is consistent."""
+    records = _records()
+    plain = read_table(_write_records(records, tmp_path / f"plain.{fmt}"))
+    records[3]["household_size"] = value
+    path = _write_records(records, tmp_path / f"mixed.{fmt}")
+    raw = read_table(path)
+    expected = plain.frame.astype(object)
+    column = plain.headers.index("household_size")
+    expected.iloc[3, column] = value
+    assert raw.headers == plain.headers
+    assert raw.frame.astype(object).values.tolist() == expected.values.tolist()
+    batch = ingest_file(path)
+    assert batch.status == "succeeded", batch.error
+    assert (batch.accepted, batch.rejected) == (5 - rejected, rejected)
+    assert _errors(batch) == ({(5, "household_size", "type")} if rejected else set())
+
+
+def test_json_numbers_read_as_text_keep_the_typed_readers_text(tmp_path: Path) -> None:
+    numbers = [4, 4.5, 4.0, 1e-05, 1e20, -0.25, None]
+    path = _write_records([{"n": n, "m": "x" if i == 2 else n} for i, n in enumerate(numbers)], tmp_path / "n.json")
+    raw = read_table(path)
+    typed = raw.frame[0].tolist()  # a field of numbers only: Arrow's types
+    assert typed[:3] == ["4", "4.5", "4"] and typed[-1] == ""
+    assert raw.frame[1].tolist() == [*typed[:2], "x", *typed[3:]]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "parquet"])
+def test_nested_values_are_kept_as_json_text_and_never_stop_the_file(fmt: str, tmp_path: Path) -> None:
+    """KoBo exports carry objects (``_validation_status``) and lists of objects (``_attachments``)
+    beside the survey's fields: they read as JSON text, and the mapped fields are stored."""
+    records = _records()
+    for i, record in enumerate(records):
+        record["_validation_status"] = {"uid": "approved"} if i % 2 else {}
+        record["_attachments"] = [{"filename": f"p{i}.jpg", "id": i}]
+        record["_tags"] = ["a", "b"]
+    path = tmp_path / f"k.{fmt}"
+    if fmt == "parquet":
+        pd.DataFrame(records).to_parquet(path)
+    else:
+        _write_records(records, path)
+    raw = read_table(path)
+    frame = raw.frame.astype(object)
+    attachments = frame[raw.headers.index("_attachments")].tolist()
+    assert [json.loads(v) for v in attachments] == [[{"filename": f"p{i}.jpg", "id": i}] for i in range(5)]
+    assert frame[raw.headers.index("_tags")].tolist() == ["a b"] * 5
+    assert json.loads(frame[raw.headers.index("_validation_status")][1]) == {"uid": "approved"}
+    batch = ingest_file(path)
+    assert batch.status == "succeeded", batch.error
+    assert (batch.accepted, batch.rejected) == (5, 0)
+
+
+@pytest.mark.django_db
+def test_an_error_inside_a_local_copy_reaches_the_caller_as_itself() -> None:
+    """Arrow's ArrowNotImplementedError is a NotImplementedError: raised by the caller's block, it
+    must not be taken for storage without local paths (which made the copy yield twice)."""
+    key = default_storage.save("temp/test-local-copy.txt", io.BytesIO(b"x"))
+    try:
+        with pytest.raises(pa.ArrowNotImplementedError), _local_copy(key) as path:
+            assert path.read_bytes() == b"x"
+            raise pa.ArrowNotImplementedError("no kernel")
+    finally:
+        default_storage.delete(key)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "parquet"])
+def test_booleans_read_as_1_and_0_like_a_spreadsheets(fmt: str, tmp_path: Path) -> None:
+    records = _records()
+    for i, record in enumerate(records):
+        record["latrine_constructed"] = i != 2
+    path = tmp_path / f"b.{fmt}"
+    if fmt == "parquet":
+        pd.DataFrame(records).to_parquet(path)
+    else:
+        _write_records(records, path)
+    raw = read_table(path)
+    assert raw.frame[raw.headers.index("latrine_constructed")].tolist() == ["1", "1", "0", "1", "1"]
+    batch = ingest_file(path)
+    assert (batch.status, batch.accepted, batch.rejected) == ("succeeded", 5, 0)
+    stored = SurveyRecord.objects.filter(batch=batch).order_by("row_number").values_list("values__latrine_constructed", flat=True)
+    assert list(stored) == [1, 1, 0, 1, 1]
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+@pytest.mark.parametrize(("encoding", "bom"), [("utf-8", b"\xef\xbb\xbf"), ("utf-16", b""), ("utf-16-le", b""),
+                                               ("utf-16-be", b"")])
+def test_a_json_file_with_a_byte_order_mark_or_in_utf16_reads_as_utf8(fmt: str, encoding: str, bom: bytes,
+                                                                      tmp_path: Path) -> None:
+    records = _records(3)
+    records[0]["village"] = "Kabalé"
+    plain = read_table(_write_records(records, tmp_path / f"plain.{fmt}"))
+    raw = read_table(_write_records(records, tmp_path / f"marked.{fmt}", encoding, bom))
+    assert raw.headers == plain.headers
+    assert raw.frame.astype(object).values.tolist() == plain.frame.astype(object).values.tolist()
+
+
+def test_a_json_file_with_zero_bytes_that_is_not_utf16_is_refused_as_an_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "z.json"
+    path.write_bytes(b'[{"a": "\x00\x00\x00\x00\x00\x00\x00\x00"}]')
+    with pytest.raises(ReadError) as err:
+        read_table(path)
+    assert err.value.code == "bad_encoding"
+
+
+def _bad_row_after_an_empty_line(tmp_path: Path, cluster: str) -> str:
+    """A CSV whose spreadsheet row 2 has ``cluster``, row 4 is an empty line and row 7 a household
+    of 999."""
+    data, _ = generate(6, seed=4, bad_rate=0.0)
+    data.loc[4, "household_size"] = 999
+    data.loc[0, "cluster"] = "CLUSTER"
+    path = write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    lines = path.read_text(encoding="utf-8").replace("CLUSTER", cluster).splitlines(keepends=True)
+    lines.insert(3, "\n")
+    return "".join(lines)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "latin-1"])
+@pytest.mark.parametrize("cluster", ["Clus 5 west", 'Clus 5" west', 'Clus 5"', '"Clus ""5"" west"'])
+def test_an_empty_line_keeps_later_row_numbers_whatever_the_encoding_and_quotes(
+        encoding: str, cluster: str, tmp_path: Path) -> None:
+    """A quote inside an unquoted value (an inch mark) is a character, as Arrow reads it, not the
+    start of a quoted value: the empty line after it is still a row, in UTF-16 as in UTF-8."""
+    path = tmp_path / "q.csv"
+    path.write_bytes(_bad_row_after_an_empty_line(tmp_path, cluster).encode(encoding))
+    batch = ingest_file(path)
+    assert batch.status == "succeeded", batch.error
+    assert (7, "household_size", "range") in _errors(batch)
+    assert {r for r, _, k in _errors(batch) if k == "required"} == {4}
+    stored = dict(SurveyRecord.objects.filter(batch=batch).values_list("row_number", "cluster"))
+    assert sorted(stored) == [2, 3, 5, 6, 8]
+    assert stored[2] == next(csv.reader([cluster]))[0]
+
+
+CSV_QUOTES = [
+    'h1,h2,h3\n1,Clus 5" west,c\n\n2,x,y\n',
+    'h1,h2,h3\n1,a5",c\n\n2,"x\n\ny",z\n\n3,q,r\n',
+    'h1,h2,h3\n1,"ab"c",d\n\n2,x,y\n',  # after its closing quote a value goes on unquoted
+    'h1,h2,h3\n1,"ab""c",d\n\n2,"",""\n\n3,"""",x\n',
+    'h1,h2,h3\n1,"a\n\nb",d\n2,x,y\n\n',
+    'h1,h2,h3\n1, "a,b\n\n2,x,y\n',  # a quote after a space is text
+    'h1,h2,h3\r\n1,"a\r\n\r\nb"",""c",d\r\n\r\n2,x 1"",y\r\n\r\n3,"z""",w\r\n',
+]
+
+
+@pytest.mark.parametrize("text", CSV_QUOTES)
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 1 << 20])
+def test_empty_lines_are_rows_exactly_where_the_csv_parser_sees_them(text: str, block: int, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the quotes, every empty line the parser reads between rows is a row of empty cells
+    (Python's csv module agrees with Arrow on quotes), across any cut of the file into blocks."""
+    monkeypatch.setattr(readers, "_BLANK_SCAN_BLOCK", block)
+    path = tmp_path / "q.csv"
+    path.write_bytes(text.encode())
+    rows = list(csv.reader(io.StringIO(text, newline="")))[1:]
+    while rows and not rows[-1]:
+        rows.pop()
+    assert read_table(path).frame.values.tolist() == [row or ["", "", ""] for row in rows]
