@@ -73,6 +73,7 @@ RECORD_COLUMNS = [
 RECORD_TEXT_COLUMNS = ["survey_round", "cluster", "progress_status", "review_status", "form_version", "device_id"]
 ISSUE_COLUMNS = ["batch_id", "record_id", "row_number", "household_id", "field", "column", "rule", "severity",
                  "value", "message"]
+ISSUE_COLUMN_LENGTH = RowIssue._meta.get_field("column").max_length or 120  # type: ignore[union-attr]
 ACTIVE = (IngestionBatch.Status.PENDING, IngestionBatch.Status.RUNNING, IngestionBatch.Status.SUCCEEDED)
 
 
@@ -86,6 +87,10 @@ class DuplicateFile(Exception):
 
 class TooManyRows(Exception):
     pass
+
+
+class FileNotStored(Exception):
+    """Storage refused the original (the batch is not created)."""
 
 
 @dataclass
@@ -122,34 +127,67 @@ def _hash_and_size(fh: BinaryIO) -> tuple[str, int]:
 def batch_create(*, fh: BinaryIO, original_name: str, user: AbstractBaseUser | AnonymousUser | None = None,
                  channel: str = IngestionBatch.Channel.COMMAND, source: str = "", dry_run: bool = False,
                  force: bool = False, partner: Partner | None = None) -> IngestionBatch:
-    """Keep the original under raw/, refuse a file already ingested (unless forced), create the batch."""
+    """Keep the original under raw/, refuse a file already ingested (unless forced), create the batch.
+
+    The look-up and the insert are one step per file content: on PostgreSQL a transaction-scoped
+    advisory lock on the sha256 makes simultaneous uploads of the same bytes wait for each other (the
+    caller's transaction, when there is one, holds it to its commit), so only the first is stored."""
     fmt = detect_format(original_name)
     sha, size = _hash_and_size(fh)
-    earlier = None
-    if not dry_run:
-        earlier = (IngestionBatch.objects.filter(sha256=sha, dry_run=False, status__in=ACTIVE)
-                   .order_by("created_at").first())
-        if earlier is not None and not force:
-            raise DuplicateFile(earlier)
-    batch = IngestionBatch(
-        channel=channel, source=source or (partner.slug if partner else ""), format=fmt,
-        original_name=Path(original_name).name[:255], sha256=sha, size_bytes=size, dry_run=dry_run,
-        forced=bool(force and earlier), duplicate_of=earlier, partner=partner,
-        created_by=user if user is not None and user.is_authenticated else None,
-    )
-    batch.file_key = default_storage.save(area_path("raw", f"{batch.id}/{batch.original_name}"), fh)
-    batch.save(force_insert=True)
+    with transaction.atomic():
+        earlier = None
+        if not dry_run:
+            _lock_file_content(sha)
+            earlier = _earlier_batch(sha)
+            if earlier is not None and not force:
+                raise DuplicateFile(earlier)
+        batch = IngestionBatch(
+            channel=channel, source=source or (partner.slug if partner else ""), format=fmt,
+            original_name=Path(original_name).name[:255], sha256=sha, size_bytes=size, dry_run=dry_run,
+            forced=bool(force and earlier), duplicate_of=earlier, partner=partner,
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        # Stored under a key of our own: the sender's file name (any length, any script) is kept in
+        # original_name, and only its lower-case extension, which detect_format accepted, is reused.
+        key = area_path("raw", f"{batch.id}/original{Path(original_name).suffix.lower()}")
+        try:
+            batch.file_key = default_storage.save(key, fh)
+        except OSError as exc:
+            raise FileNotStored(f"The file could not be stored ({type(exc).__name__}).") from exc
+        batch.save(force_insert=True)
     return batch
+
+
+def _lock_file_content(sha: str) -> None:
+    """Serialise batch creation per file content until the transaction ends (SQLite serialises
+    writes by itself)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"ingestion.file:{sha}"])
+
+
+def _earlier_batch(sha: str) -> IngestionBatch | None:
+    """The first real batch of these bytes that counts against a new one: pending, running or
+    succeeded, or failed after storing records (its stored chunks would be stored twice)."""
+    stored = Exists(SurveyRecord.objects.filter(batch=OuterRef("pk")))
+    return (IngestionBatch.objects.filter(sha256=sha, dry_run=False)
+            .filter(Q(status__in=ACTIVE) | Q(stored, status=IngestionBatch.Status.FAILED))
+            .order_by("created_at").first())
 
 
 @contextmanager
 def _local_copy(key: str) -> Iterator[Path]:
     """A local path for a stored file (the file itself on local storage; a temp copy from the cloud)."""
+    # Only the storage's answer is guarded: an error raised by the caller's block (Arrow's
+    # ArrowNotImplementedError is a NotImplementedError too) must reach the caller, not make this
+    # generator yield a second time.
     try:
-        yield Path(default_storage.path(key))
-        return
+        local = Path(default_storage.path(key))
     except NotImplementedError:
         pass
+    else:
+        yield local
+        return
     suffix = Path(key).suffix
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp, default_storage.open(key, "rb") as src:
         for block in iter(lambda: src.read(1 << 20), b""):
@@ -607,7 +645,8 @@ def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, reco
         # Cut to the column's length: the finding's value keeps it whole.
         "household_id": _storable(pd.Series(hid, dtype=object).str.slice(0, STORED_TEXT_LIMITS["household_id"])),
         "field": rows["field"],
-        "column": rows["field"].map(r["header_by_field"]).fillna(""),
+        # A header longer than the column maps all the same (aliases ignore punctuation): cut to fit.
+        "column": rows["field"].map(r["header_by_field"]).fillna("").str.slice(0, ISSUE_COLUMN_LENGTH),
         "rule": rows["rule"],
         "severity": rows["severity"],
         "value": _storable(rows["value"]),
@@ -809,5 +848,5 @@ def batch_progress(batch: IngestionBatch) -> dict[str, Any]:
             "accepted": done["accepted"] or 0, "rejected": done["rejected"] or 0, "warnings": done["warnings"] or 0}
 
 
-__all__ = ["DuplicateFile", "IngestSummary", "TooManyRows", "batch_create", "batch_finalize", "batch_plan",
+__all__ = ["DuplicateFile", "FileNotStored", "IngestSummary", "TooManyRows", "batch_create", "batch_finalize", "batch_plan",
            "batch_progress", "chunk_process", "chunks_resume_stale", "ingest_file", "plans_resume_stale"]

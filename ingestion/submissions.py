@@ -50,6 +50,7 @@ from .models import (
 from .selectors import records_visible_to
 
 SURVEY_NAMES = [f.name for f in contract.SURVEY_FIELDS]
+INVALID_MESSAGE = "The submission has invalid fields; nothing was stored."
 COPY_FROM_ROWS = 20
 
 
@@ -235,7 +236,7 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
         if errors:
             warnings = [_public(r) for r in by_row.get(i, []) if r["severity"] == "warning"]
             outcomes[i] = Outcome("invalid", 400, code="invalid_submission",
-                                  message="The submission has invalid fields; nothing was stored.",
+                                  message=INVALID_MESSAGE,
                                   errors=errors, warnings=warnings)
         else:
             candidates.append(i)
@@ -284,11 +285,16 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
     otherwise."""
     with transaction.atomic():
         ids = [envelopes[i].submission_id for i in candidates]
-        existing: dict[uuid.UUID, SurveyRecord] = {}
+        existing: dict[uuid.UUID, SurveyRecord | None] = {}
         if checked:
             _lock_all(ids)
-            existing = {r.submission_id: r for r in
-                        SurveyRecord.objects.filter(submission_id__in=ids).select_related("household")} if ids else {}
+            found = {r.submission_id: r for r in
+                     SurveyRecord.objects.filter(submission_id__in=ids).select_related("household")} if ids else {}
+            # A stored id the sender may not see is theirs to know as taken, nothing more (None): not
+            # the record, nor whether their content matches it.
+            visible = set(records_visible_to(user).filter(pk__in=[r.pk for r in found.values()])
+                          .values_list("pk", flat=True)) if found else set()
+            existing = {sid: (r if r.pk in visible else None) for sid, r in found.items()}
         prior_ids = [envelopes[i].supersedes for i in candidates if envelopes[i].supersedes is not None]
         # Only a record the sender may see can be corrected: a field officer corrects their own (another
         # officer's is "not stored" to them, as it is on GET: its id and diff stay theirs).
@@ -341,14 +347,14 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
                 batch.warnings = warned
 
 
-def _decide(i: int, env: Envelope, hashes: list[str], existing: dict[uuid.UUID, SurveyRecord],
+def _decide(i: int, env: Envelope, hashes: list[str], existing: dict[uuid.UUID, SurveyRecord | None],
             seen: dict[uuid.UUID, int], priors: dict[uuid.UUID, SurveyRecord], taken: set[int],
             superseded_here: dict[uuid.UUID, uuid.UUID], wave: dict[int, int], new: list[int],
             heads: dict[int, uuid.UUID], outcomes: list[Outcome | None]) -> None:
     """One valid item's fate: a replay or conflict of what is stored or of an earlier item, a refused
     correction, or new (with the wave that writes it: one after its prior's when that is in the request)."""
     if env.submission_id in existing:
-        outcomes[i] = _existing(existing[env.submission_id], hashes[i])
+        outcomes[i] = _existing(existing[env.submission_id], hashes[i], env.submission_id)
         return
     if env.submission_id in seen:  # the same id twice in one request
         first = seen[env.submission_id]
@@ -409,7 +415,14 @@ def _public(issue: dict[str, Any]) -> dict[str, Any]:
     return {"field": f"data.{issue['field']}", "code": issue["rule"], "message": issue["message"]}
 
 
-def _existing(record: SurveyRecord, content_hash: str) -> Outcome:
+def _existing(record: SurveyRecord | None, content_hash: str, submission_id: uuid.UUID) -> Outcome:
+    """A replay or a conflict of the stored record; ``None``: stored, but not the sender's to see
+    (another officer's): refused the same whatever the content, naming nothing of it."""
+    if record is None:
+        return Outcome("conflict", 409, code="submission_id_taken",
+                       message="This submission id is already used by a submission you cannot see; send this "
+                               "submission with a new submission_id.",
+                       errors=[{"field": "submission_id", "code": "submission_id_taken", "message": str(submission_id)}])
     if record.content_hash == content_hash:
         return Outcome("replayed", 200, record=record)
     return Outcome("conflict", 409, record=record, code="submission_conflict",

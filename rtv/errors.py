@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404
-from rest_framework import exceptions, status
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
+from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -62,7 +63,34 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body = {"code": "invalid", "message": "The request has invalid fields.", "errors": _flatten(exc.detail)}
     else:
         detail = getattr(exc, "detail", "")
-        code = detail.code if isinstance(detail, exceptions.ErrorDetail) else getattr(exc, "default_code", "error")
+        code = getattr(exc, "default_code", "error")
+        if isinstance(detail, dict):  # simplejwt's {"detail", "code", "messages"}: its words, not a repr
+            code = str(detail.get("code") or code)
+            detail = detail.get("detail", "")
+        else:
+            if isinstance(detail, list):
+                detail = detail[0] if detail else ""
+            if isinstance(detail, exceptions.ErrorDetail):
+                code = detail.code or code
         body = {"code": code, "message": str(detail), "errors": []}
     response.data = body
     return response
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: a path no view answers is a JSON 404 in the standard shape under /api/ (an id
+    that is not a UUID, an unknown endpoint), the site's own page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "not_found", "message": "Not found.", "errors": []}, status=404)
+    return page_not_found(request, exception)  # type: ignore[arg-type]
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, with a document nested deeper than Python can parse (``[[[[...``) refused
+    as a parse error (400) like any other malformed body, instead of a RecursionError (500)."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from exc

@@ -25,6 +25,8 @@ api_v1 = [
     path("", include("modelling.urls")),
 ]
 
+handler404 = "rtv.errors.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),

@@ -15,7 +15,15 @@ from rest_framework.views import APIView
 
 from ingestion.models import RowIssue, SurveyRecord
 from ingestion.selectors import access_submission
-from ingestion.submissions import Envelope, Outcome, answerable, field_diff, submissions_receive, version_chain
+from ingestion.submissions import (
+    INVALID_MESSAGE,
+    Envelope,
+    Outcome,
+    answerable,
+    field_diff,
+    submissions_receive,
+    version_chain,
+)
 from modelling import serving
 from modelling.models import Prediction
 from rtv.errors import ApiError, _flatten
@@ -226,7 +234,7 @@ class SubmissionBatchView(APIView):
                 results[i] = {"index": i, "result": "invalid", "status": 400,
                               # echoed only as text that can be answered (not 1e400, not a lone surrogate)
                               "submission_id": sid if isinstance(sid, str) and answerable(sid) else None,
-                              "code": "invalid_submission", "errors": _flatten(exc.detail)}
+                              "code": "invalid_submission", "message": INVALID_MESSAGE, "errors": _flatten(exc.detail)}
         outcomes = submissions_receive(user=request.user, envelopes=envelopes,
                                        user_agent=request.headers.get("User-Agent", ""))
         predictions = provisional_predictions(outcomes)

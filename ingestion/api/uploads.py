@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
@@ -17,8 +18,8 @@ from rest_framework.views import APIView
 from ingestion.models import IngestionBatch, Partner
 from ingestion.readers import ReadError
 from ingestion.reports import error_report_csv, error_report_xlsx
-from ingestion.selectors import access_batch
-from ingestion.services import DuplicateFile, batch_create, batch_progress
+from ingestion.selectors import access_batch, batches_visible_to
+from ingestion.services import DuplicateFile, FileNotStored, batch_create, batch_progress
 from rtv.errors import ApiError
 from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, PARTNER, HasRole, has_role
@@ -33,8 +34,13 @@ class UploadIn(serializers.Serializer):
     source = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
 
 
-def upload_body(batch: IngestionBatch) -> dict[str, Any]:
+def upload_body(batch: IngestionBatch, user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
+    """An upload as its sender sees it: the earlier batch a forced one repeats is named only when
+    the reader may see that batch too."""
     progress = batch_progress(batch)
+    duplicate_of = batch.duplicate_of_id
+    if duplicate_of and not batches_visible_to(user).filter(pk=duplicate_of).exists():
+        duplicate_of = None
     total = progress["rows_total"]
     base = f"/api/v1/uploads/{batch.pk}/"
     return {
@@ -53,7 +59,7 @@ def upload_body(batch: IngestionBatch) -> dict[str, Any]:
         "label_counts": batch.label_counts,
         "timings": batch.timings,
         "error": batch.error or None,
-        "duplicate_of": str(batch.duplicate_of_id) if batch.duplicate_of_id else None,
+        "duplicate_of": str(duplicate_of) if duplicate_of else None,
         "created_at": batch.created_at.isoformat(),
         "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
         "links": {"self": base, "errors_csv": base + "errors.csv", "errors_xlsx": base + "errors.xlsx"},
@@ -67,6 +73,21 @@ def _partner_of(request: Request) -> Partner | None:
     if partner is None:
         raise ApiError("no_partner", "This account is not linked to an active partner source.", status_code=403)
     return partner
+
+
+def _duplicate(request: Request, earlier: IngestionBatch) -> ApiError:
+    """The same bytes were stored before: a 409 naming the earlier batch when the sender may see it.
+    Another source's batch is not named (its id, time and link are not the sender's to know), but the
+    file is refused all the same: the rows it holds are stored already."""
+    message = "This file was already ingested; send force=true to ingest it again."
+    if not batches_visible_to(request.user).filter(pk=earlier.pk).exists():
+        return ApiError("duplicate_file", message, status_code=409,
+                        errors=[{"field": "file", "code": "duplicate_file", "message": "this file was already ingested"}])
+    return ApiError("duplicate_file", message, status_code=409,
+                    errors=[{"field": "file", "code": "duplicate_file",
+                             "message": f"this file was already ingested as {earlier.pk}"}],
+                    extra={"earlier": {"ingestion_id": str(earlier.pk), "created_at": earlier.created_at.isoformat(),
+                                       "links": {"self": f"/api/v1/uploads/{earlier.pk}/"}}})
 
 
 class UploadCreateView(APIView):
@@ -95,20 +116,19 @@ class UploadCreateView(APIView):
                     force=data.validated_data["force"], partner=partner)
                 outbox_enqueue("ingestion.plan_batch", str(batch.pk))
         except DuplicateFile as exc:
-            raise ApiError("duplicate_file", "This file was already ingested; send force=true to ingest it again.",
-                           status_code=409, errors=[{"field": "file", "code": "duplicate_file", "message": str(exc)}],
-                           extra={"earlier": {"ingestion_id": str(exc.earlier.pk),
-                                              "created_at": exc.earlier.created_at.isoformat(),
-                                              "links": {"self": f"/api/v1/uploads/{exc.earlier.pk}/"}}}) from exc
+            raise _duplicate(request, exc.earlier) from exc
+        except FileNotStored as exc:
+            raise ApiError("file_not_stored", str(exc),
+                           errors=[{"field": "file", "code": "file_not_stored", "message": str(exc)}]) from exc
         except ReadError as exc:
             raise ApiError(exc.code, str(exc), errors=[{"field": "file", "code": exc.code, "message": str(exc)}]) from exc
-        return Response(upload_body(batch), status=202)
+        return Response(upload_body(batch, request.user), status=202)
 
 
 class UploadDetailView(APIView):
     @extend_schema(responses={200: dict, 404: dict})
     def get(self, request: Request, ingestion_id: str) -> Response:
-        return Response(upload_body(access_batch(request.user, ingestion_id)))
+        return Response(upload_body(access_batch(request.user, ingestion_id), request.user))
 
 
 class _FileView(APIView):

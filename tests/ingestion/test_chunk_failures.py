@@ -10,7 +10,8 @@ import pytest
 from django.db import connection
 
 from ingestion.models import IngestionBatch, IngestionChunk, SurveyRecord
-from ingestion.services import batch_create, batch_plan, chunk_process, chunks_resume_stale, ingest_file
+from ingestion.readers import ReadError
+from ingestion.services import DuplicateFile, batch_create, batch_plan, chunk_process, chunks_resume_stale, ingest_file
 from ingestion.synthetic.generator import generate, write
 
 pytestmark = pytest.mark.django_db
@@ -51,6 +52,33 @@ def test_a_chunk_that_always_fails_ends_its_batch_failed_naming_its_rows(survey,
     # Nothing valid is lost: the other chunks' rows are stored and counted.
     assert SurveyRecord.objects.filter(batch=batch).count() == batch.accepted == 75
     assert batch.finished_at is not None
+
+
+def test_a_failed_batch_that_stored_records_refuses_the_same_file_unless_forced(survey, poison, settings) -> None:  # type: ignore[no-untyped-def]
+    """Its stored chunks would be stored twice: the same bytes are a duplicate of it, as of a batch
+    that succeeded (forcing still sends them again)."""
+    settings.RTV_CHUNK_MAX_ATTEMPTS = 1
+    path, _ = survey
+    failed = ingest_file(path)
+    assert failed.status == IngestionBatch.Status.FAILED and SurveyRecord.objects.count() == 75
+    with pytest.raises(DuplicateFile) as refused:
+        ingest_file(path)
+    assert refused.value.earlier == failed
+    assert SurveyRecord.objects.count() == 75
+    forced = ingest_file(path, force=True)
+    assert forced.duplicate_of == failed and forced.forced
+
+
+def test_a_failed_batch_that_stored_nothing_does_not_block_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_bytes(b"HouseholdSize\n\x00\xff\xfe\n")  # not text: the reader refuses it
+    with pytest.raises(ReadError):
+        ingest_file(path)
+    first = IngestionBatch.objects.get()
+    assert first.status == IngestionBatch.Status.FAILED and not SurveyRecord.objects.exists()
+    with pytest.raises(ReadError):  # read (and refused) again, not refused as a duplicate
+        ingest_file(path)
+    assert IngestionBatch.objects.count() == 2
 
 
 def test_a_failed_attempt_hands_the_chunk_back_until_the_last(survey, poison, settings) -> None:  # type: ignore[no-untyped-def]

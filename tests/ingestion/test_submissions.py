@@ -328,6 +328,15 @@ def test_broken_json_is_a_400_not_a_500(officer) -> None:  # type: ignore[no-unt
     assert resp.status_code == 400 and resp.json()["code"] == "parse_error"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/submissions/", "/api/v1/submissions/batch/"])
+def test_json_nested_deeper_than_python_parses_is_a_400_parse_error(officer, path: str) -> None:  # type: ignore[no-untyped-def]
+    deep = '{"data":' + "[" * 100_000 + "]" * 100_000 + "}"
+    resp = officer.post(path, data=deep, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.json() == {"code": "parse_error", "message": resp.json()["message"], "errors": []}
+    assert "nested too deeply" in resp.json()["message"]
+
+
 def test_a_body_over_the_limit_gets_413(officer, settings) -> None:  # type: ignore[no-untyped-def]
     settings.RTV_MAX_SUBMISSION_BYTES = 1000
     payload = body()
@@ -383,6 +392,42 @@ def test_a_batch_reports_each_item_in_order_and_one_bad_item_rejects_nothing_els
     assert results[4]["errors"][0]["field"] == "submission_id"
     assert resp.json()["counts"] == {"created": 2, "replayed": 1, "invalid": 2, "conflict": 1}
     assert SurveyRecord.objects.count() == 3
+
+
+def test_every_refused_batch_item_has_the_same_shape_whichever_check_refused_it(officer) -> None:  # type: ignore[no-untyped-def]
+    bad_answers = body(2)
+    bad_answers["data"] = {**bad_answers["data"], "household_size": -1}
+    bad_envelope = {"submission_id": "nope", "data": {}}
+    resp = officer.post("/api/v1/submissions/batch/", {"items": [bad_answers, bad_envelope]}, format="json")
+    by_rules, by_envelope = resp.json()["results"]
+    assert set(by_rules) == set(by_envelope) == {"index", "result", "status", "submission_id", "code", "message", "errors"}
+    assert (by_envelope["code"], by_envelope["status"]) == (by_rules["code"], by_rules["status"]) == ("invalid_submission", 400)
+    assert by_envelope["message"] == by_rules["message"] != ""
+
+
+def test_another_officers_submission_id_is_refused_without_naming_their_record(officer, api) -> None:  # type: ignore[no-untyped-def]
+    """The same id from another officer, with the same content or not, is one 409 that says the id
+    is taken: nothing of the stored record (id, status, label, quality), nor whether it matches."""
+    payload = body()
+    mine = officer.post("/api/v1/submissions/", payload, format="json").json()
+    other = api("field_officer")
+    same = other.post("/api/v1/submissions/", payload, format="json")
+    changed = other.post("/api/v1/submissions/", {**payload, "device_id": "tab-99"}, format="json")
+    in_batch = other.post("/api/v1/submissions/batch/", {"items": [payload]}, format="json").json()["results"][0]
+    assert set(same.json()) == set(changed.json()) == {"code", "message", "errors"}
+    assert set(in_batch) == {"index", "result", "status", "submission_id", "code", "message", "errors"}
+    for answer in (same.json(), changed.json(), in_batch):
+        assert answer["code"] == "submission_id_taken"
+        assert answer["errors"] == [{"field": "submission_id", "code": "submission_id_taken",
+                                     "message": payload["submission_id"]}]
+    assert same.status_code == changed.status_code == in_batch["status"] == 409
+    assert same.json() == changed.json()
+    assert in_batch["result"] == "conflict"
+    # The sender still gets their own replay, and staff who see every record get its conflict.
+    assert officer.post("/api/v1/submissions/", payload, format="json").status_code == 200
+    staff = api("data_manager").post("/api/v1/submissions/", {**payload, "device_id": "x"}, format="json")
+    assert (staff.status_code, staff.json()["code"], staff.json()["record"]["id"]) == (409, "submission_conflict", mine["id"])
+    assert SurveyRecord.objects.count() == 1
 
 
 def test_a_batch_over_500_items_is_refused(officer) -> None:  # type: ignore[no-untyped-def]

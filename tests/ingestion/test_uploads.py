@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from ingestion.models import IngestionBatch, IngestionChunk, Partner, SurveyRecord
+from ingestion.models import IngestionBatch, IngestionChunk, Partner, RowIssue, SurveyRecord
 from ingestion.reports import neutralise
 from ingestion.synthetic.generator import generate, write
 
@@ -113,6 +115,75 @@ def test_the_same_file_twice_is_refused_with_a_pointer_unless_forced(manager, su
     forced = upload(manager, path, force="true")
     assert forced.status_code == 202
     assert IngestionBatch.objects.get(pk=forced.json()["ingestion_id"]).duplicate_of_id is not None
+
+
+def test_another_sources_earlier_upload_refuses_the_file_without_being_named(api, survey,  # type: ignore[no-untyped-def]
+                                                                              django_capture_on_commit_callbacks) -> None:
+    """Nothing is stored twice, whoever sends the bytes again; but another partner's batch (its id,
+    time and link) is not the sender's to know."""
+    path, _ = survey
+    first_partner, second_partner = api("partner"), api("partner")
+    for client, slug in ((first_partner, "hope"), (second_partner, "care")):
+        Partner.objects.create(name=slug, slug=slug).users.add(client.user)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = upload(first_partner, path).json()
+    again = upload(second_partner, path, name="ours.csv")
+    assert again.status_code == 409
+    assert again.json() == {"code": "duplicate_file", "message": again.json()["message"],
+                            "errors": [{"field": "file", "code": "duplicate_file",
+                                        "message": "this file was already ingested"}]}
+    assert first["ingestion_id"] not in again.content.decode()
+    # Staff, who see every batch, are pointed at it.
+    staff = upload(api("data_manager"), path)
+    assert staff.status_code == 409 and staff.json()["earlier"]["ingestion_id"] == first["ingestion_id"]
+    # Forced, the file is taken, still without naming the other source's batch.
+    with django_capture_on_commit_callbacks(execute=True):
+        forced = upload(second_partner, path, force="true")
+    assert forced.status_code == 202 and forced.json()["duplicate_of"] is None
+    assert second_partner.get(forced.json()["links"]["self"]).json()["duplicate_of"] is None
+    assert IngestionBatch.objects.get(pk=forced.json()["ingestion_id"]).duplicate_of_id is not None
+
+
+def test_a_long_file_name_in_any_script_is_kept_as_its_name_not_its_storage_key(  # type: ignore[no-untyped-def]
+        manager, survey, django_capture_on_commit_callbacks) -> None:
+    path, _ = survey
+    name = "é" * 200 + ".CSV"  # 400 bytes in UTF-8: longer than a file name may be
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = upload(manager, path, name=name)
+    assert resp.status_code == 202, resp.content[:300]
+    done = manager.get(resp.json()["links"]["self"]).json()
+    assert (done["state"], done["file"]["name"]) == ("succeeded", name)
+    batch = IngestionBatch.objects.get(pk=resp.json()["ingestion_id"])
+    assert batch.file_key == f"raw/{batch.pk}/original.csv"
+    assert default_storage.open(batch.file_key).read() == path.read_bytes()
+
+
+def test_a_file_storage_refuses_is_a_400_and_no_batch(manager, survey) -> None:  # type: ignore[no-untyped-def]
+    with mock.patch("django.core.files.storage.FileSystemStorage.save",
+                    side_effect=OSError(28, "No space left on device")):
+        resp = upload(manager, survey[0])
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "file_not_stored" and resp.json()["errors"][0]["field"] == "file"
+    assert not IngestionBatch.objects.exists()
+
+
+def test_a_header_longer_than_the_report_column_still_reports_its_findings(  # type: ignore[no-untyped-def]
+        manager, survey, django_capture_on_commit_callbacks) -> None:
+    """Aliases ignore punctuation, so "HouseholdSize____...": a 143-character header, maps; its
+    findings are stored (the header cut to the column's 120 characters) and the batch succeeds."""
+    path, _ = survey
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))
+    size = rows[0].index("HouseholdSize")
+    rows[0][size] = "HouseholdSize" + "_" * 130
+    rows[1][size] = "999"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, path).json()
+    done = manager.get(body["links"]["self"]).json()
+    assert done["state"] == "succeeded", done["error"]
+    findings = RowIssue.objects.filter(batch_id=body["ingestion_id"], row_number=2, field="household_size")
+    assert {f.column for f in findings} == {("HouseholdSize" + "_" * 130)[:120]}
 
 
 def _edit_cells(path: Path, edits: dict[tuple[int, str], str]) -> Path:

@@ -1,0 +1,45 @@
+"""Every API error, whoever raises it (a URL that matches nothing, simplejwt), has the one shape."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+
+pytestmark = pytest.mark.django_db
+
+
+def _standard(resp) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    assert resp["Content-Type"].startswith("application/json"), resp.content[:200]
+    body = resp.json()
+    assert set(body) == {"code", "message", "errors"}, body
+    assert isinstance(body["message"], str) and not body["message"].startswith("{")
+    return body  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/submissions/123/", "/api/v1/submissions/123/versions/",
+                                  "/api/v1/uploads/xyz/", "/api/v1/uploads/xyz/errors.csv", "/api/v1/nothing/"])
+def test_an_api_path_that_matches_nothing_is_a_json_404(api, path: str) -> None:  # type: ignore[no-untyped-def]
+    resp = api("data_manager").get(path)
+    assert resp.status_code == 404
+    assert _standard(resp) == {"code": "not_found", "message": "Not found.", "errors": []}
+
+
+def test_a_page_outside_the_api_keeps_its_html_404(client) -> None:  # type: ignore[no-untyped-def]
+    resp = client.get("/no-such-page/")
+    assert resp.status_code == 404 and resp["Content-Type"].startswith("text/html")
+
+
+def test_a_token_that_is_not_one_is_a_401_in_words() -> None:
+    resp = APIClient(HTTP_AUTHORIZATION="Bearer abc").get(f"/api/v1/submissions/{uuid.uuid4()}/")
+    assert resp.status_code == 401
+    body = _standard(resp)
+    assert body["code"] == "token_not_valid" and body["message"] == "Given token not valid for any token type"
+
+
+def test_a_refresh_token_that_is_not_one_is_a_401_in_words() -> None:
+    resp = APIClient().post("/api/v1/auth/token/refresh/", {"refresh": "abc"}, format="json")
+    assert resp.status_code == 401
+    body = _standard(resp)
+    assert body["code"] == "token_not_valid" and body["message"] == "Token is invalid"
