@@ -43,3 +43,10 @@ def test_a_refresh_token_that_is_not_one_is_a_401_in_words() -> None:
     assert resp.status_code == 401
     body = _standard(resp)
     assert body["code"] == "token_not_valid" and body["message"] == "Token is invalid"
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3"])
+def test_a_content_length_that_is_not_a_number_is_a_400_in_the_error_shape(client, length: str) -> None:  # type: ignore[no-untyped-def]
+    resp = client.post("/api/v1/submissions/", data=b"{}", content_type="application/json", CONTENT_LENGTH=length)
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "bad_content_length" and resp.json()["errors"][0]["field"] == "Content-Length"
