@@ -96,8 +96,9 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
                    .values_list("pk", flat=True))
         parts = [ids[start:start + chunk] for start in range(0, len(ids), chunk)]
         timings = {"read": 0.0, "score": 0.0, "write": 0.0}
+        fields = _fields_in_play()
         overlap = len(parts) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block
-        written, writer = (_overlapped if overlap else _in_sequence)(parts, timings, sink if export else None)
+        written, writer = (_overlapped if overlap else _in_sequence)(parts, timings, sink if export else None, fields)
         path = None
         if writer is not None:
             writer.close()
@@ -112,9 +113,20 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
     return {"scored": written, "export": path, "seconds": seconds, "timings": timings, "overlapped": overlap}
 
 
-def _read(ids: list[int], timings: dict[str, float]) -> Any:
+def _fields_in_play() -> list[str] | None:
+    """The survey fields the answering models read (champion, and an experiment's challenger or
+    shadow): the batch reads only those (about half the columns: no money, label or derived field
+    enters a model).  None, every field, when no model answers yet (scoring then says so)."""
+    exp = serving.active_experiment()
+    champ = exp.champion if exp is not None else serving.champion()
+    if champ is None:
+        return None
+    return serving.scoring_fields([champ, *([exp.challenger] if exp is not None else [])])
+
+
+def _read(ids: list[int], timings: dict[str, float], fields: list[str] | None = None) -> Any:
     t = time.perf_counter()
-    frame = serving.records_frame(_by_ids(ids))
+    frame = serving.records_frame(_by_ids(ids), fields=fields)
     timings["read"] += time.perf_counter() - t
     return frame
 
@@ -149,10 +161,11 @@ def _answered(out: Any) -> int:
     return int((out["variant"] != Prediction.Variant.SHADOW).sum())
 
 
-def _in_sequence(parts: list[list[int]], timings: dict[str, float], sink: Any) -> tuple[int, pq.ParquetWriter | None]:
+def _in_sequence(parts: list[list[int]], timings: dict[str, float], sink: Any,
+                 fields: list[str] | None) -> tuple[int, pq.ParquetWriter | None]:
     written, writer = 0, None
     for ids in parts:
-        out = _score(_read(ids, timings), timings)
+        out = _score(_read(ids, timings, fields), timings)
         _write(out, timings)
         written += _answered(out)
         if sink is not None:
@@ -168,18 +181,19 @@ def _on_own_connection(fn: Any, *args: Any) -> Any:
         connection.close()
 
 
-def _overlapped(parts: list[list[int]], timings: dict[str, float], sink: Any) -> tuple[int, pq.ParquetWriter | None]:
+def _overlapped(parts: list[list[int]], timings: dict[str, float], sink: Any,
+                fields: list[str] | None) -> tuple[int, pq.ParquetWriter | None]:
     """Read chunk k+1 and write chunk k-1 while chunk k is scored.  At most one read and one write
     are in flight, so memory holds three chunks at most.  A failure in any stage stops the job."""
     written, writer = 0, None
     with ThreadPoolExecutor(1, thread_name_prefix="predict-read") as reads, \
             ThreadPoolExecutor(1, thread_name_prefix="predict-write") as writes:
-        reading = reads.submit(_on_own_connection, _read, parts[0], timings)
+        reading = reads.submit(_on_own_connection, _read, parts[0], timings, fields)
         writing: Future[None] | None = None
         for k in range(len(parts)):
             frame = reading.result()
             if k + 1 < len(parts):
-                reading = reads.submit(_on_own_connection, _read, parts[k + 1], timings)
+                reading = reads.submit(_on_own_connection, _read, parts[k + 1], timings, fields)
             out = _score(frame, timings)
             if writing is not None:
                 writing.result()

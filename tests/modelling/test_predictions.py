@@ -198,6 +198,16 @@ def test_the_overlapped_batch_job_stores_what_the_sequential_one_does(records, c
         assert sorted(pd.read_parquet(io.BytesIO(fh.read()))["record_id"]) == sorted(stored)
 
 
+def test_the_batch_reads_only_the_fields_its_models_read_and_scores_as_with_all_of_them(records, champion) -> None:  # type: ignore[no-untyped-def]
+    fields = serving.scoring_fields([champion])
+    assert fields is not None and "district" in fields and "household_income" not in fields  # no money column
+    predictions_batch(everything=True, export=False)
+    stored = dict(Prediction.objects.filter(source="batch").values_list("record_id", "probability_vulnerable"))
+    every = serving.records_frame(SurveyRecord.objects.order_by("pk"))  # every survey field
+    full = serving.model_for(champion).score(every)
+    assert np.allclose([stored[pk] for pk in every["_record"]], full.p_vulnerable, rtol=0, atol=1e-12)
+
+
 def test_predict_batch_command_reports_its_rate(records, champion) -> None:  # type: ignore[no-untyped-def]
     out = io.StringIO()
     call_command("predict_batch", "--json", "--no-export", stdout=out)
