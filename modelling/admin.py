@@ -3,17 +3,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from rtv.admin import ReadOnlyAdmin, RoleAdmin
 from rtv.roles import ADMIN, DATA_SCIENTIST, STAFF_ROLES, has_role
-from rtv.services import audit_record
 
 from . import serving
-from .experiments import experiment_end, experiment_report, experiment_start
+from .experiments import experiment_change, experiment_end, experiment_report, experiment_start
 from .models import Experiment, ModelAlert, ModelEvent, ModelVersion, MonitoringRun, Prediction, RetrainDecision
 from .promotion import PromotionRefused, model_promote, model_rollback
 from .triggers import retrain_requested
@@ -93,7 +91,7 @@ class ExperimentForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if self.instance.pk is None:
-            champion = serving.champion()
+            champion = serving.champion(fresh=True)
             if champion is None:
                 raise forms.ValidationError("There is no champion yet: an experiment compares a challenger with one.")
             challenger = cleaned.get("challenger")
@@ -137,13 +135,9 @@ class ExperimentAdmin(RoleAdmin):
             obj.pk = started.pk
             obj.champion = started.champion
             return
-        if not Experiment.objects.filter(pk=obj.pk, active=True).exists():
-            return  # ended: nothing of it changes
-        with transaction.atomic():  # ramping the share or switching shadow: audited, effective at once here
-            obj.save(update_fields=["traffic_share", "shadow"])
-            audit_record(actor=request.user, action="experiment.changed", obj=obj,
-                         changes={"traffic_share": obj.traffic_share, "shadow": obj.shadow})
-        serving.forget()
+        # Ramping the share or switching shadow: audited as before/after, effective at once here (an
+        # ended experiment does not change).
+        experiment_change(experiment=obj, user=request.user, traffic_share=obj.traffic_share, shadow=obj.shadow)
 
     @admin.action(description="End the selected experiments")
     def end(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:

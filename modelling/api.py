@@ -27,7 +27,7 @@ from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, FIELD_OFFICER, REVIEW
 from . import registry, serving
 from .experiments import experiment_end, experiment_report, experiment_start
 from .models import Experiment, ModelEvent, ModelVersion, MonitoringRun, RetrainDecision
-from .promotion import PromotionRefused, model_promote, model_rollback
+from .promotion import NoSuchVersion, PromotionRefused, model_promote, model_rollback
 from .triggers import retrain_requested, retrain_triggers_evaluate
 
 SEE = HasRole.of(DATA_SCIENTIST, DATA_MANAGER, REVIEWER, ADMIN)
@@ -74,6 +74,8 @@ class PromoteView(APIView):
         data.is_valid(raise_exception=True)
         try:
             mv = model_promote(version=version, user=request.user, force=data.validated_data["force"])
+        except NoSuchVersion as exc:
+            raise ApiError("not_found", str(exc), status_code=404) from exc
         except PromotionRefused as exc:
             raise ApiError("promotion_refused", str(exc), status_code=409, extra={"gate": exc.gate}) from exc
         return Response(version_body(mv))

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -15,6 +16,7 @@ from rtv.services import audit_record
 
 from . import serving
 from .evaluation import evaluate
+from .lineage import unseen_by
 from .models import Experiment, ModelVersion, Prediction
 
 REPORT_MAX_RECORDS = 20_000
@@ -24,10 +26,13 @@ def experiment_start(*, name: str, challenger: ModelVersion, traffic_share: floa
                      champion: ModelVersion | None = None,
                      user: AbstractBaseUser | AnonymousUser | None = None) -> Experiment:
     """Start an experiment against the current champion (one runs at a time: the previous one ends)."""
-    champion = champion or serving.champion()
+    champion = champion or serving.champion(fresh=True)  # another process may have promoted within the TTL
     if champion is None:
         raise serving.NoChampion("an experiment needs a champion")
     actor = user if user is not None and user.is_authenticated else None
+    if challenger.pk == champion.pk:
+        raise ValidationError({"challenger": f"version {challenger.version} is the champion: an experiment compares "
+                                             "a challenger with the champion"})
     with transaction.atomic():
         for old in Experiment.objects.select_for_update().filter(active=True):
             experiment_end(experiment=old, user=user)
@@ -40,6 +45,25 @@ def experiment_start(*, name: str, challenger: ModelVersion, traffic_share: floa
                               "traffic_share": traffic_share, "shadow": shadow})
     serving.forget()
     return exp
+
+
+def experiment_change(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None,
+                      traffic_share: float, shadow: bool) -> Experiment:
+    """Ramp the share or switch shadow mode on a running experiment: audited as [before, after] per
+    changed attribute; nothing written when nothing changes.  Buckets never move: a ramp only moves
+    the line between them."""
+    with transaction.atomic():
+        current = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        changes = {k: [getattr(current, k), v] for k, v in (("traffic_share", traffic_share), ("shadow", shadow))
+                   if getattr(current, k) != v}
+        if not changes or not current.active:
+            return current
+        current.traffic_share, current.shadow = traffic_share, shadow
+        current.full_clean()
+        current.save(update_fields=["traffic_share", "shadow"])
+        audit_record(actor=user, action="experiment.changed", obj=current, changes=changes)
+    serving.forget()
+    return current
 
 
 def experiment_end(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None = None,
@@ -83,11 +107,18 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
         "status": round(float((champion.predicted_status == challenger.predicted_status).mean()), 4),
         "mean_abs_probability_difference": round(float(np.abs(champion.p_vulnerable - challenger.p_vulnerable).mean()), 4),
     }
-    labels = dict(SurveyRecord.objects.filter(pk__in=record_ids, vulnerable__isnull=False).values_list("pk", "vulnerable"))
-    mask = frame["_record"].map(lambda r: r in labels).to_numpy(dtype=bool)
+    # The metric differences are on labelled, approved records neither model trained on (no version
+    # of them): on its own training rows a model looks better than it is.
+    labels = dict(SurveyRecord.objects.filter(pk__in=record_ids, vulnerable__isnull=False,
+                                              review_status=SurveyRecord.ReviewStatus.APPROVED)
+                  .values_list("pk", "vulnerable"))
+    labelled = frame["_record"].map(lambda r: r in labels).to_numpy(dtype=bool)
+    unseen = unseen_by(frame["_record"].to_numpy(), experiment.champion, experiment.challenger)
+    mask = labelled & unseen if unseen is not None else labelled
     y = np.array([int(labels[r]) for r in frame["_record"][mask]])
     ours, theirs = _metrics(y, champion.p_vulnerable[mask]), _metrics(y, challenger.p_vulnerable[mask])
-    paired: dict[str, Any] = {"labelled": int(mask.sum()), "champion": ours, "challenger": theirs}
+    paired: dict[str, Any] = {"labelled": int(mask.sum()), "champion": ours, "challenger": theirs,
+                              "left_out_as_trained_on": int((labelled & ~mask).sum())}
     if ours and theirs:
         paired["difference"] = {k: round(theirs[k] - ours[k], 4) for k in ours}
     report["paired"] = paired

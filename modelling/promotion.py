@@ -20,6 +20,10 @@ class PromotionRefused(Exception):
         self.gate = gate or {}
 
 
+class NoSuchVersion(PromotionRefused):
+    """The version named does not exist (a 404 to the API, not a refusal)."""
+
+
 def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> dict[str, Any]:
     """A challenger must beat the champion on ROC-AUC and on exclusion error at 40% coverage (strictly
     better by more than the configured margin: a tie is not a win), without worse calibration (Brier
@@ -32,7 +36,7 @@ def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> d
     if same and same.get("champion_version") == champion.version:
         # Preferred: both models scored on the same rows, which neither was trained on.
         c, k = same["challenger"], same["champion"]
-        basis = f"the same holdout of {same['holdout_rows']} records received after the champion's cut-off"
+        basis = f"the same holdout of {same['holdout_rows']} records the champion never trained on"
     m_auc = settings.RTV_PROMOTION_MARGIN_AUC
     m_excl = settings.RTV_PROMOTION_MARGIN_EXCLUSION
     m_brier = settings.RTV_PROMOTION_MARGIN_BRIER
@@ -77,10 +81,16 @@ def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None
     name = settings.RTV_MODEL_NAME
     target = ModelVersion.objects.filter(name=name, version=version).first()
     if target is None:
-        raise PromotionRefused(f"{name} has no version {version}")
+        raise NoSuchVersion(f"{name} has no version {version}")
     current = registry.alias_version(name, registry.CHAMPION)
     if current == version:
         raise PromotionRefused(f"version {version} is already the champion")
+    challenger = registry.alias_version(name, registry.CHALLENGER)
+    if challenger != version and not force:
+        # An older version's gate figures were measured against an older champion: going back is a
+        # rollback, and anything else is a decision to force, on the record.
+        raise PromotionRefused(f"version {version} is not the challenger (version {challenger} is); "
+                               "roll back, or force the promotion")
     champion = ModelVersion.objects.filter(name=name, version=current).first() if current else None
     gate = promotion_gate(target, champion)
     if not gate["passed"] and not force:
@@ -112,3 +122,16 @@ def model_rollback(*, user: AbstractBaseUser | AnonymousUser | None) -> ModelVer
         _move(name, target.version, user)
     target.refresh_from_db()
     return target
+
+
+def acting_user(username: str | None) -> Any:
+    """The person a management command acts for (``--user``), recorded on the event and the audit
+    trail; None when not given.  An unknown name is refused rather than recorded as nobody."""
+    if not username:
+        return None
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise PromotionRefused(f"no user named {username!r}")
+    return user

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
+from features.labels import income_per_day_values, is_vulnerable_values, progress_status_values
 from features.pipeline import LeakageError, assert_leak_free, build_model_pipeline, input_fields
 from features.snapshots import snapshot_write
 from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord
@@ -29,6 +30,7 @@ from rtv.services import audit_record, pipeline_run
 from . import registry
 from .calibration import SigmoidCalibrated
 from .evaluation import evaluate
+from .lineage import unseen_by
 from .models import ModelVersion
 from .scoring import HouseholdModel, combine_status, conformal_quantile, vulnerable_mask
 from .serving import with_previous_survey
@@ -131,12 +133,40 @@ def training_frame() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any, Trainin
     frame = pd.DataFrame.from_records(rows, columns=["_vulnerable", "_group", "_status", "_record", "_batch",
                                                      "_received", "_household_pk", "collected_at", *SURVEY_VALUE_FIELDS])
     frame = with_previous_survey(frame, frame.pop("_household_pk").to_numpy())  # temporal features need it
+    # The label from the stored measure with the thresholds configured now, not as stored: a record
+    # labelled under other thresholds would mix two definitions of the target (relabel_records
+    # brings the stored labels in line).
+    status = progress_status_values(income_per_day_values(frame))
+    frame = frame.drop(columns=["_status", "_vulnerable"])
     facts = TrainingRows(received_at=frame.pop("_received").to_numpy(), record_ids=frame.pop("_record").to_numpy(),
-                         batch_ids=frame.pop("_batch").astype(str).to_numpy(),
-                         status=frame.pop("_status").to_numpy(dtype=object))
-    y = frame.pop("_vulnerable").astype(bool).to_numpy().astype(int)
+                         batch_ids=frame.pop("_batch").astype(str).to_numpy(), status=status)
+    y = np.isin(status, list(settings.RTV_VULNERABLE_STATUSES)).astype(int)
     groups = frame.pop("_group").to_numpy(dtype=object)
     return frame, y, groups, cutoff, facts
+
+
+def records_relabel(*, user: AbstractBaseUser | AnonymousUser | None = None) -> dict[str, int]:
+    """Bring every stored label (progress status and vulnerable) in line with the thresholds
+    configured now, from each record's stored measure; audited with the thresholds and the counts.
+    Run it after changing ``RTV_THRESHOLD_*``: training already uses the new ones, the triggers and
+    reports read the stored labels."""
+    rows = list(SurveyRecord.objects.values_list("pk", "progress_status", "vulnerable",
+                                                 *(f"values__{f}" for f in contract.TARGET_INPUTS)))
+    if not rows:
+        return {"records": 0, "changed": 0}
+    frame = pd.DataFrame.from_records(rows, columns=["pk", "status", "vulnerable", *contract.TARGET_INPUTS])
+    status = progress_status_values(income_per_day_values(frame))
+    vulnerable = is_vulnerable_values(status)
+    changed = np.flatnonzero((status != frame["status"].to_numpy(dtype=object))
+                             | (vulnerable != frame["vulnerable"].to_numpy(dtype=object)))
+    with transaction.atomic():
+        updates = [SurveyRecord(pk=int(frame["pk"].iat[i]), progress_status=status[i], vulnerable=vulnerable[i])
+                   for i in changed]
+        SurveyRecord.objects.bulk_update(updates, ["progress_status", "vulnerable"], batch_size=2000)
+        audit_record(actor=user, action="records.relabelled", object_type="ingestion.SurveyRecord", object_id="*",
+                     changes={"thresholds": [list(t) for t in settings.RTV_STATUS_THRESHOLDS],
+                              "records": len(rows), "changed": len(changed)})
+    return {"records": len(rows), "changed": len(changed)}
 
 
 def _cross_fitted_calibration(oof: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -148,14 +178,18 @@ def _cross_fitted_calibration(oof: np.ndarray, y: np.ndarray, splits: list[tuple
 
 
 def _compare_with_champion(X: pd.DataFrame, y: np.ndarray, challenger_oof: np.ndarray,
-                           received_at: np.ndarray) -> dict[str, Any] | None:
-    """Both models on the same holdout: the records the champion never saw (received after its
-    cut-off).  The challenger's scores there are out-of-fold, so neither model has seen them."""
+                           received_at: np.ndarray, record_ids: np.ndarray) -> dict[str, Any] | None:
+    """Both models on the same holdout: the records the champion never saw, no version of them
+    (a correction of a record it trained on is not new to it: ``lineage``); by the cut-off for a
+    champion whose snapshot does not list its records.  The challenger's scores there are
+    out-of-fold, so neither model has seen them."""
     champion = champion_version()
     if champion is None or champion.training_cutoff is None:
         return None
-    received = pd.to_datetime(received_at, utc=True)
-    holdout = np.asarray(received > pd.Timestamp(champion.training_cutoff))
+    holdout = unseen_by(record_ids, champion)
+    if holdout is None:
+        received = pd.to_datetime(received_at, utc=True)
+        holdout = np.asarray(received > pd.Timestamp(champion.training_cutoff))
     if holdout.sum() < settings.RTV_RETRAIN_MIN_EVAL or len(set(y[holdout])) < 2:
         return None
     model = registry.load_model(champion.name, champion.version)
@@ -243,7 +277,7 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
                                      "mean_set_size": float(in_set.sum(axis=1).mean())}
         leakage_alarm(best_metrics)
         best_metrics["top_features"] = top_features(X, y)
-        comparison = _compare_with_champion(X, y, calibrated_oof, facts.received_at)
+        comparison = _compare_with_champion(X, y, calibrated_oof, facts.received_at, facts.record_ids)
         if comparison:
             best_metrics["comparison"] = comparison
         fitted = build_model_pipeline(best.estimator, X, scale=best.scale, fields=fields).fit(X, y, **weights)

@@ -72,8 +72,10 @@ def _resolve_champion() -> ModelVersion | None:
     return None if version is None else ModelVersion.objects.filter(name=name, version=version).first()
 
 
-def champion() -> ModelVersion | None:
-    return _cached("champion", _resolve_champion)
+def champion(*, fresh: bool = False) -> ModelVersion | None:
+    """The champion, as this process last resolved it (within the cache's TTL); ``fresh``: asked of
+    the registry now (what a decision that outlives the request, like starting an experiment, needs)."""
+    return _resolve_champion() if fresh else _cached("champion", _resolve_champion)
 
 
 def active_experiment() -> Experiment | None:

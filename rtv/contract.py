@@ -185,6 +185,7 @@ TARGET_COMPONENTS: tuple[str, ...] = (
     "season1_agric_value", "season2_agric_value", "perennial_agric_value", "livestock_income_consumed",
 )
 TARGET_FIELD = "income_consumption_residues_per_day"
+TARGET_INPUTS: tuple[str, ...] = (TARGET_FIELD, *TARGET_COMPONENTS)  # what the label is worked out from
 
 # Sum identities that hold exactly in the extract: (result, [(sign, term), ...]).
 SUM_IDENTITIES: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (

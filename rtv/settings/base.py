@@ -8,10 +8,12 @@ to start without its secrets.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -200,6 +202,9 @@ RTV_STATUS_THRESHOLDS = [
     ("At Risk", env.float("RTV_THRESHOLD_AT_RISK", default=1.77)),
     ("Struggling", env.float("RTV_THRESHOLD_STRUGGLING", default=1.25)),
 ]
+if any(high <= low for (_, high), (_, low) in itertools.pairwise(RTV_STATUS_THRESHOLDS)):
+    raise ImproperlyConfigured("status thresholds must fall from On Track to Struggling, got "
+                               + ", ".join(f"{name} {t}" for name, t in RTV_STATUS_THRESHOLDS))
 RTV_STATUS_FLOOR = "Severely Struggling"
 RTV_VULNERABLE_STATUSES = ("Struggling", "Severely Struggling")
 RTV_IDENTITY_TOLERANCE_ABS = env.float("RTV_IDENTITY_TOLERANCE_ABS", default=0.01)

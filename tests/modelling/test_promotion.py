@@ -267,3 +267,86 @@ def test_the_champion_is_compared_on_the_frame_serving_scores_dates_included(tmp
     assert comparison["holdout_rows"] == len(frame) >= 50
     for name in ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy"):
         assert comparison["champion"][name] == pytest.approx(served[name], abs=1e-9), name
+
+
+def test_a_correction_of_a_record_the_champion_trained_on_is_not_in_the_holdout(tmp_path: Path, make_user) -> None:
+    """On its own training rows (a value changed) the champion looks far better than it is: no
+    challenger could pass a gate judged there."""
+    from ingestion.models import SurveyRecord
+    from quality.services import record_correct
+
+    data, _ = generate(300, seed=51)
+    write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    ingest_file(tmp_path / "a.csv")
+    first = model_train(folds=2)
+    reviewer = make_user("reviewer")
+    for record in SurveyRecord.objects.filter(review_status="approved").order_by("pk")[:70]:
+        record_correct(record=record, changes={"household_size": int(record.data["household_size"]) + 1}, reviewer=reviewer)
+    newer, _ = generate(80, seed=52)
+    write(newer, newer.iloc[0:0], tmp_path / "b.csv", "csv")
+    new = ingest_file(tmp_path / "b.csv")
+    second = model_train(folds=2)
+    comparison = second.metrics["comparison"]
+    assert comparison["champion_version"] == first.version
+    assert comparison["holdout_rows"] == new.records.filter(review_status="approved").count()  # the corrections left out
+
+
+def test_only_the_challenger_is_promoted_without_force_and_an_unknown_version_is_a_404(two_versions, api) -> None:  # type: ignore[no-untyped-def]
+    first, second = two_versions
+    third = model_train(folds=2)  # the challenger now
+    for mv in (second, third):
+        set_metrics(mv, roc_auc=0.99, exclusion_error_at_40=0.01, brier=0.01)
+    with pytest.raises(PromotionRefused, match="not the challenger"):
+        model_promote(version=second.version, user=None)
+    assert registry.alias_version(NAME, registry.CHAMPION) == first.version
+    model_promote(version=second.version, user=None, force=True)  # a decision, on the record
+    assert ModelEvent.objects.get(action="promote", to_version=second.version).forced is False  # the gate passed
+    resp = api("data_scientist").post("/api/v1/models/999/promote/", {}, format="json")
+    assert resp.status_code == 404 and resp.json()["code"] == "not_found"
+
+
+def test_the_commands_record_who_moved_the_model(two_versions, make_user) -> None:  # type: ignore[no-untyped-def]
+    _first, second = two_versions
+    set_metrics(second, roc_auc=0.99, exclusion_error_at_40=0.01, brier=0.01)
+    scientist = make_user("data_scientist")
+    call_command("promote_model", str(second.version), "--user", scientist.username, stdout=StringIO())
+    call_command("rollback_model", "--user", scientist.username, stdout=StringIO())
+    assert list(ModelEvent.objects.order_by("pk").values_list("action", "actor")[1:]) == [
+        ("promote", scientist.pk), ("rollback", scientist.pk)]
+    with pytest.raises(CommandError, match="no user named"):
+        call_command("rollback_model", "--user", "nobody", stdout=StringIO())
+
+
+def test_an_experiment_starts_against_the_champion_the_registry_names_now(two_versions) -> None:  # type: ignore[no-untyped-def]
+    from modelling import serving
+    from modelling.experiments import experiment_start
+    from modelling.promotion import _move
+
+    first, second = two_versions
+    third = model_train(folds=2)
+    assert serving.champion() == first  # cached in this process
+    _move(NAME, second.version, None)  # as another process promotes (this one's cache is cleared by _move ...)
+    serving._cache["champion"] = (serving.time.monotonic(), first)  # ... so put the stale answer back
+    exp = experiment_start(name="fresh", challenger=third, traffic_share=0.5)
+    assert exp.champion == second
+
+
+def test_an_experiment_change_is_audited_as_before_and_after_and_a_no_op_is_not(client, make_user, two_versions) -> None:  # type: ignore[no-untyped-def]
+    from modelling.experiments import experiment_start
+
+    _first, second = two_versions
+    exp = experiment_start(name="ramp-audit", challenger=second, traffic_share=0.1)
+    client.force_login(make_user("data_scientist"))
+    url = f"/admin/modelling/experiment/{exp.pk}/change/"
+    assert client.post(url, {"traffic_share": "0.3"}).status_code == 302
+    assert client.post(url, {"traffic_share": "0.3"}).status_code == 302  # nothing changes: nothing audited
+    events = AuditEvent.objects.filter(action="experiment.changed")
+    assert [e.changes for e in events] == [{"traffic_share": [0.1, 0.3]}]
+
+
+def test_an_experiment_whose_challenger_is_the_champion_is_refused_by_name(api, two_versions) -> None:  # type: ignore[no-untyped-def]
+    first, _ = two_versions
+    resp = api("data_scientist").post("/api/v1/experiments/", {"name": "self", "challenger": first.version},
+                                      format="json")
+    assert resp.status_code == 400
+    assert [e["field"] for e in resp.json()["errors"]] == ["challenger"]

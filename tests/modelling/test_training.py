@@ -134,6 +134,69 @@ def test_each_district_and_sex_group_gets_the_overall_discrimination_calibration
         for g, got in metrics[label].items():
             m = groups == g
             alone = evaluate(y[m], proba[m])
-            assert set(got) >= {"n", "roc_auc", "pr_auc", "brier"} | coverage
-            for name in ("roc_auc", "pr_auc", "brier", *coverage):
+            assert set(got) >= {"n", "roc_auc", "pr_auc", "brier"} | coverage | {f"within_{c}" for c in coverage}
+            for name in ("roc_auc", "pr_auc", "brier"):
                 assert got[name] == pytest.approx(alone[name]), (label, g, name)
+            for name in coverage:  # ranked on its own, the group's figures are its own evaluation's
+                assert got[f"within_{name}"] == pytest.approx(alone[name]), (label, g, name)
+
+
+def test_group_targeting_errors_are_under_the_selection_made_over_everyone() -> None:
+    """A breakdown by district shows the gap between districts: with perfect scores, a district that
+    is 90% vulnerable loses many of its vulnerable when the top 40% overall are chosen."""
+    from modelling.evaluation import evaluate
+
+    y = np.array([1] * 90 + [0] * 10 + [1] * 10 + [0] * 90)
+    proba = np.concatenate([np.linspace(0.99, 0.6, 90), np.linspace(0.3, 0.2, 10),
+                            np.linspace(0.59, 0.5, 10), np.linspace(0.19, 0.01, 90)])
+    district = np.array(["A"] * 100 + ["B"] * 100, dtype=object)
+    got = evaluate(y, proba, district=district)["by_district"]
+    # The top 80 overall are all in A: 10 of A's 90 vulnerable and all 10 of B's are left out.
+    assert got["A"]["exclusion_error_at_40"] == pytest.approx(10 / 90)
+    assert got["B"]["exclusion_error_at_40"] == pytest.approx(1.0) and got["B"]["selected_at_40"] == 0
+    assert got["A"]["within_exclusion_error_at_40"] == pytest.approx(50 / 90)  # A ranked alone: its top 40 of 100
+
+
+def test_accuracy_is_at_the_decision_threshold_serving_uses(settings) -> None:
+    from modelling.evaluation import evaluate
+
+    y = np.array([0] * 15 + [1] * 15)
+    proba = np.array([0.1] * 15 + [0.35] * 15)
+    settings.RTV_DECISION_THRESHOLD = 0.3
+    got = evaluate(y, proba)
+    assert got["accuracy"] == 1.0 and got["confusion_matrix"] == [[15, 0], [0, 15]] and got["threshold"] == 0.3
+
+
+@pytest.mark.django_db
+def test_training_labels_follow_the_configured_thresholds_and_relabel_brings_stored_ones_in_line(  # type: ignore[no-untyped-def]
+        tmp_path: Path, settings, make_user) -> None:
+    from modelling.services import records_relabel, training_frame
+    from rtv.models import AuditEvent
+
+    data, _ = generate(300, seed=61, bad_rate=0.0)
+    write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    ingest_file(tmp_path / "a.csv")
+    before = training_frame()[1].mean()
+    settings.RTV_STATUS_THRESHOLDS = [("On Track", 2.6), ("At Risk", 2.2), ("Struggling", 1.7)]
+    _, y, _, _, facts = training_frame()
+    per_day = SurveyRecord.objects.filter(pk__in=facts.record_ids.tolist())
+    # Vulnerable: Struggling or Severely Struggling, i.e. below the At Risk line.
+    expected = {pk: v < 2.2 for pk, v in per_day.values_list("pk", "values__income_consumption_residues_per_day")}
+    assert y.tolist() == [int(expected[pk]) for pk in facts.record_ids] and y.mean() > before  # a higher line
+    assert SurveyRecord.objects.filter(vulnerable=False).count() > sum(not v for v in expected.values())  # stored: stale
+    result = records_relabel(user=make_user("data_scientist"))
+    assert result["changed"] > 0 and result["records"] == SurveyRecord.objects.count()
+    stored = dict(SurveyRecord.objects.filter(pk__in=list(expected)).values_list("pk", "vulnerable"))
+    assert stored == expected and records_relabel()["changed"] == 0
+    event = AuditEvent.objects.get(action="records.relabelled", actor__isnull=False)
+    assert event.changes["thresholds"][2] == ["Struggling", 1.7]
+
+
+def test_thresholds_out_of_order_stop_the_platform_from_starting() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "rtv.settings.test", "RTV_THRESHOLD_AT_RISK": "3.0"}
+    run = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "status thresholds must fall" in run.stderr
