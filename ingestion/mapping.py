@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 class MappableField(Protocol):
@@ -31,6 +33,35 @@ class HeaderMapping:
 
     def field_positions(self) -> dict[str, int]:
         return {str(c["field"]): int(str(c["position"])) for c in self.columns if c["field"]}
+
+    def extra_positions(self) -> dict[str, list[int]]:
+        """The further columns that map to a field already read from another column (``time_to_opd``
+        in some records, ``TimeToOPD`` in others), by field, in file order: they fill the first
+        column's empty cells (``fill_from_duplicates``)."""
+        extra: dict[str, list[int]] = {}
+        for c in self.columns:
+            if c.get("duplicate_of"):
+                extra.setdefault(str(c["duplicate_of"]), []).append(int(str(c["position"])))
+        return extra
+
+    def select(self, table: pa.Table, positions: dict[str, int] | None = None,
+               extra: dict[str, list[int]] | None = None) -> pa.Table:
+        """``table``'s columns (named "0".."n-1", text) for each mapped field, named by field, each
+        field's empty cells (blank or spaces) taken from the next column that maps to it and has a
+        value there.  Vectorised; a file without such columns costs one ``select``.  ``positions``
+        and ``extra`` as this mapping gives them (passed in to compute them once per file)."""
+        positions = self.field_positions() if positions is None else positions
+        extra = self.extra_positions() if extra is None else extra
+        if not extra:
+            return table.select([str(p) for p in positions.values()]).rename_columns(list(positions))
+        columns = []
+        for name, pos in positions.items():
+            column = table.column(str(pos))
+            for other in extra.get(name, ()):
+                empty = pc.equal(pc.utf8_trim_whitespace(column), "")
+                column = pc.if_else(empty, table.column(str(other)), column)
+            columns.append(column)
+        return pa.table(columns, names=list(positions))
 
 
 def map_headers(headers: Sequence[str], fields: Sequence[MappableField]) -> HeaderMapping:
@@ -66,21 +97,29 @@ def map_headers(headers: Sequence[str], fields: Sequence[MappableField]) -> Head
             else:
                 target = by_alias.get(_norm(header))
         name = target.name if target is not None else None
+        column: dict[str, object] = {"position": pos, "header": header, "field": name}
         if name is not None and name in used:
+            # Another spelling of a field already mapped: not the field's column (its header names
+            # the field in findings), but its values fill the first column's empty cells.
             result.duplicated.append(header)
-            name = None
+            column.update(field=None, duplicate_of=name)
         elif name is not None:
             used.add(name)
         else:
             result.unknown.append(header)
-        result.columns.append({"position": pos, "header": header, "field": name})
+        result.columns.append(column)
     result.missing_required = [f.name for f in fields if f.required and f.name not in used]
     return result
 
 
 def apply_mapping(frame: pd.DataFrame, mapping: HeaderMapping) -> pd.DataFrame:
-    """The frame re-keyed by canonical field name (unknown and duplicated columns dropped)."""
+    """The frame re-keyed by canonical field name (unknown columns dropped; a column that maps to
+    a field already mapped fills that field's empty cells)."""
     positions = mapping.field_positions()
-    out = frame[[positions[n] for n in positions]]
+    out = frame[[positions[n] for n in positions]].copy()
     out.columns = list(positions)
+    for name, others in mapping.extra_positions().items():
+        for other in others:
+            empty = out[name].astype(str).str.strip().eq("")
+            out[name] = out[name].where(~empty, frame[other])
     return out

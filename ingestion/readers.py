@@ -7,6 +7,7 @@ backtick, duplicate headers).
 
 from __future__ import annotations
 
+import base64
 import bisect
 import codecs
 import csv
@@ -18,7 +19,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from python_calamine import CalamineSheet, CalamineWorkbook
 
 FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet")
 
@@ -69,44 +73,101 @@ def read_table(path: str | Path, fmt: str | None = None) -> RawTable:
     raise ReadError("unsupported_format", f"Unsupported format {fmt!r}.")
 
 
-def _sniff_encoding(head: bytes) -> str:
+def _sniff_encoding(head: bytes, cut: bool = False, path: Path | None = None) -> str:
+    """The encoding of a text file from its first bytes ``head`` (``cut``: the file goes on past
+    them; ``path``: the file, to look at all of it when its encoding is not UTF-8).
+
+    UTF-8 (with or without its mark) or UTF-16; a file that is not UTF-8 and holds no multi-byte
+    UTF-8 sequence at all is single-byte: Windows-1252 (Excel's "ANSI" CSV, where 0x92 is ’), or
+    Latin-1 when it has one of the bytes Windows-1252 leaves undefined.  A file that is UTF-8 but
+    for a stray byte is refused, naming where that byte is, rather than read as Latin-1 with
+    every accent garbled."""
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     sample = head[:4096]
     if b"\x00" in sample:
-        # UTF-16 without its BOM: text in Latin script has a zero in every other byte.  Any other
-        # file with zero bytes is not text (or is in an encoding we cannot guess): refused.
+        # UTF-16 without its BOM: text in Latin script has a zero in every other byte.
         even, odd = sample[0::2], sample[1::2]
         if odd.count(0) > 0.4 * len(odd) and even.count(0) < 0.05 * len(even):
             return "utf-16-le"
         if even.count(0) > 0.4 * len(even) and odd.count(0) < 0.05 * len(odd):
             return "utf-16-be"
-        raise ReadError("bad_encoding", "The file has zero bytes: it is not text in UTF-8, UTF-16 or Latin-1. "
-                                        "Save it as CSV (UTF-8).")
+        # A few zero bytes in text are a few cells the validator rejects, wherever they are; a file
+        # of zero and other control bytes is binary (a photo, a workbook renamed .csv): refused.
+        controls = sum(sample.count(c) for c in _BINARY_CONTROLS)
+        if controls > 0.01 * max(len(sample), 1024):
+            raise ReadError("bad_encoding", "The file has zero bytes: it is not text in UTF-8, UTF-16 or Latin-1. "
+                                            "Save it as CSV (UTF-8).")
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the end of the sample is still UTF-8.
-        if exc.start < len(head) - 4:
-            return "latin-1"
+        # A multi-byte character cut at the end of a sample (not of the file) is still UTF-8.
+        if not (cut and exc.reason == "unexpected end of data"):
+            return _not_utf8(head, exc.start, path)
     return "utf-8"
 
 
-def _utf8_throughout(path: Path, skip: int) -> bool:
-    """Whether the file is UTF-8 past its first ``skip`` bytes too: a Latin-1 file whose first
-    accented letter comes late would otherwise fail half-way through.  Arrow's validation reads
-    ~10 GB/s (Python's decoder 0.7 s for the 1M-row benchmark file); a character cut by a block's
-    end is carried into the next block."""
+_BINARY_CONTROLS = [bytes([c]) for c in (*range(0, 9), 11, *range(14, 26), *range(27, 32))]
+_CP1252_UNDEFINED = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
+_ENCODING_SCAN_BLOCK = 64 << 20
+
+
+def _not_utf8(head: bytes, at: int, path: Path | None) -> str:
+    """The encoding of a file that is not valid UTF-8 at byte ``at``: refused when it holds any
+    valid multi-byte UTF-8 sequence (UTF-8 with a stray byte), else single-byte (``_sniff_encoding``).
+    The whole file is looked at when ``path`` is given, a block at a time; else ``head``."""
+    if path is None:
+        multi, undefined = _has_multibyte(head), any(b in head for b in _CP1252_UNDEFINED)
+        line = head.count(b"\n", 0, at) or head.count(b"\r", 0, at)
+    else:
+        multi = undefined = False
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            undefined = any(mm.find(b) >= 0 for b in _CP1252_UNDEFINED)
+            for start in range(0, len(mm), _ENCODING_SCAN_BLOCK):
+                if _has_multibyte(mm[start:start + _ENCODING_SCAN_BLOCK + 3]):  # 3 more: a sequence on the seam
+                    multi = True
+                    break
+            if multi:
+                newline = b"\n" if mm.find(b"\n", 0, at) >= 0 else b"\r"
+                line = sum(mm[s:min(s + _ENCODING_SCAN_BLOCK, at)].count(newline)
+                           for s in range(0, at, _ENCODING_SCAN_BLOCK))
+            byte = mm[at]
+    if multi:
+        byte = head[at] if path is None else byte
+        raise ReadError("bad_encoding",
+                        f"The file is UTF-8 but for a byte that is not (0x{byte:02X} at byte {at}, in row {line + 1}): "
+                        "correct that cell, or save the file again as CSV UTF-8.")
+    return "latin-1" if undefined else "cp1252"
+
+
+def _has_multibyte(data: bytes) -> bool:
+    """Whether ``data`` holds a valid multi-byte UTF-8 sequence: a lead byte followed by as many
+    continuation bytes as it announces.  Vectorised; only for a file that is not UTF-8 throughout."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    lead = np.flatnonzero((arr >= 0xC2) & (arr <= 0xF4))
+    if not lead.size:
+        return False
+    need = np.where(arr[lead] < 0xE0, 1, np.where(arr[lead] < 0xF0, 2, 3))
+    ok = np.ones(lead.size, dtype=bool)
+    padded = np.concatenate((arr, np.zeros(3, dtype=np.uint8)))  # past the end: no continuation
+    for k in (1, 2, 3):
+        cont = (padded[lead + k] & 0xC0) == 0x80
+        ok &= cont | (need < k)
+    return bool(ok.any())
+
+
+def _first_invalid_utf8(path: Path, skip: int) -> int | None:
+    """Where the file stops being UTF-8 past its first ``skip`` bytes (a character boundary), or
+    None: a Latin-1 file whose first accented letter comes late would otherwise fail half-way
+    through.  Arrow's validation reads ~10 GB/s (Python's decoder 0.7 s for the 1M-row benchmark
+    file); a character cut by a block's end is carried into the next block."""
     carry = b""
+    at = skip  # the file offset of ``carry``
     with path.open("rb") as fh:
         fh.seek(skip)
-        block = fh.read(8 << 20)
-        for _ in range(3):  # the sample may have cut a character: start at the next one
-            if block[:1] and block[0] & 0xC0 == 0x80:
-                block = block[1:]
-        while block:
+        while block := fh.read(8 << 20):
             data = carry + block
             cut = len(data)
             for back in range(1, min(4, len(data)) + 1):  # the last character's first byte
@@ -116,11 +177,14 @@ def _utf8_throughout(path: Path, skip: int) -> bool:
                     if size > back:  # incomplete: it continues in the next block
                         cut = len(data) - back
                     break
-            carry = data[cut:]
             if not _utf8(data[:cut]):
-                return False
-            block = fh.read(8 << 20)
-    return not carry  # a character cut by the end of the file is not UTF-8
+                try:
+                    data[:cut].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return at + exc.start
+            carry = data[cut:]
+            at += cut
+    return at if carry else None  # a character cut by the end of the file is not UTF-8
 
 
 def _utf8(data: bytes) -> bool:
@@ -147,8 +211,8 @@ def _blank_lines_as_rows(path: Path, encoding: str, delimiter: str, width: int) 
     spreadsheet shows them as rows.  Kept as rows of empty cells, they are reported (required
     fields missing) at the row number a spreadsheet gives them.  An empty line inside a quoted value
     (``_inside_quotes``) and empty lines after the last row are left as they are.  For encodings
-    that write a newline as one byte (UTF-8, Latin-1)."""
-    if encoding not in ("utf-8", "utf-8-sig", "latin-1"):
+    that write a newline as one byte (UTF-8, Windows-1252, Latin-1)."""
+    if encoding not in ("utf-8", "utf-8-sig", "latin-1", "cp1252"):
         return None
     starts = _FIELD_START.copy()
     starts[ord(delimiter)] = True
@@ -229,9 +293,17 @@ def _csv_setup(path: Path) -> tuple[list[str], str, dict[str, object]]:
         head = fh.read(1 << 20)
     if not head.strip():
         raise ReadError("empty_file", "The file is empty.")
-    encoding = _sniff_encoding(head)
-    if encoding.startswith("utf-8") and len(head) == 1 << 20 and not _utf8_throughout(path, len(head)):
-        encoding = "latin-1"
+    cut = len(head) == 1 << 20 and path.stat().st_size > len(head)
+    encoding = _sniff_encoding(head, cut, path)
+    if encoding.startswith("utf-8") and cut:
+        try:
+            head.decode("utf-8")
+            whole = len(head)
+        except UnicodeDecodeError as exc:  # a character cut by the sample's end: checked from its start
+            whole = exc.start
+        invalid = _first_invalid_utf8(path, whole)
+        if invalid is not None:
+            encoding = _not_utf8(head, invalid, path)
     try:
         with path.open("r", encoding=encoding, newline="") as fh:
             first = fh.readline()
@@ -436,12 +508,17 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
     from python_calamine import CalamineWorkbook
 
     try:
-        sheet = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
-        rows = sheet.to_python(skip_empty_area=False)
+        book = CalamineWorkbook.from_path(str(path))
+        sheet = _data_sheet(book)
+        rows: list[list[Any]] = sheet.to_python(skip_empty_area=False) if sheet is not None else []
+        merged = (sheet.merged_cell_ranges or []) if sheet is not None and rows else []
+    except ReadError:
+        raise
     except Exception as exc:  # calamine raises its own error types for broken workbooks
         raise ReadError("malformed_xlsx", f"The workbook could not be read: {exc}") from exc
     if not rows:
-        raise ReadError("empty_file", "The workbook's first sheet is empty.")
+        raise ReadError("empty_file", "The workbook has no sheet with data.")
+    _fill_merged(rows, merged)
     headers = [_cell_text(h).strip() for h in rows[0]]
     width = len(headers)
     body = rows[1:]
@@ -455,6 +532,35 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
         arrays.append(_xlsx_column(columns[i]))
         columns[i] = ()  # let the cells go as soon as their column is text
     return headers, pa.table(arrays, names=[str(i) for i in range(width)])
+
+
+def _data_sheet(book: CalamineWorkbook) -> CalamineSheet | None:
+    """The sheet that holds the data: the first visible worksheet with a cell in it, in the
+    workbook's order (a hidden ``choices`` list, a chart or an empty "Instructions" sheet before it
+    is passed over); failing that the first hidden worksheet with one; None when none has."""
+    from python_calamine import SheetTypeEnum, SheetVisibleEnum
+
+    sheets = [m for m in book.sheets_metadata if m.typ == SheetTypeEnum.WorkSheet]
+    ordered = ([m for m in sheets if m.visible == SheetVisibleEnum.Visible]
+               + [m for m in sheets if m.visible != SheetVisibleEnum.Visible])
+    for meta in ordered:
+        sheet = book.get_sheet_by_name(meta.name)
+        if sheet.height and sheet.width:
+            return sheet
+    return None
+
+
+def _fill_merged(rows: list[list[Any]], merged: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> None:
+    """Each merged range of data cells holds its top-left value in every cell, as the spreadsheet
+    shows it (calamine gives the others empty).  The header row is left as written."""
+    for (top, left), (bottom, right) in merged:
+        if top < 1 or top >= len(rows) or left >= len(rows[top]):
+            continue
+        value = rows[top][left]
+        for r in range(top, min(bottom, len(rows) - 1) + 1):
+            row = rows[r]
+            for c in range(left, min(right, len(row) - 1) + 1):
+                row[c] = value
 
 
 _FLOAT, _INT, _STR, _OTHER = 0, 1, 2, 3
@@ -519,8 +625,20 @@ def _float_cells_text(values: np.ndarray) -> pa.Array:
 
 
 def _text_columns(table: pa.Table) -> pa.Table:
-    """Typed Arrow columns (JSON, Parquet) as text, named "0".."n-1"."""
-    cols = [pc.fill_null(_text_array(table.column(i)), "") for i in range(table.num_columns)]
+    """Typed Arrow columns (JSON, Parquet) as text, named "0".."n-1".  A column Arrow cannot cast
+    is read value by value; one that cannot be read at all stops the file naming that column."""
+    cols = []
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        try:
+            text = _text_array(column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            try:
+                text = pa.array([None if v is None else _cell_text(v) for v in column.to_pylist()], type=pa.string())
+            except Exception as exc:  # a type Arrow gives Python no value of
+                raise ReadError("unreadable_column", f"Column {name!r} ({column.type}) could not be read as text: "
+                                                     f"{exc}") from exc
+        cols.append(pc.fill_null(text, ""))
     return pa.table(cols, names=[str(i) for i in range(len(cols))])
 
 
@@ -538,6 +656,8 @@ def _text_array(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         return _text_array(pc.cast(col, kind.value_type))
     if pa.types.is_string(kind):
         return col
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        return _binary_text(col)
     if pa.types.is_boolean(kind):
         return pc.if_else(col, "1", "0")
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
@@ -550,6 +670,16 @@ def _text_array(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         # NaN is how pandas writes "missing" into a float column: it is empty, not text "nan".
         col = pc.if_else(pc.is_nan(col), pa.scalar(None, kind), col)
     return pc.cast(col, pa.string())
+
+
+def _binary_text(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Bytes as the text they hold when they are UTF-8, else as base64 (a GeoParquet ``geometry``
+    column of WKB): a column nobody maps never stops the file."""
+    try:
+        return pc.cast(col, pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if v is None else base64.b64encode(v).decode("ascii") for v in col.to_pylist()],
+                        type=pa.string())
 
 
 def _json_text(col: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -597,6 +727,8 @@ def _json_arrow(path: Path) -> tuple[pa.Table, str]:
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head:
         try:
             encoding = _sniff_encoding(head)
+            if not encoding.startswith("utf-16"):  # a zero byte is never JSON text: it would be escaped
+                raise ReadError("bad_encoding", encoding)
         except ReadError as exc:
             raise ReadError("bad_encoding", "The file has zero bytes: it is not JSON text in UTF-8 or UTF-16. "
                                             "Save it as UTF-8.") from exc

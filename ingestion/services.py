@@ -260,13 +260,24 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
             headers, tables = iter_tables(path, batch.format, chunk_rows)
             mapping = map_headers(headers, schema.fields)
             positions = mapping.field_positions()
+            if not positions:  # every row would be lost: a title above the header, another sheet, a wrapper
+                named = [h for h in headers if h]
+                if not headers:  # a JSON array of no records
+                    raise ReadError("empty_file", "The file has no records.")
+                expected = [f.source_header or f.name for f in schema.fields if f.required][:5]
+                raise ReadError("no_known_columns",
+                                "No column matches a field of the survey: expected headers such as "
+                                f"{', '.join(expected)}; the file's first row has "
+                                f"{', '.join(named[:8]) + (' ...' if len(named) > 8 else '') if named else 'none'}. "
+                                "The header must be the first row of the file.")
+            extra = mapping.extra_positions()  # a second column for a field: fills the first's empty cells
             start = 0
             for index, table in enumerate(tables):
                 if start + table.num_rows > settings.RTV_MAX_UPLOAD_ROWS:
                     raise TooManyRows(f"the file has more than {settings.RTV_MAX_UPLOAD_ROWS} rows")
                 # The mapped columns stay Arrow text from the reader to the chunk file: no Python
                 # object per cell, and the chunk reads back exactly what a pandas round trip gave.
-                mapped = table.select([str(p) for p in positions.values()]).rename_columns(list(positions))
+                mapped = mapping.select(table, positions, extra)
                 raw = mapped.to_pandas()
                 if "household_id" in raw:
                     household_ids.append(raw["household_id"].str.strip())

@@ -188,3 +188,59 @@ def test_a_files_gps_points_are_stored_encrypted_as_a_devices_are(tmp_path: Path
     with connection.cursor() as cursor:  # encrypted at rest: the column holds no coordinate
         cursor.execute("SELECT gps FROM ingestion_surveyrecord WHERE gps IS NOT NULL")
         assert all("29.8" not in row[0] and "-0.91" not in row[0] for row in cursor.fetchall())
+
+
+def _no_known_columns(tmp_path: Path, kind: str) -> Path:
+    data, _ = generate(4, seed=5, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "s.csv", "csv")
+    if kind == "unrelated_csv":
+        path.write_text("foo,bar,baz\n1,2,3\n4,5,6\n7,8\n")  # a short row too: no IndexError either
+    elif kind == "title_above_csv":
+        path.write_bytes(b"RTV household survey export 2024\n" + path.read_bytes())
+    elif kind == "wrapped_json":
+        path = tmp_path / "s.json"
+        path.write_text(json.dumps({"records": json.loads(data.to_json(orient="records"))}))
+    elif kind == "title_above_xlsx":
+        from openpyxl import load_workbook
+
+        path = write(data, data.iloc[0:0], tmp_path / "s.xlsx", "xlsx")
+        book = load_workbook(path)
+        book.active.insert_rows(1, 2)
+        book.active["A1"] = "RTV household survey export"
+        book.save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["unrelated_csv", "title_above_csv", "wrapped_json", "title_above_xlsx"])
+def test_a_file_whose_headers_match_no_field_fails_naming_the_headers_expected_and_found(
+        kind: str, tmp_path: Path) -> None:
+    """Not "succeeded" with every row silently lost: the batch fails, saying what it looked for."""
+    path = _no_known_columns(tmp_path, kind)
+    with pytest.raises(ReadError) as exc:
+        ingest_file(path)
+    assert exc.value.code == "no_known_columns"
+    batch = IngestionBatch.objects.get()
+    assert batch.status == "failed" and batch.error.startswith("no_known_columns")
+    assert "District" in batch.error and "HouseHoldID" in batch.error  # expected
+    found = {"unrelated_csv": "foo, bar, baz", "title_above_csv": "RTV household survey export 2024",
+             "wrapped_json": "records", "title_above_xlsx": "RTV household survey export"}[kind]
+    assert found in batch.error
+    assert not SurveyRecord.objects.exists()
+
+
+def test_two_spellings_of_one_field_lose_no_value(tmp_path: Path) -> None:
+    """An app update renamed a key: records 1-2 say ``time_to_opd``, 3-4 ``TimeToOPD``.  Both
+    columns map to the field; where the first is empty the second's value is stored."""
+    data, _ = generate(4, seed=5, bad_rate=0.0)
+    records = json.loads(data.to_json(orient="records"))
+    for record in records[2:]:
+        record["TimeToOPD"] = record.pop("time_to_opd")
+    path = tmp_path / "v.ndjson"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    batch = ingest_file(path)
+    assert (batch.status, batch.accepted, batch.rejected) == ("succeeded", 4, 0)
+    stored = SurveyRecord.objects.filter(batch=batch).order_by("row_number").values_list("values__time_to_opd", flat=True)
+    assert list(stored) == [r.get("time_to_opd", r.get("TimeToOPD")) for r in records]
+    assert all(v is not None for v in stored)
+    assert {"position": len(records[0]), "header": "TimeToOPD", "field": None,
+            "duplicate_of": "time_to_opd"} in batch.header_mapping

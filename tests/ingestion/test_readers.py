@@ -399,3 +399,153 @@ def test_empty_lines_are_rows_exactly_where_the_csv_parser_sees_them(text: str, 
     while rows and not rows[-1]:
         rows.pop()
     assert read_table(path).frame.values.tolist() == [row or ["", "", ""] for row in rows]
+
+
+HEADER = "District,Cluster,Village,HouseHoldID,HouseholdSize\n"
+
+
+def _csv_bytes(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "e.csv"
+    path.write_bytes(data)
+    return path
+
+
+def test_utf8_with_one_stray_byte_is_refused_naming_its_row_not_read_as_latin_1(tmp_path: Path) -> None:
+    """Read as Latin-1, every accent of the file would be garbled ("KamwÃ©nge"): refused instead,
+    saying where the bad byte is (the row as a spreadsheet numbers it)."""
+    text = HEADER.encode() + "Rukungiri,C1,Kamwénge,RUK-ABC-DEF-G1,5\n".encode() + b"Rukungiri,C1,V\xff1,RUK-ABC-DEF-G2,5\n"
+    with pytest.raises(ReadError) as err:
+        read_table(_csv_bytes(tmp_path, text))
+    assert err.value.code == "bad_encoding"
+    at = text.index(b"\xff")
+    assert "row 3" in str(err.value) and f"byte {at}" in str(err.value)
+
+
+def test_a_stray_byte_past_the_first_mib_of_a_utf8_file_is_refused_too(tmp_path: Path) -> None:
+    rows = "".join(f"Rukungiri,C1,Kamwénge,RUK-ABC-DEF-G{i},5\n" for i in range(30_000)).encode()
+    text = HEADER.encode() + rows + b"Rukungiri,C1,V\xe91,RUK-ABC-DEF-G2,5\n"
+    assert len(text) > 1 << 20
+    with pytest.raises(ReadError) as err:
+        read_table(_csv_bytes(tmp_path, text))
+    assert err.value.code == "bad_encoding" and "row 30002" in str(err.value)
+
+
+@pytest.mark.parametrize(("village", "encoding"), [
+    ("Kyamu’gyera “Upper” – €5", "cp1252"),  # Excel's "ANSI" CSV: 0x92 is ’, not a control character
+    ("Kabalé", "cp1252"),
+])
+def test_a_single_byte_file_reads_as_windows_1252(village: str, encoding: str, tmp_path: Path) -> None:
+    path = _csv_bytes(tmp_path, (HEADER + f"Rukungiri,C1,{village},RUK-ABC-DEF-G1,5\n").encode(encoding))
+    raw = read_table(path)
+    assert raw.encoding == "cp1252" and raw.frame.loc[0, 2] == village
+    _, tables = readers.iter_tables(path, "csv", 10)
+    assert [t.column(2).to_pylist() for t in tables] == [[village]]
+
+
+def test_a_single_byte_file_with_a_byte_windows_1252_leaves_undefined_reads_as_latin_1(tmp_path: Path) -> None:
+    path = _csv_bytes(tmp_path, HEADER.encode() + b"Rukungiri,C1,Kabal\xe9\x81,RUK-ABC-DEF-G1,5\n")
+    raw = read_table(path)
+    assert raw.encoding == "latin-1" and raw.frame.loc[0, 2] == "Kabalé\x81"
+
+
+@pytest.mark.parametrize("end", ["\n", ""])
+def test_a_small_latin_1_file_whose_only_accent_is_at_its_very_end_is_read(end: str, tmp_path: Path) -> None:
+    """The allowance for a character cut at the end of a sample is for a sample, not a whole file."""
+    text = HEADER + "Rukungiri,C1,V1,RUK-ABC-DEF-G1,5\nRukungiri,C1,V2,RUK-ABC-DEF-G2,5\nRukungiri,C1,Kaf\xe9" + end
+    raw = read_table(_csv_bytes(tmp_path, text.replace("Kaf\xe9", "V3,RUK-ABC-DEF-G3,Kaf\xe9").encode("latin-1")))
+    assert raw.frame.loc[2, 4] == "Kafé"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("row", [3, 40])
+def test_a_zero_byte_rejects_its_row_wherever_it_is(row: int, tmp_path: Path) -> None:
+    """A zero byte early in the file is treated as one later is: its row is rejected, the rest stored."""
+    data, _ = generate(40, seed=5, bad_rate=0.0)
+    data.loc[row - 2, "cluster"] = "CLUSTERNUL"
+    path = write(data, data.iloc[0:0], tmp_path / "n.csv", "csv")
+    path.write_bytes(path.read_bytes().replace(b"CLUSTERNUL", b"C\x001"))
+    assert (path.read_bytes().index(b"\x00") < 4096) == (row == 3)
+    batch = ingest_file(path)
+    assert (batch.status, batch.accepted, batch.rejected) == ("succeeded", 39, 1)
+    assert _errors(batch) == {(row, "cluster", "invalid_characters")}
+
+
+def test_a_file_of_zero_and_control_bytes_is_still_refused_as_binary(tmp_path: Path) -> None:
+    with pytest.raises(ReadError) as err:
+        read_table(_csv_bytes(tmp_path, bytes(range(256)) * 40))
+    assert err.value.code == "bad_encoding"
+
+
+@pytest.mark.django_db
+def test_a_binary_parquet_column_nobody_maps_never_stops_the_file(tmp_path: Path) -> None:
+    """A GeoParquet ``geometry`` column (WKB, not UTF-8) reads as base64 text; bytes that are UTF-8
+    read as that text."""
+    import base64
+    import struct
+
+    import pyarrow.parquet as pq
+
+    data, _ = generate(4, seed=5, bad_rate=0.0)
+    wkb = [struct.pack("<bIdd", 1, 1, 30.0 + i, -0.5 - i) for i in range(4)]
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    table = table.append_column("geometry", pa.array(wkb, pa.binary()))
+    table = table.append_column("note", pa.array([b"ok"] * 4, pa.binary()))
+    path = tmp_path / "g.parquet"
+    pq.write_table(table, path)
+    raw = read_table(path)
+    assert raw.frame[raw.headers.index("geometry")].tolist() == [base64.b64encode(v).decode() for v in wkb]
+    assert raw.frame[raw.headers.index("note")].tolist() == ["ok"] * 4
+    batch = ingest_file(path)
+    assert (batch.status, batch.accepted, batch.rejected) == ("succeeded", 4, 0)
+
+
+def _sheet(ws, rows: list[list[object]]) -> None:  # type: ignore[no-untyped-def]
+    for row in rows:
+        ws.append(row)
+
+
+XLSX_ROWS: list[list[object]] = [["District", "Cluster", "Village", "HouseHoldID", "HouseholdSize"],
+                                 ["Rukungiri", "C1", "V1", "RUK-ABC-DEF-G1", 5],
+                                 ["Rukungiri", "C1", "V1", "RUK-ABC-DEF-G2", 6]]
+
+
+@pytest.mark.parametrize("first", ["hidden", "chart", "empty"])
+def test_a_workbook_is_read_from_its_first_visible_worksheet_with_data(first: str, tmp_path: Path) -> None:
+    """A hidden ``choices`` list, a chart sheet or an empty "Instructions" sheet before the data
+    is passed over."""
+    from openpyxl import Workbook
+    from openpyxl.chart import BarChart, Reference
+
+    wb = Workbook()
+    before = wb.active
+    before.title = "Instructions"
+    data = wb.create_sheet("Data")
+    _sheet(data, XLSX_ROWS)
+    if first == "hidden":
+        _sheet(before, [["list_name", "name", "label"], ["yn", "1", "Yes"]])
+        before.sheet_state = "hidden"
+        wb.active = 1
+    elif first == "chart":
+        wb.remove(before)
+        chart = BarChart()
+        chart.add_data(Reference(data, min_col=5, min_row=1, max_row=3), titles_from_data=True)
+        wb.create_chartsheet("Chart", 0).add_chart(chart)
+    path = tmp_path / "w.xlsx"
+    wb.save(path)
+    raw = read_table(path)
+    assert raw.headers == XLSX_ROWS[0]
+    assert raw.frame.values.tolist() == [[str(v) for v in row] for row in XLSX_ROWS[1:]]
+
+
+def test_a_merged_range_of_cells_holds_its_value_in_every_cell(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    _sheet(wb.active, [*XLSX_ROWS, ["Mitooma", "C2", "V", "MIT-ABC-DEF-G1", 4], [None, "C2", "V", "MIT-ABC-DEF-G2", 4]])
+    wb.active.merge_cells("A4:A5")
+    wb.active.merge_cells("B2:C3")
+    path = tmp_path / "m.xlsx"
+    wb.save(path)
+    frame = read_table(path).frame
+    assert frame[0].tolist() == ["Rukungiri", "Rukungiri", "Mitooma", "Mitooma"]
+    assert frame.loc[:1, 1:2].values.tolist() == [["C1", "C1"], ["C1", "C1"]]  # B2:C3 from B2
