@@ -504,12 +504,21 @@ def _read_xlsx(path: Path) -> RawTable:
     return RawTable(headers=headers, frame=_to_frame(table, len(headers)), format="xlsx")
 
 
+XLSX_MAX_COLUMNS = 1024  # the survey has 75; a partner's extra columns fit many times over
+
+
 def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
     from python_calamine import CalamineWorkbook
 
     try:
         book = CalamineWorkbook.from_path(str(path))
         sheet = _data_sheet(book)
+        if sheet is not None and sheet.width > XLSX_MAX_COLUMNS:
+            # Every row is read as wide as the sheet: one stray cell at column XFD makes each row
+            # 16,384 cells (about 1 GB for a thousand rows) before a single value is looked at.
+            raise ReadError("too_many_columns", f"The sheet is {sheet.width} columns wide (at most {XLSX_MAX_COLUMNS}): "
+                                                "is there a stray cell far to the right? Delete the empty columns "
+                                                "after the last one with data.")
         rows: list[list[Any]] = sheet.to_python(skip_empty_area=False) if sheet is not None else []
         merged = (sheet.merged_cell_ranges or []) if sheet is not None and rows else []
     except ReadError:

@@ -549,3 +549,19 @@ def test_a_merged_range_of_cells_holds_its_value_in_every_cell(tmp_path: Path) -
     frame = read_table(path).frame
     assert frame[0].tolist() == ["Rukungiri", "Rukungiri", "Mitooma", "Mitooma"]
     assert frame.loc[:1, 1:2].values.tolist() == [["C1", "C1"], ["C1", "C1"]]  # B2:C3 from B2
+
+
+def test_a_sheet_made_wide_by_a_stray_cell_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """One value at column XFD would make every row 16,384 cells wide (about 1 GB per thousand rows)."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["District", "Cluster", "Village", "HouseHoldID", "HouseholdSize"])
+    ws.append(["Kanungu", "C", "V", "KAN-A-B-K1", 4])
+    ws["XFD1"] = "stray"
+    path = tmp_path / "wide.xlsx"
+    wb.save(path)
+    with pytest.raises(ReadError) as err:
+        read_table(path)
+    assert err.value.code == "too_many_columns" and "16384 columns" in str(err.value)
