@@ -359,13 +359,25 @@ def _utf16_has_empty_line(path: Path) -> bool:
             b"\n\x00\n\x00", b"\n\x00\r\x00\n\x00", b"\x00\n\x00\n", b"\x00\n\x00\r\x00\n"))
 
 
+def _header_only(exc: Exception) -> bool:
+    """Arrow's refusal of a file that is one header line without a line break after it (it cannot
+    skip a line that does not end): such a file has no rows, as with the line break."""
+    return isinstance(exc, pa.ArrowInvalid) and "Could not skip initial" in str(exc)
+
+
+def _no_rows(width: int) -> pa.Table:
+    return pa.table({str(i): pa.array([], pa.string()) for i in range(width)})
+
+
 def _read_csv(path: Path) -> RawTable:
     headers, encoding, options = _csv_setup(path)
     source, _, options = _csv_source(path, headers, encoding, options)
     try:
         table = pacsv.read_csv(source, **options)  # type: ignore[arg-type]
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
+        if not _header_only(exc):
+            raise ReadError("malformed_csv", f"The CSV could not be parsed: {exc}") from exc
+        table = _no_rows(len(headers))
     finally:
         if source != path:
             source.unlink(missing_ok=True)
@@ -439,6 +451,8 @@ def _csv_tables(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[pa.Tab
                 if size:
                     yield pa.Table.from_batches(pending)
             except pa.ArrowInvalid as exc:
+                if _header_only(exc):  # a header and nothing after it, not even a line break: no rows
+                    return
                 if "columns, got" not in str(exc):
                     raise
                 # A row whose cells do not line up with the header (a stray delimiter): the rest of

@@ -565,3 +565,13 @@ def test_a_sheet_made_wide_by_a_stray_cell_is_refused_before_it_is_read(tmp_path
     with pytest.raises(ReadError) as err:
         read_table(path)
     assert err.value.code == "too_many_columns" and "16384 columns" in str(err.value)
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"])
+def test_a_header_only_csv_has_no_rows_with_or_without_a_final_line_break(tmp_path: Path, ending: bytes) -> None:
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"District,Cluster,Village,HouseHoldID,HouseholdSize" + ending)
+    raw = read_table(path)
+    assert raw.headers[:2] == ["District", "Cluster"] and len(raw.frame) == 0
+    headers, frames = iter_chunks(path, "csv", 10)
+    assert headers == raw.headers and sum(len(f) for f in frames) == 0
