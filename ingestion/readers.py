@@ -17,6 +17,7 @@ import mmap
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -522,10 +523,16 @@ XLSX_MAX_COLUMNS = 1024  # the survey has 75; a partner's extra columns fit many
 
 
 def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
-    from python_calamine import CalamineWorkbook
+    from python_calamine import CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
 
+    scans = ThreadPoolExecutor(1, thread_name_prefix="xlsx-errors")
     try:
         book = CalamineWorkbook.from_path(str(path))
+        # The error-cell scan (zlib and a byte search, both without the GIL) runs beside calamine's
+        # parse of the same sheet (Rust, also without it): on a second core it costs no time.
+        first = next((m.name for m in book.sheets_metadata
+                      if m.typ == SheetTypeEnum.WorkSheet and m.visible == SheetVisibleEnum.Visible), None)
+        scan = scans.submit(_error_cells, path, first) if first is not None else None
         sheet = _data_sheet(book)
         if sheet is not None and sheet.width > XLSX_MAX_COLUMNS:
             # Every row is read as wide as the sheet: one stray cell at column XFD makes each row
@@ -535,13 +542,20 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
                                                 "after the last one with data.")
         rows: list[list[Any]] = sheet.to_python(skip_empty_area=False) if sheet is not None else []
         merged = (sheet.merged_cell_ranges or []) if sheet is not None and rows else []
+        errors = (scan.result() if scan is not None and sheet is not None and sheet.name == first
+                  else _error_cells(path, sheet.name) if sheet is not None else [])
     except ReadError:
         raise
     except Exception as exc:  # calamine raises its own error types for broken workbooks
         raise ReadError("malformed_xlsx", f"The workbook could not be read: {exc}") from exc
+    finally:
+        scans.shutdown(wait=True, cancel_futures=True)
     if not rows:
         raise ReadError("empty_file", "The workbook has no sheet with data.")
     _fill_merged(rows, merged)
+    for r, c, text in errors:
+        if r < len(rows) and c < len(rows[r]):
+            rows[r][c] = text
     headers = [_cell_text(h).strip() for h in rows[0]]
     width = len(headers)
     body = rows[1:]
@@ -571,6 +585,73 @@ def _data_sheet(book: CalamineWorkbook) -> CalamineSheet | None:
         if sheet.height and sheet.width:
             return sheet
     return None
+
+
+_CELL_ERROR = re.compile(rb'<c r="([A-Z]{1,3})([0-9]{1,7})"[^>]*?\bt="e"[^>]*>.*?<v>([^<]*)</v>', re.S)
+_XML_BLOCK = 16 << 20
+
+
+_XML_TAG = {name: re.compile(rb"<(?:\w+:)?" + name + rb"\b([^>]*)>") for name in (b"sheet", b"Relationship")}
+_XML_ATTR = re.compile(rb'([\w:]+)="([^"]*)"')
+
+
+def _xml_elements(xml: bytes, tag: bytes) -> list[dict[str, str]]:
+    """The attributes of each ``tag`` element (by local name; values unescaped).  A regular
+    expression rather than an XML parser: two small, flat files, and no entity is ever expanded."""
+    import html
+
+    return [{k.decode().split(":")[-1]: html.unescape(v.decode("utf-8", "replace"))
+             for k, v in _XML_ATTR.findall(m.group(1))} for m in _XML_TAG[tag].finditer(xml)]
+
+
+def _sheet_xml_path(names: list[str], workbook: bytes, rels: bytes, sheet_name: str) -> str | None:
+    """The zip member holding ``sheet_name``'s cells (workbook.xml names it, its rels place it)."""
+    rid = next((el.get("id") for el in _xml_elements(workbook, b"sheet") if el.get("name") == sheet_name), None)
+    target = next((el.get("Target") for el in _xml_elements(rels, b"Relationship") if el.get("Id") == rid),
+                  None) if rid else None
+    if not target:
+        return None
+    path = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    return path if path in names else None
+
+
+def _error_cells(path: Path, sheet_name: str) -> list[tuple[int, int, str]]:
+    """Cells holding an Excel error (#DIV/0!, #N/A, ...): (row, column, text), 0-based.  calamine
+    reads them as empty, which would make a broken formula look like an unanswered question; a CSV
+    export holds the error's text, and so does this reader now.  The sheet's XML is scanned in
+    blocks for ``t="e"`` (a C-speed search; most workbooks have none) and parsed only around hits."""
+    import zipfile
+
+    found: list[tuple[int, int, str]] = []
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            member = _sheet_xml_path(names, z.read("xl/workbook.xml"), z.read("xl/_rels/workbook.xml.rels"),
+                                     sheet_name)
+            if member is None:
+                return []
+            with z.open(member) as fh:
+                carry = b""
+                while block := fh.read(_XML_BLOCK):
+                    data = carry + block
+                    cut = data.rfind(b"<c ")  # a cell may run over the block's end: kept for the next
+                    body, carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
+                    if b't="e"' in body:
+                        found += [(int(row) - 1, _column_index(col), text.decode("utf-8", "replace"))
+                                  for col, row, text in _CELL_ERROR.findall(body)]
+                if carry and b't="e"' in carry:
+                    found += [(int(row) - 1, _column_index(col), text.decode("utf-8", "replace"))
+                              for col, row, text in _CELL_ERROR.findall(carry)]
+    except (KeyError, zipfile.BadZipFile, ValueError):
+        return []  # not the usual layout (calamine read it all the same): nothing to add
+    return found
+
+
+def _column_index(letters: bytes) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ch - 64
+    return n - 1
 
 
 def _fill_merged(rows: list[list[Any]], merged: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> None:

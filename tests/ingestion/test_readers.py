@@ -575,3 +575,26 @@ def test_a_header_only_csv_has_no_rows_with_or_without_a_final_line_break(tmp_pa
     assert raw.headers[:2] == ["District", "Cluster"] and len(raw.frame) == 0
     headers, frames = iter_chunks(path, "csv", 10)
     assert headers == raw.headers and sum(len(f) for f in frames) == 0
+
+
+@pytest.mark.django_db
+def test_an_excel_error_cell_reads_as_its_text_as_a_csv_export_gives_it(tmp_path: Path) -> None:
+    """#DIV/0! in a number column is a type finding at its row, not an unanswered question."""
+    from openpyxl import load_workbook
+
+    data, _ = generate(6, seed=8, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "e.xlsx", "xlsx")
+    wb = load_workbook(path)
+    ws = wb.worksheets[0]
+    col = next(c.column for c in ws[1] if c.value == "TimeToOPD")
+    ws.cell(row=3, column=col).value = "#DIV/0!"
+    ws.cell(row=3, column=col).data_type = "e"
+    ws.cell(row=5, column=col).value = "#N/A"
+    ws.cell(row=5, column=col).data_type = "e"
+    wb.save(path)
+    raw = read_table(path)
+    column = raw.frame.iloc[:, raw.headers.index("TimeToOPD")].tolist()
+    assert column[1] == "#DIV/0!" and column[3] == "#N/A"  # rows 3 and 5 as the spreadsheet numbers them
+    ingest_file(path)
+    found = set(RowIssue.objects.filter(field="time_to_opd", severity="error").values_list("row_number", "rule"))
+    assert found == {(3, "type"), (5, "type")}
