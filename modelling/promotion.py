@@ -31,12 +31,19 @@ def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> d
     if champion is None:
         return {"passed": True, "reason": "no champion yet", "checks": {}}
     c, k = challenger.metrics, champion.metrics
-    basis = "cross-validated metrics of each version"
+    basis = "cross-validated metrics of each version (no common holdout of enough unseen records)"
     same = challenger.metrics.get("comparison")
     if same and same.get("champion_version") == champion.version:
         # Preferred: both models scored on the same rows, which neither was trained on.
         c, k = same["challenger"], same["champion"]
         basis = f"the same holdout of {same['holdout_rows']} records the champion never trained on"
+    else:
+        # The challenger was compared with another champion (or none): both scored now on the
+        # approved, labelled records neither trained on, when there are enough of them.
+        now = holdout_comparison(challenger, champion)
+        if now is not None:
+            c, k = now["challenger"], now["champion"]
+            basis = f"the same holdout of {now['holdout_rows']} records neither version trained on, scored now"
     m_auc = settings.RTV_PROMOTION_MARGIN_AUC
     m_excl = settings.RTV_PROMOTION_MARGIN_EXCLUSION
     m_brier = settings.RTV_PROMOTION_MARGIN_BRIER
@@ -54,6 +61,37 @@ def promotion_gate(challenger: ModelVersion, champion: ModelVersion | None) -> d
     return {"passed": passed, "checks": checks,
             "reason": "beats the champion" if passed else f"does not beat the champion on {', '.join(failed)}",
             "basis": basis}
+
+
+def holdout_comparison(challenger: ModelVersion, champion: ModelVersion) -> dict[str, Any] | None:
+    """Both versions on the approved, labelled current records neither trained on (no version of
+    them); None when fewer than ``RTV_RETRAIN_MIN_EVAL`` or one class only."""
+    import numpy as np
+
+    from ingestion.models import SurveyRecord
+
+    from . import serving
+    from .evaluation import evaluate
+    from .lineage import unseen_by
+
+    labelled = dict(SurveyRecord.objects.filter(superseded_by__isnull=True, vulnerable__isnull=False,
+                                                review_status=SurveyRecord.ReviewStatus.APPROVED)
+                    .values_list("pk", "vulnerable"))
+    ids = np.fromiter(labelled, dtype=np.int64, count=len(labelled))
+    unseen = unseen_by(ids, challenger, champion)
+    if unseen is None:
+        return None
+    ids = ids[unseen]
+    y = np.array([int(labelled[int(i)]) for i in ids])
+    if len(ids) < settings.RTV_RETRAIN_MIN_EVAL or len(set(y.tolist())) < 2:
+        return None
+    frame = serving.records_frame(SurveyRecord.objects.filter(pk__in=ids.tolist()).order_by("pk"))
+    y = np.array([int(labelled[int(i)]) for i in frame["_record"]])
+    keep = ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy")
+    scored = {name: serving.model_for(mv).score(frame, explain=False).p_vulnerable
+              for name, mv in (("challenger", challenger), ("champion", champion))}
+    return {"holdout_rows": len(frame),
+            **{name: {k: v for k, v in evaluate(y, p).items() if k in keep} for name, p in scored.items()}}
 
 
 def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None) -> None:

@@ -350,3 +350,19 @@ def test_an_experiment_whose_challenger_is_the_champion_is_refused_by_name(api, 
                                       format="json")
     assert resp.status_code == 400
     assert [e["field"] for e in resp.json()["errors"]] == ["challenger"]
+
+
+def test_without_a_comparison_of_its_own_the_gate_scores_both_on_records_neither_trained_on(two_versions,  # type: ignore[no-untyped-def]
+                                                                                           tmp_path: Path) -> None:
+    from modelling.promotion import promotion_gate
+
+    first, second = two_versions
+    assert "comparison" not in second.metrics  # trained on the champion's records: nothing to compare on then
+    gate = promotion_gate(second, first)
+    assert gate["basis"].startswith("cross-validated metrics")  # nothing unseen yet
+    later, _ = generate(120, seed=33)
+    write(later, later.iloc[0:0], tmp_path / "later.csv", "csv")
+    unseen = ingest_file(tmp_path / "later.csv").records.filter(review_status="approved").count()
+    gate = promotion_gate(second, first)
+    assert gate["basis"].startswith(f"the same holdout of {unseen} records neither version trained on")
+    assert gate["checks"]["roc_auc"]["champion"] != first.metrics["roc_auc"]  # scored now, not its CV figure
