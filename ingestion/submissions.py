@@ -184,8 +184,7 @@ def _item_errors(issues: list[dict[str, Any]], refused: list[dict[str, Any]]) ->
     """The rules' errors and the refusals; a refused value was validated as missing, so the rules'
     findings on that field (required, say) are left out: the refusal says what is wrong."""
     taken = {r["field"] for r in refused}
-    errors = [{"field": f"data.{r['field']}", "code": r["rule"], "message": r["message"]}
-              for r in issues if r["severity"] == "error" and f"data.{r['field']}" not in taken]
+    errors = [e for e in (_public(r) for r in issues if r["severity"] == "error") if e["field"] not in taken]
     return errors + refused
 
 
@@ -411,8 +410,14 @@ def _name_latest(heads: dict[int, uuid.UUID], priors: dict[uuid.UUID, SurveyReco
                                           record=latest)
 
 
+# The envelope's metadata, checked by the same rules as the answers, is named where the sender put it.
+ENVELOPE_FIELDS = {"collected_at": "collected_at", "gps_lat": "location.lat", "gps_lon": "location.lon",
+                   "gps_accuracy_m": "location.accuracy_m"}
+
+
 def _public(issue: dict[str, Any]) -> dict[str, Any]:
-    return {"field": f"data.{issue['field']}", "code": issue["rule"], "message": issue["message"]}
+    field = ENVELOPE_FIELDS.get(issue["field"]) or f"data.{issue['field']}"
+    return {"field": field, "code": issue["rule"], "message": issue["message"]}
 
 
 def _existing(record: SurveyRecord | None, content_hash: str, submission_id: uuid.UUID) -> Outcome:
