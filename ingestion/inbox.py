@@ -56,26 +56,50 @@ def inbox_scan(*, limit: int = MAX_FILES_PER_RUN) -> int:
     return created
 
 
+def _clean(name: str) -> str:
+    """A file name as text PostgreSQL can hold (a name in another encoding reaches Python with lone
+    surrogates, which no database column takes)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _take(partner: Partner, key: str) -> int:
-    name = key.rsplit("/", 1)[-1]
-    archive = f"archive/{key}"
+    """One file: its own savepoint, so a failure takes back only its own batch; it leaves the inbox
+    only once the scan's transaction has committed (a crash before then leaves it to the next run,
+    which finds it ingested and archives it).  Any failure is audited and the scan goes on: one odd
+    file never stops the others, nor another partner's."""
+    name = _clean(key.rsplit("/", 1)[-1])
     try:
-        detect_format(name)
-        with default_storage.open(key, "rb") as fh:
-            batch = batch_create(fh=fh, original_name=name, channel=IngestionBatch.Channel.PARTNER, partner=partner)
-        outbox_enqueue("ingestion.plan_batch", str(batch.pk))
-        default_storage.delete(key)  # the original is kept under raw/<batch>/
+        with transaction.atomic():
+            detect_format(name)
+            with default_storage.open(key, "rb") as fh:
+                batch = batch_create(fh=fh, original_name=name, channel=IngestionBatch.Channel.PARTNER,
+                                     partner=partner)
+            outbox_enqueue("ingestion.plan_batch", str(batch.pk))
+        transaction.on_commit(lambda: default_storage.delete(key))  # the original is kept under raw/<batch>/
         return 1
     except (DuplicateFile, ReadError) as exc:
-        # Nothing is lost: the file moves to archive/, and the refusal is audited for staff.
-        with default_storage.open(key, "rb") as fh:
-            default_storage.save(archive, fh)
-        default_storage.delete(key)
-        audit_record(actor=None, action="inbox.file_refused", object_type="ingestion.partner",
-                     object_id=str(partner.pk), changes={"file": key, "archived_as": archive, "reason": str(exc)},
-                     system="partner_inbox_scan")
-        log.warning("inbox file refused", extra={"partner": partner.slug, "file": key, "reason": str(exc)})
+        reason, action = str(exc), "inbox.file_refused"
+    except Exception as exc:  # storage, database, an odd name: reported, retried next run, never blocking
+        log.exception("inbox file failed", extra={"partner": partner.slug, "file": name})
+        audit_record(actor=None, action="inbox.file_failed", object_type="ingestion.partner", object_id=str(partner.pk),
+                     changes={"file": _clean(key), "reason": f"{type(exc).__name__}: {exc}"}, system="partner_inbox_scan")
         return 0
+    # Refused: nothing is lost, the file moves to archive/ (under the name storage gives it), audited.
+    try:
+        safe = default_storage.get_valid_name(name) or "file"
+        with default_storage.open(key, "rb") as fh:
+            archived = default_storage.save(f"archive/inbox/{partner.slug}/{safe}", fh)
+    except Exception as exc:
+        log.exception("inbox file could not be archived", extra={"partner": partner.slug, "file": name})
+        audit_record(actor=None, action="inbox.file_failed", object_type="ingestion.partner", object_id=str(partner.pk),
+                     changes={"file": _clean(key), "reason": f"{reason}; archiving failed: {type(exc).__name__}"},
+                     system="partner_inbox_scan")
+        return 0
+    transaction.on_commit(lambda: default_storage.delete(key))
+    audit_record(actor=None, action=action, object_type="ingestion.partner", object_id=str(partner.pk),
+                 changes={"file": _clean(key), "archived_as": archived, "reason": reason}, system="partner_inbox_scan")
+    log.warning("inbox file refused", extra={"partner": partner.slug, "file": name, "reason": reason})
+    return 0
 
 
 __all__ = ["FORMATS", "inbox_scan", "storage_list"]

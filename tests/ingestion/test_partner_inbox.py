@@ -78,3 +78,50 @@ def test_admins_register_partners_and_their_accounts_in_the_admin(client, make_u
     assert client.get("/admin/ingestion/partner/add/").status_code == 403
     client.force_login(make_user("data_manager"))  # data managers keep the registry too
     assert client.get(f"/admin/ingestion/partner/{partner.pk}/change/").status_code == 200
+
+
+def test_a_file_that_fails_loses_nothing_and_stops_nothing(partner, tmp_path, monkeypatch,  # type: ignore[no-untyped-def]
+                                                            django_capture_on_commit_callbacks) -> None:
+    """Storage refuses the second file's raw/ copy: the first file's batch stands, the second stays in
+    the inbox for the next run, and the other partner's file is ingested."""
+    from django.core.files.storage import FileSystemStorage
+
+    Partner.objects.create(name="Zed", slug="zed")
+    drop(tmp_path, "a.csv", seed=1)
+    drop(tmp_path, "b.csv", seed=2)
+    data, errors = generate(20, seed=3)
+    write(data, errors, tmp_path / "z.csv", "csv")
+    default_storage.save("inbox/zed/z.csv", ContentFile((tmp_path / "z.csv").read_bytes()))
+    real_save = FileSystemStorage.save
+    calls = {"n": 0}
+
+    def flaky(self, name: str, content, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name.startswith("raw/"):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second file of the first run only
+                raise OSError("disk full")
+        return real_save(self, name, content, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystemStorage, "save", flaky)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inbox_scan() == 2
+    assert sorted(IngestionBatch.objects.values_list("original_name", flat=True)) == ["a.csv", "z.csv"]
+    assert storage_list(default_storage, "inbox/hope/") == ["inbox/hope/b.csv"]  # kept, not lost
+    assert AuditEvent.objects.filter(action="inbox.file_failed", changes__file="inbox/hope/b.csv").exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inbox_scan() == 1  # the next run takes it
+    assert storage_list(default_storage, "inbox/hope/") == []
+
+
+def test_an_odd_name_is_archived_under_the_name_storage_gives_and_audited_as_such(partner, tmp_path,  # type: ignore[no-untyped-def]
+                                                                                   django_capture_on_commit_callbacks) -> None:
+    default_storage.save("inbox/hope/notes.docx", ContentFile(b"one"))
+    with django_capture_on_commit_callbacks(execute=True):
+        inbox_scan()
+    default_storage.save("inbox/hope/notes.docx", ContentFile(b"two"))
+    with django_capture_on_commit_callbacks(execute=True):
+        inbox_scan()
+    archived = [e.changes["archived_as"] for e in AuditEvent.objects.filter(action="inbox.file_refused").order_by("pk")]
+    assert len(set(archived)) == 2 and all(default_storage.exists(a) for a in archived)
+    with default_storage.open(archived[1], "rb") as fh:
+        assert fh.read() == b"two"  # the audit points at the file it archived
