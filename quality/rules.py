@@ -217,6 +217,8 @@ PARAMS: dict[str, dict[str, str]] = {
     "per_day_identity": {"annual": "field"},
     "currency_identity": {"ugx": "field", "rate": "number"},
     "sum_identity": {"terms": "terms"},
+    "sentinel": {"values": "values"},
+    "required": {}, "type": {}, "duplicate_household": {},
 }
 
 
@@ -276,6 +278,9 @@ def params_check(rule: Any) -> None:
         wrong = _type_problem(kind, rule.params[name])
         if wrong:
             raise RuleProblem(f"{name} must be {wrong}, not {rule.params[name]!r}")
+    low, high = rule.params.get("min"), rule.params.get("max")
+    if rule.kind == "range" and low is not None and high is not None and low > high:
+        raise RuleProblem(f"min ({low}) is above max ({high}): every answer would break the rule")
 
 
 def guard_check(rule: Any) -> None:

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import AuditEvent, PipelineRun, SchemaField, SchemaVersion
-from .roles import has_role
+from .roles import ADMIN, DATA_MANAGER, STAFF_ROLES, has_role
 
 
 class RoleAdmin(admin.ModelAdmin):
@@ -33,7 +33,16 @@ class RoleAdmin(admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Lineage and audit tables are written by services only."""
+    """Lineage and audit tables are written by services only; seen by role (``see``), like the
+    other screens: no role's group holds Django's per-model permission rows."""
+
+    see: tuple[str, ...] = STAFF_ROLES
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, *self.see)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return has_role(request.user, *self.see)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -73,6 +82,7 @@ class SchemaFieldAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
+    see = (ADMIN, DATA_MANAGER)  # who did what to whom: not every reviewer's reading
     list_display = ("created_at", "actor_label", "action", "object_type", "object_id", "request_id")
     list_filter = ("action", "object_type")
     search_fields = ("object_id", "actor_label", "request_id")
@@ -80,5 +90,47 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 @admin.register(PipelineRun)
 class PipelineRunAdmin(ReadOnlyAdmin):
+    see = (ADMIN, DATA_MANAGER)
     list_display = ("job", "status", "started_at", "finished_at", "correlation_id")
     list_filter = ("job", "status")
+
+
+# ---- accounts and roles: the admin role manages them (per-model permission rows are not how roles work here)
+from django.contrib.auth.admin import GroupAdmin, UserAdmin  # noqa: E402
+from django.contrib.auth.models import Group, User  # noqa: E402
+
+
+class _AdminsManage:
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, ADMIN)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, ADMIN)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, ADMIN)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, ADMIN)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, ADMIN)
+
+
+class RoleUserAdmin(_AdminsManage, UserAdmin):  # type: ignore[type-arg]
+    """Accounts and their roles (groups), managed by the admin role; only a superuser makes a
+    superuser or grants per-model permissions."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields if getattr(request.user, "is_superuser", False) else (*fields, "is_superuser", "user_permissions")
+
+
+class RoleGroupAdmin(_AdminsManage, GroupAdmin):
+    pass
+
+
+admin.site.unregister(User)
+admin.site.register(User, RoleUserAdmin)
+admin.site.unregister(Group)
+admin.site.register(Group, RoleGroupAdmin)

@@ -32,9 +32,10 @@ class RequestIdMiddleware:
 
 
 class ContentLengthMiddleware:
-    """A ``Content-Length`` that is not a whole number of bytes is a 400 in the API's error shape.
-    (Metrics middleware reads it as an integer before any view would answer; gunicorn refuses such a
-    request itself, other servers and proxies may not.)"""
+    """Requests no view can answer sensibly are 400s in the API's error shape, before any view:
+    a ``Content-Length`` that is not a whole number of bytes (metrics middleware reads it as an
+    integer first; gunicorn refuses such a request itself, other servers and proxies may not), and a
+    NUL character in the query string (PostgreSQL text cannot hold one: a filter would be a 500)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -42,8 +43,13 @@ class ContentLengthMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         length = request.META.get("CONTENT_LENGTH", "")
         if length and not (length.isascii() and length.isdigit()):
-            message = "Content-Length must be a whole number of bytes."
-            return JsonResponse({"code": "bad_content_length", "message": message,
-                                 "errors": [{"field": "Content-Length", "code": "invalid", "message": message}]},
-                                status=400)
+            return _bad("bad_content_length", "Content-Length", "Content-Length must be a whole number of bytes.")
+        query = request.META.get("QUERY_STRING", "")
+        if "%00" in query or "\x00" in query:
+            return _bad("invalid_characters", "query", "The query string holds a NUL character.")
         return self.get_response(request)
+
+
+def _bad(code: str, field: str, message: str) -> JsonResponse:
+    return JsonResponse({"code": code, "message": message, "errors": [{"field": field, "code": code, "message": message}]},
+                        status=400)

@@ -88,6 +88,8 @@ def test_rules_refuse_changes_to_their_identity() -> None:
     ("gps_in_uganda.gps_lat", {"lat_min": "-1.55", "lat_max": 4.3, "lon_min": 29.5, "lon_max": 35.1}),
     ("not_in_future.collected_at", {"tolerance_minutes": "10"}),
     ("outlier.household_size", {"maxi": 30}),  # a typo would be ignored for ever
+    ("range.agriculture_land", {"min": 5, "max": 1}),  # every answer would break it
+    ("required.household_size", {"min": 1e309}),  # a kind that reads no parameter (and JSON has no Infinity)
 ])
 def test_params_that_would_break_the_validator_are_refused_and_nothing_changes(client, make_user, api,  # type: ignore[no-untyped-def]
                                                                               code: str, params: object) -> None:

@@ -50,3 +50,11 @@ def test_a_content_length_that_is_not_a_number_is_a_400_in_the_error_shape(clien
     resp = client.post("/api/v1/submissions/", data=b"{}", content_type="application/json", CONTENT_LENGTH=length)
     assert resp.status_code == 400
     assert resp.json()["code"] == "bad_content_length" and resp.json()["errors"][0]["field"] == "Content-Length"
+
+
+@pytest.mark.parametrize("url", ["/admin/ingestion/surveyrecord/?village=%00", "/admin/ingestion/surveyrecord/?rule=a%00",
+                                 "/api/v1/quality/trend/?days=%00"])
+def test_a_nul_in_the_query_string_is_a_400_not_a_database_error(client, make_user, url: str) -> None:  # type: ignore[no-untyped-def]
+    client.force_login(make_user("reviewer"))
+    resp = client.get(url)
+    assert resp.status_code == 400 and resp.json()["code"] == "invalid_characters"
