@@ -53,6 +53,9 @@ def progress_status(per_day: pd.Series) -> pd.Series:
 def progress_status_values(values: np.ndarray) -> np.ndarray:
     """``progress_status`` of a float64 array, as an object array."""
     bands = list(settings.RTV_STATUS_THRESHOLDS)  # highest threshold first
+    # To a billionth of a dollar: 646.05 / 365 is 1.7699999999999998 in floating point, and a household
+    # exactly on the At Risk line must not fall under it for being computed rather than reported.
+    values = np.round(values, 9)
     conditions = [values >= threshold for _, threshold in bands]
     conditions.append(~np.isnan(values))
     choices = [name for name, _ in bands] + [settings.RTV_STATUS_FLOOR]

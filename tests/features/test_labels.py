@@ -42,3 +42,16 @@ def test_the_measure_is_the_reported_value_else_the_sum_of_its_components() -> N
     columns = {c: frame[c].to_numpy() for c in frame.columns}
     np.testing.assert_array_equal(income_per_day_values(columns), expected)
     np.testing.assert_array_equal(income_per_day_values(frame), expected)
+
+
+def test_a_household_exactly_on_a_line_is_on_it_whether_the_measure_is_reported_or_computed() -> None:
+    import numpy as np
+
+    from features.labels import income_per_day_values, progress_status_values
+    from rtv import contract
+
+    computed = {c: [0.0] for c in contract.TARGET_COMPONENTS}
+    computed[contract.TARGET_COMPONENTS[0]] = [1.77 * 365]  # 646.05: 1.7699999999999998 per day in floating point
+    per_day = income_per_day_values(computed)
+    assert per_day[0] != 1.77
+    assert list(progress_status_values(per_day)) == list(progress_status_values(np.array([1.77]))) == ["At Risk"]
