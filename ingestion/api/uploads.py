@@ -90,9 +90,42 @@ def _duplicate(request: Request, earlier: IngestionBatch) -> ApiError:
                                        "links": {"self": f"/api/v1/uploads/{earlier.pk}/"}}})
 
 
+def upload_summary(batch: IngestionBatch) -> dict[str, Any]:
+    """A batch in a list: what its own row says (no query per batch)."""
+    base = f"/api/v1/uploads/{batch.pk}/"
+    return {"ingestion_id": str(batch.pk), "state": batch.status, "dry_run": batch.dry_run, "channel": batch.channel,
+            "source": batch.source, "file": {"name": batch.original_name, "format": batch.format},
+            "rows": batch.row_count, "counts": {"accepted": batch.accepted, "rejected": batch.rejected,
+                                                "warnings": batch.warnings, "duplicates": batch.duplicates},
+            "error": batch.error or None, "created_at": batch.created_at.isoformat(),
+            "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+            "links": {"self": base, "errors_csv": base + "errors.csv", "errors_xlsx": base + "errors.xlsx"}}
+
+
 class UploadCreateView(APIView):
-    permission_classes = [CAN_UPLOAD]
+    """POST: send a file (202 at once).  GET: the batches the caller may see, newest first (a
+    partner's own, its inbox's included; staff every one), ``?state=`` and ``?limit=`` (at most 200)."""
+
     parser_classes = [MultiPartParser, FormParser]
+
+    def get_permissions(self) -> list[Any]:
+        return [CAN_UPLOAD()] if self.request.method == "POST" else super().get_permissions()
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        qs = batches_visible_to(request.user).order_by("-created_at")
+        state = request.query_params.get("state")
+        if state:
+            if state not in IngestionBatch.Status.values:
+                raise ApiError("invalid", "Unknown state.", errors=[{"field": "state", "code": "invalid_choice",
+                                                                      "message": f"one of {', '.join(IngestionBatch.Status.values)}"}])
+            qs = qs.filter(status=state)
+        try:
+            limit = min(200, max(1, int(request.query_params.get("limit", 50))))
+        except ValueError as exc:
+            raise ApiError("invalid", "limit must be a whole number.",
+                           errors=[{"field": "limit", "code": "invalid", "message": "a whole number, 1 to 200"}]) from exc
+        return Response({"uploads": [upload_summary(b) for b in qs[:limit]]})
 
     @extend_schema(request={"multipart/form-data": UploadIn}, responses={202: dict, 400: dict, 409: dict, 413: dict})
     def post(self, request: Request) -> Response:

@@ -351,3 +351,22 @@ def test_the_upload_page_is_for_staff_roles(client, make_user) -> None:  # type:
     client.force_login(make_user("data_manager", "dm"))
     page = client.get("/uploads/")
     assert page.status_code == 200 and b'type="file"' in page.content and b"Dry run" in page.content
+
+
+def test_each_caller_lists_the_uploads_it_may_see_newest_first(api, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+    """A partner finds its inbox's batches (it never learnt their ids); another partner's stay hidden."""
+    hope, care = Partner.objects.create(name="Hope", slug="hope"), Partner.objects.create(name="Care", slug="care")
+    ours, theirs = api("partner"), api("partner")
+    hope.users.add(ours.user)
+    care.users.add(theirs.user)
+    made = [IngestionBatch.objects.create(channel="partner", partner=p, source=p.slug, status=s, original_name=n)
+            for p, s, n in ((hope, "succeeded", "march.csv"), (care, "succeeded", "care.csv"), (hope, "failed", "april.csv"))]
+    with django_assert_max_num_queries(8):
+        listed = ours.get("/api/v1/uploads/").json()["uploads"]
+    assert [u["file"]["name"] for u in listed] == ["april.csv", "march.csv"]
+    assert [u["ingestion_id"] for u in ours.get("/api/v1/uploads/?state=failed").json()["uploads"]] == [str(made[2].pk)]
+    assert {u["file"]["name"] for u in api("data_manager").get("/api/v1/uploads/").json()["uploads"]} == {
+        "march.csv", "care.csv", "april.csv"}
+    bad = ours.get("/api/v1/uploads/?limit=lots")
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "limit"
+    assert ours.get("/api/v1/uploads/?state=nope").status_code == 400
