@@ -119,7 +119,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"  # the pages' sign-in, for staff and partners alike (the admin's is staff only)
 
 STORAGES = {
     "default": {

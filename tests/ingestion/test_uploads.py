@@ -370,3 +370,20 @@ def test_each_caller_lists_the_uploads_it_may_see_newest_first(api, django_asser
     bad = ours.get("/api/v1/uploads/?limit=lots")
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "limit"
     assert ours.get("/api/v1/uploads/?state=nope").status_code == 400
+
+
+def test_a_partner_signs_in_to_the_upload_page_and_sees_only_its_own_batches(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    """Partners are not staff: the admin's sign-in would turn them away."""
+    user = make_user("partner", username="hope-user")
+    hope = Partner.objects.create(name="Hope", slug="hope")
+    hope.users.add(user)
+    care = Partner.objects.create(name="Care", slug="care")
+    IngestionBatch.objects.create(channel="partner", partner=hope, source="hope", original_name="ours.csv")
+    IngestionBatch.objects.create(channel="partner", partner=care, source="care", original_name="theirs.csv")
+    first = client.get("/uploads/")
+    assert first.status_code == 302 and first["Location"].startswith("/accounts/login/")
+    signed = client.post("/accounts/login/?next=/uploads/", {"username": "hope-user", "password": "pw-Secret-123",
+                                                              "next": "/uploads/"})
+    assert signed.status_code == 302 and signed["Location"] == "/uploads/"
+    page = client.get("/uploads/")
+    assert page.status_code == 200 and b"ours.csv" in page.content and b"theirs.csv" not in page.content
