@@ -49,6 +49,8 @@ def _kwargs(r: CompiledRule) -> dict[str, Any]:
         kw["type_list"] = _TYPE_LIST.get(spec.type if spec is not None else "", ["float", "int"])
     elif r.kind == "sum_identity":
         kw = {"column_list": [t for _, t in p["terms"]], "signs": [s for s, _ in p["terms"]], "sum_total_column": r.field}
+        if p.get("when_missing"):
+            kw["row_condition"] = {"any_null": p["when_missing"]}  # checked only where the chain of totals has a gap
     elif r.kind == "per_day_identity":
         kw = {"column_A": r.field, "column_B": p["annual"], "transform_B": "divide_by_365"}
     elif r.kind == "currency_identity":

@@ -76,6 +76,9 @@ def default_rules(specs: Iterable[contract.FieldSpec] = contract.ALL_FIELDS) -> 
         formula = " ".join(("+ " if sign > 0 else "- ") + t for sign, t in terms).lstrip("+ ")
         add("sum_identity", "business", "error", result, f"{result} must equal {formula}",
             terms=[[sign, t] for sign, t in terms])
+    add("sum_identity", "business", "error", contract.TARGET_FIELD,
+        f"{contract.TARGET_FIELD} must equal the nine income components / 365 ({' + '.join(contract.TARGET_COMPONENTS)})",
+        terms=[[1 / 365, t] for t in contract.TARGET_COMPONENTS], when_missing=list(contract.TARGET_CHAIN))
     for result, annual in contract.PER_DAY_IDENTITIES:
         add("per_day_identity", "business", "error", result, f"{result} must equal {annual} / 365", annual=annual)
     for usd, ugx in contract.CURRENCY_PAIRS:
@@ -216,7 +219,7 @@ PARAMS: dict[str, dict[str, str]] = {
     "near_duplicate": {"by": "field?", "ignore": "fields?"},
     "per_day_identity": {"annual": "field"},
     "currency_identity": {"ugx": "field", "rate": "number"},
-    "sum_identity": {"terms": "terms"},
+    "sum_identity": {"terms": "terms", "when_missing": "fields?"},
     "sentinel": {"values": "values"},
     "required": {}, "type": {}, "duplicate_household": {},
 }

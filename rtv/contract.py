@@ -203,6 +203,11 @@ SUM_IDENTITIES: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (
     ("income_consumption_assets_residues", ((1, "income_consumption_residues"), (1, "livestock_asset_value"))),
     ("assets_usd", ((1, "livestock_asset_value"),)),
 )
+# The chain above vouches for the label's measure only while every link holds a value: with an
+# intermediate total left blank (household_income, say) the per-day value is checked against nothing.
+# Then it is checked against the nine components directly (domain.md: components / 365, every row).
+TARGET_CHAIN: tuple[str, ...] = ("income_consumption_residues", "household_income", "consumption_residues",
+                                 "agric_value", "seasonal_agric_value", "seasonal_crop_income")
 # Per-day columns: result = annual / 365.
 PER_DAY_IDENTITIES: tuple[tuple[str, str], ...] = (
     ("household_income_per_day", "household_income"),

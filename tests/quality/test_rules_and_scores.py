@@ -256,3 +256,28 @@ def test_only_approved_records_train(tmp_path: Path) -> None:
     frame, y, _, _, _ = training_frame()
     assert len(frame) == len(y) == 90 - duplicates
     assert active_rules().get("household_size", "range") is not None
+
+
+def test_the_label_measure_is_checked_against_its_components_when_a_total_between_them_is_blank(api) -> None:  # type: ignore[no-untyped-def]
+    """domain.md: the per-day measure is the nine components / 365 on every row.  With household_income
+    and consumption_residues left blank the chain of totals checks nothing, and a per-day value of
+    2.19 (On Track) from components worth 0.27 a day would become the label."""
+    from rtv import contract
+
+    payload = body()
+    data = dict(payload["data"])
+    for c in contract.TARGET_COMPONENTS:
+        data[c] = 0
+    data["casual_labour"] = 100
+    data.update(household_income=None, consumption_residues=None, income_consumption_residues=800,
+                income_consumption_residues_per_day=800 / 365, household_income_per_day=None, consumption_per_day=None)
+    resp = api("field_officer").post("/api/v1/submissions/", {**payload, "data": data}, format="json")
+    assert resp.status_code == 400, resp.json()
+    assert {"field": "data.income_consumption_residues_per_day", "code": "sum_identity"} in [
+        {"field": e["field"], "code": e["code"]} for e in resp.json()["errors"]]
+    # A household whose measure does add up is accepted with the same totals left blank.
+    fine = body(1)
+    fine["data"] = {**fine["data"], "household_income": None, "consumption_residues": None,
+                    "household_income_per_day": None, "consumption_per_day": None}
+    again = api("field_officer").post("/api/v1/submissions/", fine, format="json")
+    assert again.status_code == 201, again.json()
