@@ -26,12 +26,12 @@ def _officer_token(name: str) -> str:
     return str(AccessToken.for_user(user))
 
 
-def _post(url: str, token: str, payload: bytes, barrier: Barrier) -> tuple[int, dict]:  # type: ignore[type-arg]
-    req = urllib.request.Request(url, data=payload, method="POST",
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+def answer(req: urllib.request.Request, barrier: Barrier, timeout: int = 60) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """Send ``req`` once every thread is at the barrier; the status and the JSON body (or the tail of
+    a body that is not JSON, to show what went wrong)."""
     barrier.wait(timeout=30)
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         text = exc.read()
@@ -39,6 +39,11 @@ def _post(url: str, token: str, payload: bytes, barrier: Barrier) -> tuple[int, 
             return exc.code, json.loads(text)
         except ValueError:
             return exc.code, {"body": text.decode(errors="replace")[-3000:]}
+
+
+def _post(url: str, token: str, payload: bytes, barrier: Barrier) -> tuple[int, dict]:  # type: ignore[type-arg]
+    return answer(urllib.request.Request(url, data=payload, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}"}), barrier)
 
 
 def test_simultaneous_singles_and_batches_with_one_id_store_it_once(live_server) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 import uuid
@@ -17,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from ingestion.models import IngestionBatch, SurveyRecord
 from ingestion.synthetic.generator import generate, write
+from tests.ingestion.test_submission_races import answer
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -33,16 +33,7 @@ def _post_file(url: str, token: str, name: str, content: bytes, barrier: Barrier
             f"Content-Type: text/csv\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"})
-    barrier.wait(timeout=30)
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        text = exc.read()
-        try:
-            return exc.code, json.loads(text)
-        except ValueError:
-            return exc.code, {"body": text.decode(errors="replace")[-3000:]}
+    return answer(req, barrier, timeout=120)
 
 
 def test_simultaneous_uploads_of_one_file_store_it_once_and_the_rest_name_it(live_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
