@@ -852,7 +852,13 @@ def _json_arrow(path: Path) -> tuple[pa.Table, str]:
                 fmt, source = "json", Path(lines.name)
                 _json_array_to_lines(path, lines)
                 lines.flush()
-            return pajson.read_json(source, read_options=options), fmt
+            table = pajson.read_json(source, read_options=options)
+            try:  # Arrow's JSON reader takes the bytes inside strings as they are: Latin-1 text gets through
+                table.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise ReadError("bad_encoding", "The file is not valid UTF-8 (a JSON file must be): save it as "
+                                                "UTF-8.") from exc
+            return table, fmt
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             message = str(exc)
             if "Column() changed" in message:  # a line (an element) that is not an object

@@ -18,7 +18,7 @@ from django.core.files.storage import default_storage
 
 from ingestion import readers
 from ingestion.models import IngestionBatch, IngestionChunk, RowIssue, SurveyRecord
-from ingestion.readers import ReadError, iter_chunks, read_table
+from ingestion.readers import ReadError, iter_chunks, iter_tables, read_table
 from ingestion.services import _local_copy, batch_create, batch_plan, chunk_process, ingest_file
 from ingestion.synthetic.generator import generate, write
 
@@ -598,3 +598,14 @@ def test_an_excel_error_cell_reads_as_its_text_as_a_csv_export_gives_it(tmp_path
     ingest_file(path)
     found = set(RowIssue.objects.filter(field="time_to_opd", severity="error").values_list("row_number", "rule"))
     assert found == {(3, "type"), (5, "type")}
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+def test_a_json_file_in_latin_1_is_refused_as_an_encoding_not_a_failed_plan(tmp_path: Path, fmt: str) -> None:
+    record = b'{"District": "Kanungu", "Cluster": "Caf\xe9", "Village": "V", "HouseHoldID": "KAN-A-B-K1", "HouseholdSize": 4}'
+    path = tmp_path / f"l1.{fmt}"
+    path.write_bytes(b"[" + record + b"]" if fmt == "json" else record + b"\n")
+    with pytest.raises(ReadError) as err:
+        _, tables = iter_tables(path, fmt, 100)
+        list(tables)
+    assert err.value.code == "bad_encoding"
