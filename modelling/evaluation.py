@@ -122,3 +122,11 @@ def evaluate(y: np.ndarray, proba: np.ndarray, *, district: np.ndarray | None = 
                 # ...and as if the group were ranked on its own (a quota per district, say)
                 **{f"within_{k}": v for k, v in coverage_metrics(yg, pg).items()}}
     return metrics
+
+
+COMPARISON_METRICS = ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy")
+
+
+def comparison_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+    """What the promotion gate compares two models on, over the same rows."""
+    return {k: v for k, v in evaluate(y, proba).items() if k in COMPARISON_METRICS}

@@ -71,7 +71,7 @@ def holdout_comparison(challenger: ModelVersion, champion: ModelVersion) -> dict
     from ingestion.models import SurveyRecord
 
     from . import serving
-    from .evaluation import evaluate
+    from .evaluation import comparison_metrics
     from .lineage import unseen_by
 
     labelled = dict(SurveyRecord.objects.filter(superseded_by__isnull=True, vulnerable__isnull=False,
@@ -87,11 +87,9 @@ def holdout_comparison(challenger: ModelVersion, champion: ModelVersion) -> dict
         return None
     frame = serving.records_frame(SurveyRecord.objects.filter(pk__in=ids.tolist()).order_by("pk"))
     y = np.array([int(labelled[int(i)]) for i in frame["_record"]])
-    keep = ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy")
-    scored = {name: serving.model_for(mv).score(frame, explain=False).p_vulnerable
-              for name, mv in (("challenger", challenger), ("champion", champion))}
     return {"holdout_rows": len(frame),
-            **{name: {k: v for k, v in evaluate(y, p).items() if k in keep} for name, p in scored.items()}}
+            **{name: comparison_metrics(y, serving.model_for(mv).score(frame, explain=False).p_vulnerable)
+               for name, mv in (("challenger", challenger), ("champion", champion))}}
 
 
 def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None) -> None:

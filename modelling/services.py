@@ -29,7 +29,7 @@ from rtv.services import audit_record, pipeline_run
 
 from . import registry
 from .calibration import SigmoidCalibrated
-from .evaluation import evaluate
+from .evaluation import comparison_metrics, evaluate
 from .lineage import unseen_by
 from .models import ModelVersion
 from .scoring import HouseholdModel, combine_status, conformal_quantile, vulnerable_mask
@@ -196,10 +196,9 @@ def _compare_with_champion(X: pd.DataFrame, y: np.ndarray, challenger_oof: np.nd
     # X is serving's frame (values, collected_at, previous_collected_at): the champion's temporal
     # features must see the dates the challenger's did.
     champion_proba = model.predict_proba(X.loc[holdout])[:, 1]
-    keep = ("roc_auc", "brier", "exclusion_error_at_40", "inclusion_error_at_40", "accuracy")
     return {"holdout_rows": int(holdout.sum()), "champion_version": champion.version,
-            "challenger": {k: v for k, v in evaluate(y[holdout], challenger_oof[holdout]).items() if k in keep},
-            "champion": {k: v for k, v in evaluate(y[holdout], champion_proba).items() if k in keep}}
+            "challenger": comparison_metrics(y[holdout], challenger_oof[holdout]),
+            "champion": comparison_metrics(y[holdout], champion_proba)}
 
 
 def _trusted_types(model: Any) -> list[str]:

@@ -31,7 +31,7 @@ class RequestIdMiddleware:
         return response
 
 
-class ContentLengthMiddleware:
+class RequestSanityMiddleware:
     """Requests no view can answer sensibly are 400s in the API's error shape, before any view:
     a ``Content-Length`` that is not a whole number of bytes (metrics middleware reads it as an
     integer first; gunicorn refuses such a request itself, other servers and proxies may not), and a
