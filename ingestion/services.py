@@ -75,6 +75,7 @@ ISSUE_COLUMNS = ["batch_id", "record_id", "row_number", "household_id", "field",
                  "value", "message"]
 ISSUE_COLUMN_LENGTH = RowIssue._meta.get_field("column").max_length or 120  # type: ignore[union-attr]
 ACTIVE = (IngestionBatch.Status.PENDING, IngestionBatch.Status.RUNNING, IngestionBatch.Status.SUCCEEDED)
+CONFLICTING_COLUMNS = "conflicting_columns"  # a chunk flag and its finding: two columns, two values for a field
 
 
 class DuplicateFile(Exception):
@@ -289,6 +290,8 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
                                            ContentFile(_chunk_bytes(mapped)))
                 chunk = IngestionChunk(batch=batch, index=index, start_row=start, row_count=table.num_rows,
                                        file_key=key)
+                for name, rows in mapping.conflicts(table, positions, extra).items():
+                    chunk.flag_rows[f"{CONFLICTING_COLUMNS}:{name}"] = rows
                 ragged = (table.schema.metadata or {}).get(RAGGED_ROWS)
                 if ragged:  # rows the reader could not line up with the header: reported by the chunk
                     chunk.flag_rows["ragged_row"] = json.loads(ragged)
@@ -438,6 +441,18 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     flagged = np.zeros(n, dtype=bool)  # a likely duplicate goes to a reviewer, whatever its score
     for kind, rows in flag_rows.items():
         if kind == "ragged_row":  # rejected below, whatever the rules say
+            continue
+        if kind.startswith(CONFLICTING_COLUMNS + ":"):  # two columns, two values: one was kept
+            name = kind.split(":", 1)[1]
+            if name in typed:
+                idx = np.asarray(rows, dtype=np.int64)
+                headers = [str(c["header"]) for c in batch.header_mapping
+                           if c["field"] == name or c.get("duplicate_of") == name]
+                flagged[idx] = True
+                found(idx, name, CONFLICTING_COLUMNS, "warning",
+                      f"the file has {len(headers)} columns for {name} ({', '.join(headers)}) and they differ in "
+                      f"this row: the value of {headers[0]} was kept; check the others in the original file",
+                      values=raw[name])
             continue
         rule = rules.get("household_id", kind)
         if rule is None or "household_id" not in typed:

@@ -244,3 +244,25 @@ def test_two_spellings_of_one_field_lose_no_value(tmp_path: Path) -> None:
     assert all(v is not None for v in stored)
     assert {"position": len(records[0]), "header": "TimeToOPD", "field": None,
             "duplicate_of": "time_to_opd"} in batch.header_mapping
+
+
+def test_two_columns_for_one_field_that_disagree_are_reported_not_silently_resolved(tmp_path: Path) -> None:
+    """A file with ``TimeToOPD`` and ``time_to_opd`` both filled: where they agree (``30`` and
+    ``30.0`` too) nothing is said; where they differ, the first column's value is stored and the row
+    carries a warning naming both columns, and goes to a reviewer."""
+    data, _ = generate(4, seed=5, bad_rate=0.0)
+    records = json.loads(data.to_json(orient="records"))
+    for record in records:
+        record["TimeToOPD"] = record["time_to_opd"]
+    records[1]["time_to_opd"], records[1]["TimeToOPD"] = 30, "30.0"
+    records[2]["TimeToOPD"] = records[2]["time_to_opd"] + 15
+    path = tmp_path / "v.ndjson"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    batch = ingest_file(path)
+    assert (batch.status, batch.accepted, batch.rejected) == ("succeeded", 4, 0)
+    found = RowIssue.objects.filter(batch=batch, rule="conflicting_columns")
+    assert [(i.row_number, i.field, i.severity) for i in found] == [(4, "time_to_opd", "warning")]
+    assert "time_to_opd, TimeToOPD" in found[0].message
+    stored = SurveyRecord.objects.filter(batch=batch).order_by("row_number")
+    assert [r.values.time_to_opd for r in stored] == [r["time_to_opd"] for r in records]
+    assert not stored[2].auto_approved and stored[2].review_status != "approved"
