@@ -518,18 +518,35 @@ def _near_duplicates(new: list[int], envelopes: list[Envelope], priors: dict[uui
                      data: dict[int, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """The new items' answers hashes, and which repeat the answers of a stored current record (not
     the one an item corrects) or of another new item: those get a ``near_duplicate`` warning and go
-    to a reviewer instead of being approved by their score.  One query."""
+    to a reviewer instead of being approved by their score.  One query.
+
+    Also, as a file's rows are: new items of one request (not corrections) that share a household
+    id get a ``duplicate_household`` warning (a device back online with the same household twice)."""
     answers = record_answers_hashes([data[i] for i in new])
-    rule = active_rules().get("household_id", "near_duplicate")
-    if rule is None:
-        return answers, np.zeros(len(new), dtype=bool)
-    corrected = [priors[s].pk for i in new if (s := envelopes[i].supersedes) is not None and s in priors]
-    repeated = stored_matches(answers, exclude_records=corrected) | within(answers)
-    for k in np.flatnonzero(repeated):
-        i = new[k]
-        by_row.setdefault(i, []).append({
-            "row": i, "field": "household_id", "rule": "near_duplicate", "severity": rule.severity,
-            "value": str(data[i].get("household_id") or ""), "message": rule.message})
+    repeated = np.zeros(len(new), dtype=bool)
+    rules = active_rules()
+    rule = rules.get("household_id", "near_duplicate")
+    if rule is not None:
+        corrected = [priors[s].pk for i in new if (s := envelopes[i].supersedes) is not None and s in priors]
+        near = stored_matches(answers, exclude_records=corrected) | within(answers)
+        for k in np.flatnonzero(near):
+            i = new[k]
+            by_row.setdefault(i, []).append({
+                "row": i, "field": "household_id", "rule": "near_duplicate", "severity": rule.severity,
+                "value": str(data[i].get("household_id") or ""), "message": rule.message})
+        repeated |= near
+    rule = rules.get("household_id", "duplicate_household")
+    if rule is not None and len(new) > 1:
+        ids = pd.Series([None if envelopes[i].supersedes is not None else str(data[i].get("household_id") or "").strip()
+                         for i in new])
+        twice = (ids.notna() & ids.ne("") & ids.duplicated(keep=False)).to_numpy(dtype=bool)
+        for k in np.flatnonzero(twice):
+            i = new[k]
+            by_row.setdefault(i, []).append({
+                "row": i, "field": "household_id", "rule": "duplicate_household", "severity": rule.severity,
+                "value": str(data[i].get("household_id") or ""),
+                "message": "household_id appears more than once in this batch of submissions"})
+        repeated |= twice
     return answers, repeated
 
 

@@ -154,6 +154,20 @@ def test_items_of_one_device_batch_repeating_each_other_are_flagged(api) -> None
     assert ["near_duplicate" in codes(r["record"]) for r in resp.json()["results"]] == [True, True, False]
 
 
+def test_one_household_twice_in_a_device_batch_is_flagged_as_in_a_file(api) -> None:  # type: ignore[no-untyped-def]
+    """A device back online sends the same household twice, with different answers: both items are
+    stored, each with a ``duplicate_household`` warning, and neither is approved by its score."""
+    officer = api("field_officer")
+    twice = ROWS.iloc[3]["household_id"]
+    items = [submission(3), submission(4, household_id=twice), submission(5)]
+    resp = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json")
+    assert [r["result"] for r in resp.json()["results"]] == ["created"] * 3
+    assert ["duplicate_household" in codes(r["record"]) for r in resp.json()["results"]] == [True, True, False]
+    assert [r["record"]["status"] for r in resp.json()["results"]][:2] == ["has_issues", "has_issues"]
+    stored = SurveyRecord.objects.get(submission_id=items[0]["submission_id"])
+    assert stored.batch.warnings >= 2 and stored.warning_count >= 1
+
+
 def test_a_correction_is_not_a_duplicate_of_the_version_it_corrects(api) -> None:  # type: ignore[no-untyped-def]
     officer = api("field_officer")
     first = submission(5)
