@@ -560,6 +560,11 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
     width = len(headers)
     body = rows[1:]
     del rows
+    # Rows after the last one with a value are not rows of the file: formulas copied down a column
+    # past the data (``=IF(A2="","",...)``) leave cells whose saved value is "", and calamine
+    # counts them into the sheet.  Blank rows between data rows stay, as a spreadsheet numbers them.
+    while body and all(_blank_cell(c) for c in body[-1]):
+        body.pop()
     if any(len(r) != width for r in body):
         body = [r[:width] + [""] * (width - len(r)) for r in body]
     columns = list(zip(*body, strict=True)) if body else [() for _ in range(width)]
@@ -569,6 +574,10 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
         arrays.append(_xlsx_column(columns[i]))
         columns[i] = ()  # let the cells go as soon as their column is text
     return headers, pa.table(arrays, names=[str(i) for i in range(width)])
+
+
+def _blank_cell(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
 
 
 def _data_sheet(book: CalamineWorkbook) -> CalamineSheet | None:

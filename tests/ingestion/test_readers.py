@@ -7,6 +7,7 @@ import csv
 import datetime
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -609,3 +610,33 @@ def test_a_json_file_in_latin_1_is_refused_as_an_encoding_not_a_failed_plan(tmp_
         _, tables = iter_tables(path, fmt, 100)
         list(tables)
     assert err.value.code == "bad_encoding"
+
+
+@pytest.mark.django_db
+def test_formulas_that_give_empty_text_below_the_data_make_no_rows(tmp_path: Path) -> None:
+    """A sheet whose formulas were copied down past the data: Excel saves each such cell with the
+    value "" and calamine counts those rows into the sheet.  They are not rows of the file (no
+    phantom rejected rows); a blank row between data rows still is one, as the spreadsheet numbers it."""
+    import zipfile
+
+    data, _ = generate(3, seed=9, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "f.xlsx", "xlsx")
+    with zipfile.ZipFile(path) as zf:
+        parts = {n: zf.read(n) for n in zf.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    # The third data row moves from row 4 to row 5; row 4 holds only a formula giving "".
+    last = re.search(r'<row r="4">.*?</row>', sheet).group(0)
+    moved = re.sub(r'r="([A-Z]*)4"', r'r="\g<1>5"', last)
+    formula = '<row r="4"><c r="A4" t="str"><f>""</f><v></v></c></row>'
+    below = "".join(f'<row r="{r}"><c r="A{r}" t="str"><f>IF(B{r}="","",B{r})</f><v></v></c>'
+                    f'<c r="D{r}" t="str"><f>""</f><v></v></c></row>' for r in range(6, 40))
+    sheet = sheet.replace(last, formula + moved).replace("</sheetData>", below + "</sheetData>")
+    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in parts.items():
+            zf.writestr(name, blob)
+    raw = read_table(path)
+    assert len(raw.frame) == 4  # rows 2, 3, the blank row 4 and row 5: nothing from the formulas below
+    batch = ingest_file(path)
+    assert (batch.row_count, batch.accepted, batch.rejected) == (4, 3, 1)
+    assert set(RowIssue.objects.filter(batch=batch, severity="error").values_list("row_number", flat=True)) == {4}
