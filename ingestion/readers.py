@@ -382,6 +382,7 @@ def _read_csv(path: Path) -> RawTable:
     finally:
         if source != path:
             source.unlink(missing_ok=True)
+    table = table.slice(0, table.num_rows - _blank_tail(table))  # as iter_tables reads it
     return RawTable(headers=headers, frame=_to_frame(table, len(headers)), format="csv", encoding=encoding)
 
 
@@ -391,7 +392,8 @@ def iter_tables(path: str | Path, fmt: str, chunk_rows: int) -> tuple[list[str],
     slice at a time, so no format builds a Python object per cell."""
     path = Path(path)
     if fmt == "csv":
-        return _csv_tables(path, chunk_rows)
+        headers, tables = _csv_tables(path, chunk_rows)
+        return headers, _without_blank_tail(tables)
     if fmt == "xlsx":
         headers, table = _xlsx_table(path)
         return headers, _slices(table, chunk_rows)
@@ -428,6 +430,43 @@ def _slices(table: pa.Table, rows: int) -> Iterator[pa.Table]:
 
 
 RAGGED_ROWS = b"rtv_ragged_rows"  # table metadata: JSON list of the rows (0-based in the table) not read
+
+
+def _blank_tail(table: pa.Table) -> int:
+    """How many rows at the end of ``table`` hold no value in any cell.  Looks at the last row
+    first, so a table that ends with data (nearly all) costs one cell per column."""
+    n = table.num_rows
+    if n == 0 or table.num_columns == 0:
+        return 0
+    if any(not _blank_cell(column[n - 1].as_py()) for column in table.columns):
+        return 0
+    filled = np.zeros(n, dtype=bool)
+    for column in table.columns:
+        text = pc.utf8_trim_whitespace(column.cast(pa.string()))
+        filled |= pc.fill_null(pc.not_equal(text, ""), False).to_numpy(zero_copy_only=False)
+    last = np.flatnonzero(filled)
+    return n if last.size == 0 else n - 1 - int(last[-1])
+
+
+def _without_blank_tail(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """The tables without the rows after the last one with a value: a spreadsheet saved as CSV
+    with formulas copied down past the data ends in lines of delimiters only (",,,,"), which are
+    not rows of the survey.  Blank rows between data rows stay, at their row numbers; a row not
+    read (ragged, kept as empty cells) is never blank here."""
+    held: list[pa.Table] = []
+    for table in tables:
+        ragged = RAGGED_ROWS in (table.schema.metadata or {})
+        blank = 0 if ragged else _blank_tail(table)
+        if blank == table.num_rows:
+            held.append(table)
+            continue
+        yield from held
+        held = []
+        if blank:
+            yield table.slice(0, table.num_rows - blank)
+            held.append(table.slice(table.num_rows - blank))
+        else:
+            yield table
 
 
 def _csv_tables(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[pa.Table]]:

@@ -640,3 +640,24 @@ def test_formulas_that_give_empty_text_below_the_data_make_no_rows(tmp_path: Pat
     batch = ingest_file(path)
     assert (batch.row_count, batch.accepted, batch.rejected) == (4, 3, 1)
     assert set(RowIssue.objects.filter(batch=batch, severity="error").values_list("row_number", flat=True)) == {4}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("chunk_rows", [2, 1000])
+def test_a_csv_ending_in_lines_of_delimiters_has_no_rows_after_its_data(  # type: ignore[no-untyped-def]
+        tmp_path: Path, chunk_rows: int, settings) -> None:
+    """Excel saves formulas copied down past the data as lines of commas: not rows of the survey,
+    wherever the chunks fall.  A line of commas between data rows is still a row, at its number."""
+    settings.RTV_CHUNK_ROWS = chunk_rows
+    data, _ = generate(3, seed=9, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "c.csv", "csv")
+    lines = path.read_text().splitlines()
+    commas = "," * (len(lines[0].split(",")) - 1)
+    path.write_text("\n".join([*lines[:3], commas, lines[3], *([commas] * 7), " " + commas]) + "\n")
+    raw = read_table(path)
+    assert len(raw.frame) == 4
+    _, frames = iter_chunks(path, "csv", chunk_rows)
+    assert sum(len(f) for f in frames) == 4
+    batch = ingest_file(path)
+    assert (batch.row_count, batch.accepted, batch.rejected) == (4, 3, 1)
+    assert set(RowIssue.objects.filter(batch=batch, severity="error").values_list("row_number", flat=True)) == {4}
