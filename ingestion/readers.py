@@ -11,6 +11,7 @@ import base64
 import bisect
 import codecs
 import csv
+import datetime
 import itertools
 import json
 import mmap
@@ -548,6 +549,10 @@ def _cell_text(value: object) -> str:
         return "1" if value else "0"
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, datetime.timedelta):  # a duration cell, as Excel shows [h]:mm:ss: "30:00:00"
+        seconds = round(value.total_seconds())
+        hours, rest = divmod(abs(seconds), 3600)
+        return f"{'-' if seconds < 0 else ''}{hours}:{rest // 60:02d}:{rest % 60:02d}"
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)

@@ -661,3 +661,19 @@ def test_a_csv_ending_in_lines_of_delimiters_has_no_rows_after_its_data(  # type
     batch = ingest_file(path)
     assert (batch.row_count, batch.accepted, batch.rejected) == (4, 3, 1)
     assert set(RowIssue.objects.filter(batch=batch, severity="error").values_list("row_number", flat=True)) == {4}
+
+
+def test_a_duration_cell_reads_as_excel_shows_it(tmp_path: Path) -> None:
+    """Excel shows a duration as [h]:mm:ss ("30:00:00"), and a finding on it should quote that, not
+    Python's "1 day, 6:00:00"."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["household_id", "TimeToOPD"])
+    ws.append(["A-1", datetime.timedelta(days=1, hours=6)])
+    ws.append(["A-2", datetime.timedelta(minutes=45, seconds=30)])
+    ws.append(["A-3", 30])
+    path = tmp_path / "d.xlsx"
+    wb.save(path)
+    assert read_table(path).frame[1].tolist() == ["30:00:00", "0:45:30", "30"]
