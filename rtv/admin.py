@@ -117,17 +117,38 @@ class _AdminsManage:
         return has_role(request.user, ADMIN)
 
 
+def _superuser(request: HttpRequest) -> bool:
+    return bool(getattr(request.user, "is_superuser", False))
+
+
 class RoleUserAdmin(_AdminsManage, UserAdmin):  # type: ignore[type-arg]
     """Accounts and their roles (groups), managed by the admin role; only a superuser makes a
-    superuser or grants per-model permissions."""
+    superuser, grants per-model permissions, or changes a superuser's account (its password,
+    whether it is active): otherwise the admin role could take over the account above it."""
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = tuple(super().get_readonly_fields(request, obj))
-        return fields if getattr(request.user, "is_superuser", False) else (*fields, "is_superuser", "user_permissions")
+        return fields if _superuser(request) else (*fields, "is_superuser", "user_permissions")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser and not _superuser(request):
+            return False  # the password form asks this too: a 403 there
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser and not _superuser(request):
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 class RoleGroupAdmin(_AdminsManage, GroupAdmin):
-    pass
+    """Roles are groups by name; what a group may do is the role's, in code.  Per-model permission
+    rows on a group would open screens (scheduled tasks, token lists) to a role that must not
+    have them, so only a superuser edits them."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields if _superuser(request) else (*fields, "permissions")
 
 
 admin.site.unregister(User)
