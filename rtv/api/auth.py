@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, TokenError
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from rtv.errors import ApiError
 
@@ -28,3 +34,19 @@ class LogoutView(APIView):
             raise ApiError("token_invalid", "The refresh token is invalid or expired.",
                            errors=[{"field": "refresh", "code": "token_invalid", "message": str(exc)}]) from exc
         return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class RevocableRefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's refresh, which checks the password claim too (``CHECK_REVOKE_TOKEN``): simplejwt
+    checks it on access tokens only, so a refresh token taken before a password change went on
+    minting new tokens, rotation after rotation.  A deleted account is refused the same way."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        if api_settings.CHECK_REVOKE_TOKEN:
+            payload = self.token_class(attrs["refresh"]).payload
+            user = get_user_model().objects.filter(
+                **{api_settings.USER_ID_FIELD: payload.get(api_settings.USER_ID_CLAIM)}).first()
+            if user is None or payload.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password):
+                raise AuthenticationFailed("The password has changed since this token was issued: sign in again.",
+                                           code="password_changed")
+        return super().validate(attrs)

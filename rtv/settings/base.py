@@ -154,6 +154,10 @@ SPECTACULAR_SETTINGS = {
 SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
+    # A password change (or reset by an admin) ends every session: tokens carry a hash of the
+    # password, checked on each request and on refresh.
+    "CHECK_REVOKE_TOKEN": True,
+    "TOKEN_REFRESH_SERIALIZER": "rtv.api.auth.RevocableRefreshSerializer",
 }
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 

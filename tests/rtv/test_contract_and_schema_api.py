@@ -89,6 +89,24 @@ def test_logout_blacklists_the_refresh_token(make_user) -> None:  # type: ignore
     assert again.status_code == 401
 
 
+def test_a_password_change_ends_every_session_access_and_refresh_alike(make_user) -> None:  # type: ignore[no-untyped-def]
+    """A stolen refresh token rotates for ever unless a password change stops it."""
+    user = make_user("data_scientist", "ds")
+    tokens = APIClient().post("/api/v1/auth/token/", {"username": "ds", "password": "pw-Secret-123"},
+                              format="json").json()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    assert client.get("/api/v1/models/").status_code == 200
+    user.set_password("Reset-By-Admin-777")
+    user.save()
+    assert client.get("/api/v1/models/").status_code == 401
+    again = APIClient().post("/api/v1/auth/token/refresh/", {"refresh": tokens["refresh"]}, format="json")
+    assert again.status_code == 401 and again.json()["code"] == "password_changed"
+    fresh = APIClient().post("/api/v1/auth/token/", {"username": "ds", "password": "Reset-By-Admin-777"},
+                             format="json").json()
+    assert APIClient().post("/api/v1/auth/token/refresh/", {"refresh": fresh["refresh"]}, format="json").status_code == 200
+
+
 def test_role_groups_exist_from_the_start() -> None:
     from django.contrib.auth.models import Group
 
