@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 
 from rtv.errors import ApiError
-from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, REVIEWER, has_role
+from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, FIELD_OFFICER, PARTNER, REVIEWER, has_role
 
 from .models import IngestionBatch, SurveyRecord
 
@@ -32,14 +32,21 @@ def access_submission(user: AbstractBaseUser | AnonymousUser, submission_id: uui
 
 
 def batches_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[IngestionBatch]:
-    """Staff roles see every batch; anyone else what they sent, and a partner's user also every
-    batch of their partner's source (a colleague's upload, a file from its inbox)."""
+    """Staff roles see every batch; a field officer what they sent; a partner's user every batch of
+    their partner's source (their uploads, a colleague's, a file from its inbox) while the partner
+    is active and they hold the partner role.  Deactivating a partner, or taking the role away,
+    closes its batches and their error reports, as it closes its uploads."""
     qs = IngestionBatch.objects.all()
     if has_role(user, DATA_MANAGER, DATA_SCIENTIST, ADMIN, REVIEWER):
         return qs
     if not user.is_authenticated:
         return qs.none()
-    return qs.filter(Q(created_by_id=user.pk) | Q(partner__users=user.pk)).distinct()
+    visible = Q(pk__in=[])
+    if has_role(user, FIELD_OFFICER):
+        visible |= Q(created_by_id=user.pk)
+    if has_role(user, PARTNER):
+        visible |= Q(partner__users=user.pk, partner__active=True)
+    return qs.filter(visible).distinct()
 
 
 def access_batch(user: AbstractBaseUser | AnonymousUser, batch_id: uuid.UUID | str) -> IngestionBatch:

@@ -344,6 +344,26 @@ def test_a_partner_uploads_only_into_its_own_source(api, survey, django_capture_
     assert outsider.get(f"/api/v1/uploads/{inbox_file.pk}/").status_code == 404
 
 
+def test_a_deactivated_partner_or_a_user_without_the_role_no_longer_reads_its_batches(api) -> None:  # type: ignore[no-untyped-def]
+    """Deactivating a partner closes its uploads; it closes its batches and error reports too."""
+    client = api("partner")
+    partner = Partner.objects.create(name="Hope Uganda", slug="hope")
+    partner.users.add(client.user)
+    batch = IngestionBatch.objects.create(channel="partner", partner=partner, source="hope", status="succeeded",
+                                          created_by=client.user, original_name="inbox.csv")
+    urls = [f"/api/v1/uploads/{batch.pk}/", f"/api/v1/uploads/{batch.pk}/errors.csv",
+            f"/api/v1/uploads/{batch.pk}/quality/"]
+    assert [client.get(u).status_code for u in urls] == [200, 200, 200]
+    partner.active = False
+    partner.save()
+    assert [client.get(u).status_code for u in urls] == [404, 404, 404]
+    assert client.get("/api/v1/uploads/").json()["uploads"] == []
+    partner.active = True
+    partner.save()
+    client.user.groups.clear()  # the token is read afresh on each request, roles included
+    assert client.get(urls[1]).status_code in (403, 404)
+
+
 def test_the_upload_page_is_for_staff_roles(client, make_user) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/uploads/").status_code == 302  # to the login page
     client.force_login(make_user("field_officer"))
