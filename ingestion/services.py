@@ -38,7 +38,7 @@ from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, overflowing_income, progress_status
 from quality.duplicates import answers_hashes, stored_matches
-from quality.engine import validate_frame
+from quality.engine import WITHHELD, WITHHELD_FIELDS, validate_frame
 from quality.rules import NEAR_DUPLICATE_IGNORE, active_rules
 from rtv.bulk import copy_frame
 from rtv.fields import encrypt_value
@@ -434,7 +434,8 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
 
     def found(idx: np.ndarray, field: str, rule: str, severity: str, message: str,
               values: pd.Series | None = None) -> None:
-        shown = (typed[field] if values is None else values).to_numpy()[idx].astype(str)
+        shown = (np.full(idx.size, WITHHELD, dtype=object) if field in WITHHELD_FIELDS
+                 else (typed[field] if values is None else values).to_numpy()[idx].astype(str))
         extra.append(pd.DataFrame({"row": idx, "field": field, "rule": rule, "severity": severity,
                                    "value": shown, "message": message}))
 

@@ -39,6 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api.internals import create_dataframe_from_blocks
 
+from rtv.contract import ALL_FIELDS
+
 from .rules import CompiledRule, RuleSet
 
 ISSUE_COLUMNS = ["row", "field", "rule", "severity", "value", "message"]
@@ -143,6 +145,17 @@ class ValidationResult:
         return np.unique(errs.to_numpy(dtype=np.int64))
 
 
+# Values a finding never repeats: where a household is (and any direct identifier).  Findings are
+# stored in clear text, listed to every staff role and downloaded in error reports, while the record
+# keeps these encrypted; the finding says what is wrong, the record holds the value.
+WITHHELD_FIELDS: frozenset[str] = frozenset(f.name for f in ALL_FIELDS if f.pii in ("location", "direct"))
+WITHHELD = "(withheld: personal data)"
+
+
+def _withheld(idx: np.ndarray) -> np.ndarray:
+    return np.full(idx.size, WITHHELD, dtype=object)
+
+
 @dataclass
 class _Collector:
     """Findings as one chunk per (field, rule): the failing rows, their values as text, and the rule's
@@ -161,6 +174,8 @@ class _Collector:
     def add_rows(self, idx: np.ndarray, name: str, rule: str, severity: str,
                  text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
         """A chunk of failing rows (ascending, not empty)."""
+        if name in WITHHELD_FIELDS:
+            text = _withheld
         self.rows.append(idx)
         self.meta.append((name, rule, severity, message))
         self.values.append(_value_text(text, idx))
@@ -851,6 +866,8 @@ class _SmallCollector(_Collector):
 
     def add_rows(self, idx: np.ndarray, name: str, rule: str, severity: str,
                  text: np.ndarray | pa.Array | _Text | Callable[[np.ndarray], np.ndarray], message: str) -> None:
+        if name in WITHHELD_FIELDS:
+            text = _withheld
         if isinstance(text, _Text | pa.Array):  # not made for small inputs; as the general collector
             self.rows.append(idx)
             self.meta.append((name, rule, severity, message))

@@ -200,6 +200,35 @@ def test_scores_fall_with_findings_and_decide_auto_approval() -> None:
     assert scores.loc[0, "score"] < scores.loc[1, "score"] < scores.loc[5, "score"] == 1.0
 
 
+def test_a_finding_on_a_location_never_repeats_it_where_the_record_keeps_it_encrypted(  # type: ignore[no-untyped-def]
+        api, tmp_path) -> None:
+    """A point outside Uganda is a warning that says so; the point itself stays in the record,
+    encrypted, not in clear in the findings every staff role lists and downloads."""
+    from django.db import connection
+
+    from ingestion.models import RowIssue
+    from ingestion.services import ingest_file
+    from ingestion.synthetic.generator import write
+
+    resp = api("field_officer").post("/api/v1/submissions/", body(1, location={"lat": 4.61234, "lon": 33.71234,
+                                                                               "accuracy_m": 5}), format="json")
+    [finding] = [i for i in resp.json()["quality"]["issues"] if i["code"] == "gps_in_uganda"]
+    assert finding["field"] == "gps_lat" and "61234" not in str(resp.json()["quality"])
+    data, _ = generate(3, seed=5, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "g.csv", "csv")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False).assign(gps_lat="-0.95555", gps_lon="29.85555")
+    frame.loc[0, "gps_lat"] = "4.65555"
+    frame.loc[1, "gps_lat"] = "north"  # a type finding on the field: its value is withheld too
+    frame.to_csv(path, index=False)
+    batch = ingest_file(path)
+    report = b"".join(api("data_manager").get(f"/api/v1/uploads/{batch.pk}/errors.csv").streaming_content).decode()
+    assert "gps_in_uganda" in report and "5555" not in report and "north" not in report
+    assert set(RowIssue.objects.filter(field="gps_lat").values_list("value", flat=True)) == {"(withheld: personal data)"}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM ingestion_rowissue WHERE value LIKE '%%.6%%34%%' OR value LIKE '%%5555%%'")
+        assert cursor.fetchone()[0] == 0
+
+
 def test_device_metadata_is_checked_by_business_rules(api) -> None:  # type: ignore[no-untyped-def]
     officer = api("field_officer")
     outside = body(1, location={"lat": 51.5, "lon": -0.12, "accuracy_m": 5})
