@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
@@ -20,7 +23,8 @@ def _require(name: str) -> str:
 
 
 SECRET_KEY = _require("SECRET_KEY")
-if len(SECRET_KEY) < 50 or any(m in SECRET_KEY.lower() for m in _INSECURE_MARKERS):
+if (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 16
+        or any(m in SECRET_KEY.lower() for m in _INSECURE_MARKERS)):
     raise ImproperlyConfigured("SECRET_KEY is unsafe: use 50+ random characters")
 
 DATABASE_URL = _require("DATABASE_URL")
@@ -28,21 +32,42 @@ DATABASES = {"default": database_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("production needs PostgreSQL (DATABASE_URL=postgres://...)")
 
-ALLOWED_HOSTS = [h for h in _require("ALLOWED_HOSTS").split(",") if h.strip()]
+ALLOWED_HOSTS = [h.strip() for h in _require("ALLOWED_HOSTS").split(",") if h.strip()]
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS names no host")
 if "*" in ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS='*' is unsafe in production")
 
+
+def _key_bytes(key: str) -> bytes:
+    """A Fernet key's 32 bytes, however its base64 is written (Fernet accepts '+/' for '-_')."""
+    try:
+        return base64.urlsafe_b64decode(key.encode())
+    except (binascii.Error, ValueError) as exc:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS holds an invalid Fernet key") from exc
+
+
 FIELD_ENCRYPTION_KEYS = [k.strip() for k in _require("FIELD_ENCRYPTION_KEYS").split(",") if k.strip()]
+if not FIELD_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS holds no key")
 for _key in FIELD_ENCRYPTION_KEYS:
-    if _key == _LOCAL_DEFAULT_KEY:
-        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS uses the public development key")
     try:
         Fernet(_key)
     except (ValueError, TypeError) as exc:
         raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS holds an invalid Fernet key") from exc
+    if _key_bytes(_key) == _key_bytes(_LOCAL_DEFAULT_KEY):
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS uses the public development key")
+    if len(set(_key_bytes(_key))) < 16:  # 32 random bytes have ~27 distinct values; zeros have one
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS holds a key that is not random "
+                                   "(make one with Fernet.generate_key())")
 
-# The registry of record: without it MLflow would silently fall back to a SQLite file inside the container.
+# The registry of record: without it MLflow would silently fall back to a SQLite file inside the
+# container, and a SQLite or file store given here would do the same by choice.
 MLFLOW_TRACKING_URI = _require("MLFLOW_TRACKING_URI")
+if MLFLOW_TRACKING_URI.split(":", 1)[0].lower() not in ("postgresql", "postgres", "postgresql+psycopg",
+                                                         "postgresql+psycopg2", "http", "https"):
+    raise ImproperlyConfigured("MLFLOW_TRACKING_URI must be PostgreSQL (its own database) or an MLflow server, "
+                               f"not {MLFLOW_TRACKING_URI.split(':', 1)[0]!r}")
 
 DEBUG = False
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -68,6 +93,12 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# HTTPS only: plain HTTP is redirected, and browsers are told to keep to HTTPS.  The container's
+# HEALTHCHECK and the Prometheus scrape call in over plain HTTP inside the network: exempt.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 if SENTRY_DSN:

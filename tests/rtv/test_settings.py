@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -50,11 +51,30 @@ def test_production_refuses_to_start_without_each_secret(missing: str) -> None:
     ("FIELD_ENCRYPTION_KEYS", "e1GzCJ3IkY8M2pbYy8G0tq7_2iWSl2k4sTjkQ3n9zVQ="),
     ("ALLOWED_HOSTS", "*"),
     ("DATABASE_URL", "sqlite:////tmp/x.sqlite3"),
+    # the same values written another way
+    ("SECRET_KEY", "a" * 60),  # long, not random
+    ("FIELD_ENCRYPTION_KEYS", "e1GzCJ3IkY8M2pbYy8G0tq7/2iWSl2k4sTjkQ3n9zVQ="),  # the development key, '/' for '_'
+    ("FIELD_ENCRYPTION_KEYS", base64.urlsafe_b64encode(bytes(32)).decode()),  # valid, and all zeros
+    ("FIELD_ENCRYPTION_KEYS", ",,"),
+    ("ALLOWED_HOSTS", ","),
+    ("ALLOWED_HOSTS", " *"),
+    ("MLFLOW_TRACKING_URI", "sqlite:////tmp/mlflow.sqlite3"),
+    ("MLFLOW_TRACKING_URI", "/srv/mlruns"),
 ])
 def test_production_refuses_unsafe_values(name: str, value: str) -> None:
     proc = load_settings("rtv.settings.production", {**GOOD, name: value})
     assert proc.returncode != 0
     assert "ImproperlyConfigured" in proc.stderr
+
+
+def test_production_hosts_are_read_without_their_spaces_and_https_is_enforced() -> None:
+    code = ("import django; django.setup(); from django.conf import settings as s; "
+            "print(s.ALLOWED_HOSTS, s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS > 0, s.SECURE_REDIRECT_EXEMPT)")
+    clean = {k: v for k, v in os.environ.items() if k not in GOOD and k != "DJANGO_SETTINGS_MODULE"}
+    clean.update(GOOD, ALLOWED_HOSTS="a.org, b.org", DJANGO_SETTINGS_MODULE="rtv.settings.production")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['a.org', 'b.org'] True True ['^healthz$', '^metrics$']"
 
 
 def test_embedded_defaults_use_sqlite_without_any_service(tmp_path: Path) -> None:
