@@ -3,13 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenRefreshView
 
 from ingestion.views import uploads_page
 from modelling.views import monitoring_page
 from quality.views import rules_page, trend_page
-from rtv.api.auth import LogoutView
+from rtv.api.auth import LogoutView, TokenView
 from rtv.api.views import SchemaView
+from rtv.throttles import throttled_sign_in
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -18,7 +19,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 api_v1 = [
-    path("auth/token/", TokenObtainPairView.as_view(), name="token"),
+    path("auth/token/", TokenView.as_view(), name="token"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutView.as_view(), name="logout"),
     path("schema/", SchemaView.as_view(), name="data-schema"),
@@ -27,6 +28,7 @@ api_v1 = [
 ]
 
 handler404 = "rtv.errors.not_found"
+admin.site.login = throttled_sign_in(admin.site.login)  # type: ignore[method-assign]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -34,7 +36,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
     # The pages' own sign-in: partners are not staff, so the admin's login (staff only) turned them away.
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", throttled_sign_in(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
+         name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout-page"),
     path("uploads/", uploads_page, name="uploads-page"),
     path("quality/", trend_page, name="quality-page"),

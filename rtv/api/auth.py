@@ -15,8 +15,10 @@ from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
+from rest_framework_simplejwt.views import TokenObtainPairView
 
 from rtv.errors import ApiError
+from rtv.throttles import SIGN_IN_THROTTLES
 
 
 class LogoutIn(serializers.Serializer):
@@ -50,3 +52,9 @@ class RevocableRefreshSerializer(TokenRefreshSerializer):
                 raise AuthenticationFailed("The password has changed since this token was issued: sign in again.",
                                            code="password_changed")
         return super().validate(attrs)
+
+
+class TokenView(TokenObtainPairView):
+    """simplejwt's sign-in, with the sign-in limits: past them a 429 ``throttled`` says when to try again."""
+
+    throttle_classes = SIGN_IN_THROTTLES

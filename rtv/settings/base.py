@@ -145,6 +145,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rtv.errors.JSONParser", "rest_framework.parsers.FormParser",
                                "rest_framework.parsers.MultiPartParser"],
 }
+# Sign-in attempts (token endpoint, sign-in pages), right or wrong: rtv.throttles.
+RTV_SIGN_IN_RATE_PER_ACCOUNT = env.str("RTV_SIGN_IN_RATE_PER_ACCOUNT", default="10/min")
+RTV_SIGN_IN_RATE_PER_ADDRESS = env.str("RTV_SIGN_IN_RATE_PER_ADDRESS", default="60/min")
 SPECTACULAR_SETTINGS = {
     "TITLE": "RTV household data platform",
     "VERSION": "1.0.0",
