@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -198,6 +198,7 @@ class SubmissionCreateView(APIView):
         return _answer(outcome)
 
 
+@extend_schema_field(SubmissionIn)  # documented as what each item should be
 class _Item(serializers.Field):
     """Any JSON value: each item is validated on its own, so one bad item never rejects the rest."""
 

@@ -111,7 +111,7 @@ class UploadCreateView(APIView):
     def get_permissions(self) -> list[Any]:
         return [CAN_UPLOAD()] if self.request.method == "POST" else super().get_permissions()
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(operation_id="v1_uploads_list", responses={200: dict})
     def get(self, request: Request) -> Response:
         qs = batches_visible_to(request.user).order_by("-created_at")
         state = request.query_params.get("state")
