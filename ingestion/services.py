@@ -39,6 +39,7 @@ from django.utils import timezone
 from features.labels import income_per_day, is_vulnerable, overflowing_income, progress_status
 from quality.duplicates import answers_hashes, stored_matches
 from quality.engine import WITHHELD, WITHHELD_FIELDS, validate_frame
+from quality.reference import stored_reference
 from quality.rules import NEAR_DUPLICATE_IGNORE, active_rules
 from rtv.bulk import copy_frame
 from rtv.fields import encrypt_value
@@ -428,7 +429,8 @@ def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,
     raw = _local_times(raw)
     n = len(raw)
     result = validate_frame(raw, schema.fields, rules=rules, tol_abs=settings.RTV_IDENTITY_TOLERANCE_ABS,
-                            tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL)
+                            tol_rel=settings.RTV_IDENTITY_TOLERANCE_REL,
+                            small_groups=lambda: stored_reference(rules))  # as a device's are, for few rows
     typed, issues = result.typed, result.issues
     extra: list[pd.DataFrame] = []  # findings the rules engine does not make, added to its own at once
 

@@ -703,7 +703,8 @@ def _parsed_numbers(column: Any) -> tuple[np.ndarray | pa.Array, np.ndarray, np.
 
 def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: Sequence[FieldLike], *,
                    rules: RuleSet | None = None, tol_abs: float = 0.01, tol_rel: float = 1e-6,
-                   now: datetime | None = None, reference: Any = None) -> ValidationResult:
+                   now: datetime | None = None, reference: Any = None,
+                   small_groups: Callable[[], Any] | None = None) -> ValidationResult:
     """Type every field present in ``raw`` (a frame, or a mapping of columns: cheaper for the few
     rows of a device submission; strings, '' for empty) by its contract type, then apply the
     active rules.  Which checks run, their severity, parameters and messages are the rules' (data).
@@ -714,7 +715,9 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     and the typed frame is built from two blocks instead of one pandas column per field.
 
     ``reference`` (``quality.reference.Reference``): the robust z-scores use its stored groups'
-    medians and MADs instead of the input's own (for a device's few rows)."""
+    medians and MADs instead of the input's own (for a device's few rows).  ``small_groups``: where
+    to get one for the groups of the input too small for statistics of their own (fewer than the
+    rule's ``min_group`` values: a partner's file of five rows), asked only when there is such a group."""
     if rules is None:
         from .rules import active_rules
 
@@ -837,7 +840,7 @@ def validate_frame(raw: pd.DataFrame | Mapping[str, Sequence[object]], fields: S
     if reference is not None:
         _statistical_against(typed, rules, out, reference)
     else:
-        _statistical(typed, texts, rules, out)
+        _statistical(typed, texts, rules, out, small_groups)
     present_fields = set(typed) | set(columns)
     if small and not shared:
         assert isinstance(out, _SmallCollector)
@@ -1407,14 +1410,19 @@ def _business(typed: dict[str, np.ndarray], rules: RuleSet, out: _Collector, tol
             out.add(future, r.field, r.kind, r.severity, stamp, r.message)
 
 
-def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules: RuleSet, out: _Collector) -> None:
+def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules: RuleSet, out: _Collector,
+                 small_groups: Callable[[], Any] | None = None) -> None:
     """Robust z-scores within each district (median and MAD, so the outliers do not hide themselves).
     Rows are sorted by group once per grouping column; each group's median and MAD are then taken
-    on a contiguous slice (as pandas' groupby median: NaN skipped, the mean of the middle two)."""
+    on a contiguous slice (as pandas' groupby median: NaN skipped, the mean of the middle two).
+    A group too small for its own is scored against the stored group (``small_groups``), if any."""
     orders: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    stored: Any = None
     for r in rules.by_kind.get("robust_z", ()):
         by = r.params.get("by", "district")
-        if r.field not in typed or by not in typed or len(typed[r.field]) < r.params.get("min_group", 20):
+        if r.field not in typed or by not in typed:
+            continue
+        if len(typed[r.field]) < r.params.get("min_group", 20) and small_groups is None:
             continue
         if by not in orders:
             orders[by] = _grouping(typed[by], texts.get(by))
@@ -1427,6 +1435,12 @@ def _statistical(typed: dict[str, np.ndarray], texts: Mapping[str, _Text], rules
             part = xs[bounds[g]:bounds[g + 1]]
             v = part[~np.isnan(part)]  # a copy: partitioned in place below
             if v.size < min_group:  # also the empty group: NaN median, never flagged
+                if v.size and small_groups is not None:
+                    stored = small_groups() if stored is None else stored
+                    name = str(typed[by][order[bounds[g]]]).strip()
+                    med, mad = stored.stats.get((r.field, by), {}).get(name, (np.nan, np.nan))
+                    if mad > 0:
+                        far.append(order[bounds[g] + _far(part, med, mad, threshold)])
                 continue
             med = _median(v)
             np.subtract(v, med, out=v)

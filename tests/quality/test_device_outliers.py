@@ -41,3 +41,23 @@ def test_without_stored_records_a_device_value_is_not_judged_an_outlier(api) -> 
     payload["data"]["time_to_water"] = 1400
     assert not {c for _, c in findings(api("field_officer").post("/api/v1/submissions/", payload, format="json"))
                 if c == "robust_z"}
+
+
+def test_a_small_files_rows_are_judged_against_stored_records_as_a_devices_are(tmp_path: Path) -> None:
+    """A partner's file of three rows has no district of 20 to be an outlier in: its rows are scored
+    against their district's stored records, as a device's submission is.  A big file's districts
+    keep their own statistics."""
+    from ingestion.models import RowIssue
+
+    data, _ = generate(400, seed=3, bad_rate=0.0)
+    ingest_file(write(data, data.iloc[0:0], tmp_path / "s.csv", "csv"))
+    small = data.iloc[:3].copy()
+    district = small.iloc[0]["district"]
+    median, mad = stored_reference(active_rules()).stats[("time_to_water", "district")][district]
+    small["district"] = district
+    small.iloc[0, small.columns.get_loc("time_to_water")] = round(median + 8 * mad / 0.6745)
+    small.iloc[1, small.columns.get_loc("time_to_water")] = median
+    batch = ingest_file(write(small, small.iloc[0:0], tmp_path / "few.csv", "csv"), force=True)
+    flagged = set(RowIssue.objects.filter(batch=batch, rule="robust_z", field="time_to_water")
+                  .values_list("row_number", flat=True))
+    assert flagged == {2}
