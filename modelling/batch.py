@@ -20,6 +20,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ingestion.models import SurveyRecord
+from rtv.locks import exclusive
 from rtv.services import pipeline_run
 from rtv.storage import area_path
 
@@ -89,8 +90,17 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
     chunk = chunk or settings.RTV_PREDICT_CHUNK_ROWS
     if chunk < 1:
         raise ValueError(f"a chunk is a positive number of rows, not {chunk}")
+    if not everything:
+        serving.forget()  # asked afresh, as stale_records asks
+        if serving.active_experiment() is None and serving.champion() is None:
+            # Before any run is recorded: no champion yet is the normal state of a new platform
+            # (every device submission asks), not a failed job.
+            raise serving.NoChampion("no model has been promoted to champion yet")
+    # One run at a time: two overlapping runs (the nightly job and a retrain's scoring) would read
+    # the same stale records and score each twice.  A second run waits, then finds them current.
     # The export streams to a temporary file, not to memory, whatever the row count.
-    with pipeline_run("predict_batch") as run, tempfile.TemporaryFile() as sink:
+    with exclusive("modelling.predict_batch"), pipeline_run("predict_batch") as run, \
+            tempfile.TemporaryFile() as sink:
         t0 = time.perf_counter()
         ids = list(stale_records(everything=everything, record_ids=record_ids).order_by("pk")
                    .values_list("pk", flat=True))

@@ -18,6 +18,8 @@ from sklearn.metrics import roc_auc_score
 from features.pipeline import input_fields
 from features.snapshots import snapshot_read, snapshot_record_ids
 from ingestion.models import SurveyRecord
+from rtv.locks import exclusive
+from rtv.models import PipelineRun
 from rtv.outbox import outbox_enqueue
 
 from . import registry, serving
@@ -103,8 +105,28 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
     not: a challenger the gate refused already used those samples, and retraining every night on
     the same data would register a near copy each time.  Degradation and drift judge the champion
     (what serves) on the records it has not seen."""
+    # One evaluation at a time: two at once (the nightly job and the API's) would each see no
+    # training queued and queue one each.
+    with exclusive("modelling.retrain_triggers"):
+        return _evaluate(manual=manual, enqueue=enqueue, now=now or timezone.now())
+
+
+def training_pending(now: datetime) -> RetrainDecision | None:
+    """The decision whose training is queued or running: queued within ``RTV_RETRAIN_PENDING_HOURS``
+    and no training run has ended since (one that died without ending stops counting after that
+    time, so a lost worker cannot stop retraining for good)."""
+    last = (RetrainDecision.objects.filter(retrain_queued=True,
+                                           evaluated_at__gte=now - timedelta(hours=settings.RTV_RETRAIN_PENDING_HOURS))
+            .order_by("-evaluated_at").first())
+    if last is None:
+        return None
+    ended = (PipelineRun.objects.filter(job="train_model", started_at__gte=last.evaluated_at)
+             .exclude(status=PipelineRun.Status.RUNNING).exists())
+    return None if ended else last
+
+
+def _evaluate(*, manual: bool, enqueue: bool, now: datetime) -> RetrainDecision:
     name = settings.RTV_MODEL_NAME
-    now = now or timezone.now()
     version = registry.alias_version(name, registry.CHAMPION) if ModelVersion.objects.filter(name=name).exists() else None
     champion = ModelVersion.objects.filter(name=name, version=version).first() if version else None
     latest = ModelVersion.objects.filter(name=name).order_by("-created_at", "-version").first()
@@ -114,8 +136,13 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
         fired.append(RetrainDecision.Trigger.MANUAL)
     labelled = labelled_records()
     if champion is None:
+        # Nothing trained yet: every approved labelled record is new, and 50 of them are enough to
+        # ask for a first model (fewer would only fail to train, night after night).
+        count = labelled.count()
         inputs["champion"] = None
-        fired.append(RetrainDecision.Trigger.NEW_SAMPLES)  # nothing trained yet: any approved data is new
+        inputs["new_samples"] = {"count": count, "threshold": settings.RTV_RETRAIN_NEW_SAMPLES, "since": None}
+        if count >= settings.RTV_RETRAIN_NEW_SAMPLES:
+            fired.append(RetrainDecision.Trigger.NEW_SAMPLES)
     else:
         assert latest is not None  # the champion is one of the versions
         since = latest.training_cutoff
@@ -160,9 +187,13 @@ def retrain_triggers_evaluate(*, manual: bool = False, enqueue: bool = True,
                     fired.append(RetrainDecision.Trigger.DRIFT)
             else:  # a PSI over ten bins of a few dozen rows is mostly sampling noise: ~0.15 expected, 0.25 common
                 inputs["drift"] = {"skipped": f"{n_new} new records; drift is judged from {settings.RTV_DRIFT_MIN_ROWS}"}
+    pending = training_pending(now) if fired else None
+    if pending is not None:  # the training already asked for will see these records too
+        inputs["already_queued"] = {"decision": pending.pk, "at": pending.evaluated_at.isoformat()}
     with transaction.atomic():
         decision = RetrainDecision.objects.create(champion_version=version, fired=[str(f) for f in fired],
-                                                  inputs=inputs, retrain_queued=bool(fired) and enqueue)
+                                                  inputs=inputs,
+                                                  retrain_queued=bool(fired) and enqueue and pending is None)
         if decision.retrain_queued:
             outbox_enqueue("modelling.train_and_score")
     return decision

@@ -15,6 +15,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .locks import exclusive
 from .models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -207,13 +208,20 @@ _MARK_SENT_SQL = (
 
 
 def outbox_sweep(*, older_than: timedelta = timedelta(seconds=30), limit: int = 500) -> int:
-    """Send unsent messages (a bounded batch, oldest first).  Returns how many were sent."""
-    cutoff = timezone.now() - older_than
-    ids = list(OutboxMessage.objects.filter(sent_at__isnull=True, created_at__lte=cutoff)
-               .order_by("created_at").values_list("pk", flat=True)[:limit])
-    sent = 0
-    for pk in ids:  # one broker call per message is inherent; bounded by ``limit``
-        if not _send(pk):
-            break  # the broker is still down: stop, try again on the next sweep
-        sent += 1
-    return sent
+    """Send unsent messages (a bounded batch, oldest first).  Returns how many were sent.
+
+    One sweep at a time: a sweep still sending (a slow broker) when the next one starts would read
+    the same unsent messages and publish each again, and a training message published twice trains
+    twice.  The later sweep leaves the work to the one running."""
+    with exclusive("rtv.outbox_sweep", wait=False) as mine:
+        if not mine:
+            return 0
+        cutoff = timezone.now() - older_than
+        ids = list(OutboxMessage.objects.filter(sent_at__isnull=True, created_at__lte=cutoff)
+                   .order_by("created_at").values_list("pk", flat=True)[:limit])
+        sent = 0
+        for pk in ids:  # one broker call per message is inherent; bounded by ``limit``
+            if not _send(pk):
+                break  # the broker is still down: stop, try again on the next sweep
+            sent += 1
+        return sent

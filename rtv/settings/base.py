@@ -235,6 +235,8 @@ RTV_PROMOTION_MARGIN_BRIER = env.float("RTV_PROMOTION_MARGIN_BRIER", default=0.0
 RTV_RETRAIN_NEW_SAMPLES = env.int("RTV_RETRAIN_NEW_SAMPLES", default=50)
 RTV_RETRAIN_MIN_EVAL = env.int("RTV_RETRAIN_MIN_EVAL", default=50)
 RTV_RETRAIN_AUC_TOLERANCE = env.float("RTV_RETRAIN_AUC_TOLERANCE", default=0.05)
+# A queued training counts as pending this long: triggers firing meanwhile do not queue another.
+RTV_RETRAIN_PENDING_HOURS = env.float("RTV_RETRAIN_PENDING_HOURS", default=6)
 # New records needed before input drift is judged: the PSI of 10 bins has an expected value of
 # about 9/n from sampling alone (0.16 at 56 rows, past half the 0.25 "major" line).
 RTV_DRIFT_MIN_ROWS = env.int("RTV_DRIFT_MIN_ROWS", default=200)
