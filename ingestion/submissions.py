@@ -297,8 +297,11 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
         prior_ids = [envelopes[i].supersedes for i in candidates if envelopes[i].supersedes is not None]
         # Only a record the sender may see can be corrected: a field officer corrects their own (another
         # officer's is "not stored" to them, as it is on GET: its id and diff stay theirs).
-        priors = ({r.submission_id: r for r in records_visible_to(user).filter(submission_id__in=prior_ids)}
-                  if prior_ids else {})
+        # The records corrected are locked before their correctors are looked for (as a reviewer's
+        # correction locks the one it corrects): whichever comes second then sees the first's
+        # correction and is refused, rather than the two deadlocking at commit.
+        priors = ({r.submission_id: r for r in records_visible_to(user).filter(submission_id__in=prior_ids)
+                   .select_for_update().order_by("pk")} if prior_ids else {})
         taken = set(SurveyRecord.objects.filter(supersedes__in=list(priors.values()))
                     .values_list("supersedes_id", flat=True)) if priors else set()
         # A correction may supersede an item of this same request (a device back online sends an original

@@ -52,7 +52,11 @@ def review_decide(*, records: Iterable[SurveyRecord], to_status: str, reviewer: 
         superseded = SurveyRecord.objects.filter(supersedes=OuterRef("pk"))
         locked = list(SurveyRecord.objects.select_for_update().filter(pk__in=ids).exclude(Exists(superseded))
                       .exclude(review_status=to_status).only("id", "review_status"))
-        moving = [r for r in locked if to_status in TRANSITIONS[r.review_status]]
+        # A correction committed while this waited for the lock: the locking statement judged
+        # "superseded" before the wait, so ask again now (a new statement sees it).
+        corrected = set(SurveyRecord.objects.filter(supersedes_id__in=[r.pk for r in locked])
+                        .values_list("supersedes_id", flat=True)) if locked else set()
+        moving = [r for r in locked if r.pk not in corrected and to_status in TRANSITIONS[r.review_status]]
         if not moving:
             return 0
         ReviewDecision.objects.bulk_create([ReviewDecision(record=r, reviewer=user, from_status=r.review_status,
