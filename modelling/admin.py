@@ -11,7 +11,7 @@ from rtv.admin import ReadOnlyAdmin, RoleAdmin
 from rtv.roles import ADMIN, DATA_SCIENTIST, STAFF_ROLES, has_role
 
 from . import serving
-from .experiments import experiment_change, experiment_end, experiment_report, experiment_start
+from .experiments import ExperimentNameTaken, experiment_change, experiment_end, experiment_report, experiment_start
 from .models import Experiment, ModelAlert, ModelEvent, ModelVersion, MonitoringRun, Prediction, RetrainDecision
 from .promotion import PromotionRefused, model_promote, model_rollback
 from .triggers import retrain_requested
@@ -130,8 +130,13 @@ class ExperimentAdmin(RoleAdmin):
 
     def save_model(self, request: HttpRequest, obj: Experiment, form: Any, change: bool) -> None:
         if not change:
-            started = experiment_start(name=obj.name, challenger=obj.challenger, traffic_share=obj.traffic_share,
-                                       shadow=obj.shadow, user=request.user)
+            try:
+                started = experiment_start(name=obj.name, challenger=obj.challenger, traffic_share=obj.traffic_share,
+                                           shadow=obj.shadow, user=request.user)
+            except ExperimentNameTaken:  # the form posted twice (the form's own check ran before the first saved)
+                started = Experiment.objects.get(name=obj.name)
+                messages.warning(request, f"An experiment named {obj.name!r} was started a moment ago; "
+                                          "it was not started again.")
             obj.pk = started.pk
             obj.champion = started.champion
             return

@@ -25,7 +25,7 @@ from rtv.errors import ApiError
 from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, FIELD_OFFICER, REVIEWER, HasRole
 
 from . import registry, serving
-from .experiments import experiment_end, experiment_report, experiment_start
+from .experiments import ExperimentNameTaken, experiment_end, experiment_report, experiment_start
 from .models import Experiment, ModelEvent, ModelVersion, MonitoringRun, RetrainDecision
 from .promotion import NoSuchVersion, PromotionRefused, model_promote, model_rollback
 from .triggers import retrain_requested, retrain_triggers_evaluate
@@ -254,13 +254,13 @@ class ExperimentListView(APIView):
         if challenger is None:
             raise ApiError("not_found", "No such model version.", status_code=400,
                            errors=[{"field": "challenger", "code": "not_found", "message": str(v["challenger"])}])
-        if Experiment.objects.filter(name=v["name"]).exists():
-            raise ApiError("experiment_exists", "An experiment with this name exists; names are part of the "
-                           "assignment hash and are never reused.", status_code=409,
-                           errors=[{"field": "name", "code": "unique", "message": v["name"]}])
         try:
             exp = experiment_start(name=v["name"], challenger=challenger, traffic_share=v["traffic_share"],
                                    shadow=v["shadow"], user=request.user)
+        except ExperimentNameTaken as exc:
+            raise ApiError("experiment_exists", "An experiment with this name exists; names are part of the "
+                           "assignment hash and are never reused.", status_code=409,
+                           errors=[{"field": "name", "code": "unique", "message": v["name"]}]) from exc
         except serving.NoChampion as exc:
             raise ApiError("no_champion", str(exc), status_code=409) from exc
         except DjangoValidationError as exc:

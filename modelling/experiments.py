@@ -12,9 +12,10 @@ from django.db.models import Count
 from django.utils import timezone
 
 from ingestion.models import SurveyRecord
+from rtv.locks import exclusive
 from rtv.services import audit_record
 
-from . import serving
+from . import registry, serving
 from .evaluation import evaluate
 from .lineage import unseen_by
 from .models import Experiment, ModelVersion, Prediction
@@ -22,11 +23,26 @@ from .models import Experiment, ModelVersion, Prediction
 REPORT_MAX_RECORDS = 20_000
 
 
+class ExperimentNameTaken(ValidationError):
+    """A name is part of the assignment hash: never reused."""
+
+
 def experiment_start(*, name: str, challenger: ModelVersion, traffic_share: float = 0.1, shadow: bool = False,
                      champion: ModelVersion | None = None,
                      user: AbstractBaseUser | AnonymousUser | None = None) -> Experiment:
-    """Start an experiment against the current champion (one runs at a time: the previous one ends)."""
+    """Start an experiment against the current champion (one runs at a time: the previous one ends).
+    Under the rollout lock: a promotion at the same moment either comes first (and this experiment
+    compares against the new champion) or after (and ends it)."""
+    with exclusive(registry.ROLLOUT_LOCK):
+        return _start(name=name, challenger=challenger, traffic_share=traffic_share, shadow=shadow,
+                      champion=champion, user=user)
+
+
+def _start(*, name: str, challenger: ModelVersion, traffic_share: float, shadow: bool,
+           champion: ModelVersion | None, user: AbstractBaseUser | AnonymousUser | None) -> Experiment:
     champion = champion or serving.champion(fresh=True)  # another process may have promoted within the TTL
+    if Experiment.objects.filter(name=name).exists():  # checked under the lock: a double click meets it here
+        raise ExperimentNameTaken({"name": f"an experiment named {name!r} exists already"})
     if champion is None:
         raise serving.NoChampion("an experiment needs a champion")
     actor = user if user is not None and user.is_authenticated else None
@@ -69,12 +85,16 @@ def experiment_change(*, experiment: Experiment, user: AbstractBaseUser | Anonym
 def experiment_end(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None = None,
                    reason: str = "") -> Experiment:
     with transaction.atomic():
-        experiment.active = False
-        experiment.ended_at = timezone.now()
-        experiment.save(update_fields=["active", "ended_at"])
-        audit_record(actor=user, action="experiment.ended", obj=experiment, changes={"reason": reason} if reason else {})
+        current = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        if not current.active:  # ended meanwhile (a second click, a promotion): once is the record
+            return current
+        current.active = False
+        current.ended_at = timezone.now()
+        current.save(update_fields=["active", "ended_at"])
+        audit_record(actor=user, action="experiment.ended", obj=current, changes={"reason": reason} if reason else {})
+    experiment.active, experiment.ended_at = current.active, current.ended_at
     serving.forget()
-    return experiment
+    return current
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float] | None:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
+from rtv.locks import exclusive
 from rtv.services import audit_record
 
 from . import registry
@@ -114,6 +115,14 @@ def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None
 
 
 def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool = False) -> ModelVersion:
+    """Make ``version`` the champion (the challenger through the gate, anything else forced).  One
+    rollout change at a time, across processes: two at once would each read the same champion and
+    record a move from it, and leave the aliases in the database and in MLflow disagreeing."""
+    with exclusive(registry.ROLLOUT_LOCK):
+        return _promote(version=version, user=user, force=force)
+
+
+def _promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool) -> ModelVersion:
     name = settings.RTV_MODEL_NAME
     target = ModelVersion.objects.filter(name=name, version=version).first()
     if target is None:
@@ -144,6 +153,11 @@ def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None
 
 def model_rollback(*, user: AbstractBaseUser | AnonymousUser | None) -> ModelVersion:
     """Give the champion alias back to the version it had before the last promotion."""
+    with exclusive(registry.ROLLOUT_LOCK):
+        return _rollback(user=user)
+
+
+def _rollback(*, user: AbstractBaseUser | AnonymousUser | None) -> ModelVersion:
     name = settings.RTV_MODEL_NAME
     current = registry.alias_version(name, registry.CHAMPION)
     last = ModelEvent.objects.filter(name=name, action=ModelEvent.Action.PROMOTE, to_version=current).first()

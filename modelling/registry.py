@@ -12,6 +12,8 @@ from django.conf import settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Promotions, rollbacks, experiments and new challengers change who answers: one at a time (rtv.locks).
+ROLLOUT_LOCK = "modelling.rollout"
 
 
 def configure() -> Any:

@@ -25,6 +25,7 @@ from features.pipeline import LeakageError, assert_leak_free, build_model_pipeli
 from features.snapshots import snapshot_write
 from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord
 from rtv import contract
+from rtv.locks import exclusive
 from rtv.services import audit_record, pipeline_run
 
 from . import registry
@@ -310,29 +311,39 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
                 input_example=None,
             )
         version = int(info.registered_model_version)
-        registry.set_alias(name, registry.CHALLENGER, version)
-        aliases = [registry.CHALLENGER]
-        first_model = registry.alias_version(name, registry.CHAMPION) is None
-        with transaction.atomic():
-            mv = ModelVersion.objects.create(
-                name=name, version=version, mlflow_run_id=mlrun.info.run_id, model_uri=f"models:/{name}/{version}",
-                algorithm=best.name, features=fields,
-                metrics={**best_metrics, "candidates": {c.name: {k: v for k, v in m.items() if isinstance(v, float)}
-                                                        for c, m, _ in results}},
-                training_rows=len(y), training_cutoff=cutoff, aliases=aliases, snapshot=snapshot,
-            )
-            for other in ModelVersion.objects.filter(name=name).exclude(pk=mv.pk):
-                kept = [a for a in other.aliases if a not in aliases]
-                if kept != other.aliases:
-                    other.aliases = kept
-                    other.save(update_fields=["aliases"])
-            audit_record(actor=user, action="model.registered", obj=mv,
-                         changes={"version": version, "aliases": aliases, "roc_auc": best_metrics["roc_auc"]})
-        if first_model:  # the first model has no champion to beat: it becomes champion, through the gate
-            from .promotion import model_promote
-
-            mv = model_promote(version=version, user=user)
+        with exclusive(registry.ROLLOUT_LOCK):  # two trainings at once: one challenger, in MLflow and here alike
+            mv = _register(name=name, version=version, mlrun=mlrun, best=best, fields=fields, best_metrics=best_metrics,
+                           results=results, y=y, cutoff=cutoff, snapshot=snapshot, user=user)
         run.counts = {"rows": len(y), "version": version, "train_seconds": round(cv_seconds, 2)}
+    return mv
+
+
+def _register(*, name: str, version: int, mlrun: Any, best: Any, fields: list[str], best_metrics: dict[str, Any],
+              results: list[Any], y: Any, cutoff: Any, snapshot: Any, user: Any) -> ModelVersion:
+    """The new version as the challenger, here and in MLflow (under the rollout lock); the first
+    model becomes champion through the gate."""
+    registry.set_alias(name, registry.CHALLENGER, version)
+    aliases = [registry.CHALLENGER]
+    first_model = registry.alias_version(name, registry.CHAMPION) is None
+    with transaction.atomic():
+        mv = ModelVersion.objects.create(
+            name=name, version=version, mlflow_run_id=mlrun.info.run_id, model_uri=f"models:/{name}/{version}",
+            algorithm=best.name, features=fields,
+            metrics={**best_metrics, "candidates": {c.name: {k: v for k, v in m.items() if isinstance(v, float)}
+                                                    for c, m, _ in results}},
+            training_rows=len(y), training_cutoff=cutoff, aliases=aliases, snapshot=snapshot,
+        )
+        for other in ModelVersion.objects.filter(name=name).exclude(pk=mv.pk):
+            kept = [a for a in other.aliases if a not in aliases]
+            if kept != other.aliases:
+                other.aliases = kept
+                other.save(update_fields=["aliases"])
+        audit_record(actor=user, action="model.registered", obj=mv,
+                     changes={"version": version, "aliases": aliases, "roc_auc": best_metrics["roc_auc"]})
+    if first_model:  # the first model has no champion to beat: it becomes champion, through the gate
+        from .promotion import model_promote
+
+        mv = model_promote(version=version, user=user)
     return mv
 
 
