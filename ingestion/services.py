@@ -329,10 +329,19 @@ def chunk_claim(chunk_id: int) -> int | None:
     """Take a chunk that is pending, or whose previous worker's lease ran out.  Returns the attempt."""
     now = timezone.now()
     lease = now + timedelta(seconds=settings.RTV_CHUNK_LEASE_SECONDS)
-    claimed = IngestionChunk.objects.filter(
-        Q(status=IngestionChunk.Status.PENDING) | Q(status=IngestionChunk.Status.RUNNING, lease_until__lt=now),
-        pk=chunk_id,
-    ).update(status=IngestionChunk.Status.RUNNING, lease_until=lease, attempts=F("attempts") + 1)
+    claimable = Q(status=IngestionChunk.Status.PENDING) | Q(status=IngestionChunk.Status.RUNNING, lease_until__lt=now)
+    # Attempts that died with their worker (out of memory, a hard time limit, a kill) never reached
+    # _chunk_failed: past the allowed number the chunk is failed here, not handed out for ever.
+    spent = IngestionChunk.objects.filter(claimable, pk=chunk_id, attempts__gte=settings.RTV_CHUNK_MAX_ATTEMPTS).update(
+        status=IngestionChunk.Status.FAILED, lease_until=None, finished_at=now,
+        error=f"the worker stopped during each of its {settings.RTV_CHUNK_MAX_ATTEMPTS} attempts "
+              "(killed, out of memory or over its time limit)")
+    if spent:
+        log.warning("ingestion chunk failed: its workers died", extra={"chunk": chunk_id})
+        batch_finalize(IngestionChunk.objects.values_list("batch_id", flat=True).get(pk=chunk_id))
+        return None
+    claimed = IngestionChunk.objects.filter(claimable, pk=chunk_id).update(
+        status=IngestionChunk.Status.RUNNING, lease_until=lease, attempts=F("attempts") + 1)
     if not claimed:
         return None
     return int(IngestionChunk.objects.values_list("attempts", flat=True).get(pk=chunk_id))
@@ -837,13 +846,20 @@ def plans_resume_stale() -> int:
 
 
 def chunks_resume_stale(*, pending_older_than: timedelta = timedelta(minutes=10)) -> int:
-    """Hand out again chunks whose worker died (lease expired) or whose message was lost."""
+    """Hand out again chunks whose worker died (lease expired) or whose message was lost.
+
+    A chunk handed out again is pending, and not handed out again for ``pending_older_than``: with
+    a backlog of messages ahead of it (busy workers), every sweep would otherwise add another
+    message for each waiting chunk."""
     now = timezone.now()
-    stale = list(IngestionChunk.objects.filter(
-        Q(status=IngestionChunk.Status.RUNNING, lease_until__lt=now)
-        | Q(status=IngestionChunk.Status.PENDING, batch__created_at__lt=now - pending_older_than)
-    ).values_list("pk", flat=True)[:500])
+    due = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     with transaction.atomic():
+        stale = list(IngestionChunk.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+            Q(status=IngestionChunk.Status.RUNNING, lease_until__lt=now)
+            | (Q(status=IngestionChunk.Status.PENDING, batch__created_at__lt=now - pending_older_than) & due)
+        ).values_list("pk", flat=True)[:500])
+        IngestionChunk.objects.filter(pk__in=stale).update(status=IngestionChunk.Status.PENDING,
+                                                           lease_until=now + pending_older_than)
         for pk in stale:
             outbox_enqueue("ingestion.process_chunk", pk)
     return len(stale)

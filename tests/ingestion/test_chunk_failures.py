@@ -108,3 +108,42 @@ def _resumed() -> list[int]:
 
     chunks_resume_stale()
     return [m.args[0] for m in OutboxMessage.objects.filter(task="ingestion.process_chunk")]
+
+
+def test_a_chunk_whose_workers_keep_dying_fails_after_its_attempts(survey, settings) -> None:  # type: ignore[no-untyped-def]
+    """A worker killed mid-chunk (out of memory, a hard time limit) never records its failure: the
+    lease runs out and the chunk is handed out again, but not for ever."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    path, _ = survey
+    with path.open("rb") as fh:
+        batch = batch_create(fh=fh, original_name=path.name)
+    ids = batch_plan(batch.pk, enqueue=False)
+    for other in ids[1:]:
+        chunk_process(other)
+    for attempt in range(settings.RTV_CHUNK_MAX_ATTEMPTS):  # each attempt's worker dies holding the chunk
+        IngestionChunk.objects.filter(pk=ids[0]).update(status="running", attempts=attempt + 1,
+                                                        lease_until=timezone.now() - timedelta(seconds=1))
+    assert not chunk_process(ids[0])
+    chunk = IngestionChunk.objects.get(pk=ids[0])
+    assert chunk.status == "failed" and "stopped during each of its 3 attempts" in chunk.error
+    batch.refresh_from_db()
+    assert batch.status == IngestionBatch.Status.FAILED and "rows 2-26" in batch.error
+    assert SurveyRecord.objects.filter(batch=batch).count() == 75  # what the other chunks stored is kept
+
+
+def test_a_waiting_chunk_is_handed_out_again_once_per_interval_not_on_every_sweep(survey) -> None:  # type: ignore[no-untyped-def]
+    """Busy workers, a backlog: a sweep every two minutes must not add a message per waiting chunk each time."""
+    path, _ = survey
+    with path.open("rb") as fh:
+        batch = batch_create(fh=fh, original_name=path.name)
+    ids = batch_plan(batch.pk, enqueue=False)
+    IngestionBatch.objects.filter(pk=batch.pk).update(created_at=batch.created_at.replace(year=2020))
+    assert sorted(_resumed()) == sorted(ids)
+    for _ in range(4):
+        chunks_resume_stale()
+    assert sorted(_resumed()) == sorted(ids)  # no more messages than chunks
+    assert IngestionChunk.objects.filter(batch=batch, status="pending").count() == len(ids)
+    assert chunk_process(ids[0])  # a message sent earlier is still taken as it arrives
