@@ -186,7 +186,7 @@ class MonitoringRun(models.Model):
 
 
 class ModelAlert(models.Model):
-    """A monitored figure beyond its threshold (the operations issue delivers it)."""
+    """A monitored figure beyond its threshold (rtv.alerts delivers it)."""
 
     run = models.ForeignKey(MonitoringRun, on_delete=models.CASCADE, related_name="alerts")
     metric = models.CharField(max_length=80)
@@ -194,7 +194,9 @@ class ModelAlert(models.Model):
     value = models.FloatField()
     threshold = models.FloatField()
     message = models.TextField()
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True, help_text="when every configured channel had it")
+    delivered_to = models.JSONField(default=dict, blank=True,
+                                    help_text="channel -> when it took the alert (rtv.alerts); or why it was not sent")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

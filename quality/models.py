@@ -117,7 +117,7 @@ class QualitySnapshot(models.Model):
 
 
 class QualityAlert(models.Model):
-    """A quality drop beyond the configured threshold (the operations issue delivers it)."""
+    """A quality drop beyond the configured threshold (rtv.alerts delivers it)."""
 
     snapshot = models.ForeignKey(QualitySnapshot, on_delete=models.CASCADE, related_name="alerts")
     metric = models.CharField(max_length=40)
@@ -125,7 +125,9 @@ class QualityAlert(models.Model):
     current = models.FloatField()
     threshold = models.FloatField()
     message = models.TextField()
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True, help_text="when every configured channel had it")
+    delivered_to = models.JSONField(default=dict, blank=True,
+                                    help_text="channel -> when it took the alert (rtv.alerts); or why it was not sent")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

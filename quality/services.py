@@ -226,7 +226,7 @@ def quality_snapshot_take(*, day: Any = None) -> Any:
             QualityAlert.objects.update_or_create(snapshot=snap, metric="mean_score", defaults={
                 "previous": previous.mean_score, "current": snap.mean_score, "threshold": threshold,
                 "message": f"Mean quality score fell from {previous.mean_score:.3f} ({previous.day}) to "
-                           f"{snap.mean_score:.3f} ({day}), more than {threshold:.2f}."})
+                           f"{snap.mean_score:.3f} ({day}), more than {threshold:g}."})
         else:
             QualityAlert.objects.filter(snapshot=snap, metric="mean_score", delivered_at__isnull=True).delete()
     return snap

@@ -11,3 +11,15 @@ from .outbox import outbox_sweep
 def outbox_sweep_task() -> int:
     """Send outbox messages that were not sent after commit (broker down, process died)."""
     return outbox_sweep()
+
+
+@shared_task(name="rtv.deliver_alerts", time_limit=300, soft_time_limit=280)
+def deliver_alerts_task() -> dict[str, int]:
+    """Send new quality and model alerts by email and Slack (rtv.alerts)."""
+    from rtv.services import pipeline_run
+
+    from .alerts import alerts_deliver
+
+    with pipeline_run("deliver_alerts") as run:
+        run.counts = alerts_deliver()
+    return run.counts

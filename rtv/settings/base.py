@@ -200,6 +200,7 @@ CELERY_BEAT_SCHEDULE = {
     "retrain-triggers": {"task": "modelling.evaluate_triggers", "schedule": crontab(hour=2, minute=0)},
     "predict-batch": {"task": "modelling.predict_batch", "schedule": crontab(hour=2, minute=30)},
     "model-monitoring": {"task": "modelling.monitor", "schedule": crontab(hour=3, minute=0)},
+    "deliver-alerts": {"task": "rtv.deliver_alerts", "schedule": 300.0},
 }
 
 # ---- Domain configuration ---------------------------------------------------------------
@@ -285,3 +286,17 @@ RTV_AUTO_APPROVE_SCORE = env.float("RTV_AUTO_APPROVE_SCORE", default=0.9)
 # Seconds a process keeps the stored districts' statistics that score a device's values (robust z).
 RTV_QUALITY_REFERENCE_SECONDS = env.float("RTV_QUALITY_REFERENCE_SECONDS", default=600.0)
 RTV_QUALITY_DROP_ALERT = env.float("RTV_QUALITY_DROP_ALERT", default=0.05)
+
+# ---- Alert delivery (rtv.alerts): email through Django's mail settings, Slack through a webhook --
+RTV_ALERT_EMAILS = env.list("RTV_ALERT_EMAILS", default=[])
+RTV_ALERT_SLACK_WEBHOOK_URL = env.str("RTV_ALERT_SLACK_WEBHOOK_URL", default="")
+RTV_ALERT_TIMEOUT_SECONDS = env.float("RTV_ALERT_TIMEOUT_SECONDS", default=10.0)
+RTV_ALERT_MAX_AGE_DAYS = env.int("RTV_ALERT_MAX_AGE_DAYS", default=7)
+RTV_BASE_URL = env.str("RTV_BASE_URL", default="")  # links in alerts, e.g. https://rtv.example.org
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="rtv-platform@localhost")
