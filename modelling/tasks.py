@@ -34,9 +34,14 @@ def predict_batch_task(everything: bool = False) -> int:
 @shared_task(name="modelling.monitor", time_limit=3600, soft_time_limit=3500)
 def monitor_task() -> int | None:
     """Daily 03:00 Africa/Kampala: drift of inputs and predictions, performance on new labels."""
+    from rtv.services import pipeline_run
+
     from .monitoring import monitoring_run
 
-    run = monitoring_run()
+    with pipeline_run("monitor") as job:  # a failure is recorded, as every scheduled job's is
+        run = monitoring_run()
+        job.counts = {"monitoring_run": run.pk if run is not None else None,
+                      "alerts": run.alerts.count() if run is not None else 0}
     return run.pk if run is not None else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -63,6 +64,19 @@ def pipeline_run(job: str, *, user: AbstractBaseUser | AnonymousUser | None = No
     run.status = PipelineRun.Status.SUCCEEDED
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "finished_at", "counts"])
+
+
+ABANDONED_AFTER = timedelta(hours=6)  # longer than any job's time limit (training's is the longest)
+
+
+def pipeline_runs_abandon(*, older_than: timedelta = ABANDONED_AFTER) -> int:
+    """Runs still "running" long after any job could: their process died (killed, out of memory, a
+    restart) before it could record an end.  They are marked failed, saying so, instead of running
+    for ever on the staff pages."""
+    return PipelineRun.objects.filter(status=PipelineRun.Status.RUNNING,
+                                      started_at__lt=timezone.now() - older_than).update(
+        status=PipelineRun.Status.FAILED, finished_at=timezone.now(),
+        error="abandoned: the process running it stopped without recording an end (killed, out of memory, restarted)")
 
 
 def spec_to_row(spec: contract.FieldSpec) -> dict[str, Any]:

@@ -162,3 +162,35 @@ def test_one_feature_far_off_its_training_distribution_raises_an_alert_without_d
     assert field in alert.message and alert.threshold == settings.RTV_MONITOR_PSI_ALERT
     settings.RTV_MONITOR_PSI_ALERT = 1e6  # the setting is the threshold
     assert not ModelAlert.objects.filter(run=monitoring_run(), metric="feature_psi").exists()
+
+
+def test_a_monitoring_run_that_fails_is_recorded_as_a_failed_job(tmp_path, champion) -> None:  # type: ignore[no-untyped-def]
+    """The training snapshot it compares against is gone: the scheduled job says so on the staff
+    pages (a failed run with the error), rather than only in a worker's log."""
+    from django.core.files.storage import default_storage
+
+    from modelling.tasks import monitor_task
+    from rtv.models import PipelineRun
+
+    add(tmp_path, 300, seed=2)
+    default_storage.delete(champion.snapshot.file_key)
+    result = monitor_task.apply(throw=False)
+    assert result.failed()
+    run = PipelineRun.objects.get(job="monitor")
+    assert run.status == "failed" and run.error and run.finished_at is not None
+
+
+def test_runs_a_dead_process_left_running_are_marked_failed_after_a_while() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rtv.models import PipelineRun
+    from rtv.services import pipeline_runs_abandon
+
+    old, recent = PipelineRun.objects.create(job="predict_batch"), PipelineRun.objects.create(job="train_model")
+    PipelineRun.objects.filter(pk=old.pk).update(started_at=timezone.now() - timedelta(hours=7))
+    assert pipeline_runs_abandon() == 1
+    old.refresh_from_db()
+    recent.refresh_from_db()
+    assert old.status == "failed" and old.error.startswith("abandoned") and recent.status == "running"
