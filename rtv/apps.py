@@ -6,6 +6,7 @@ class RtvConfig(AppConfig):
     verbose_name = "RTV platform"
 
     def ready(self) -> None:
-        from . import storage
+        from . import metrics, storage
 
         storage.ensure_local_areas()
+        metrics.register()

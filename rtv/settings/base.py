@@ -293,6 +293,7 @@ RTV_ALERT_SLACK_WEBHOOK_URL = env.str("RTV_ALERT_SLACK_WEBHOOK_URL", default="")
 RTV_ALERT_TIMEOUT_SECONDS = env.float("RTV_ALERT_TIMEOUT_SECONDS", default=10.0)
 RTV_ALERT_MAX_AGE_DAYS = env.int("RTV_ALERT_MAX_AGE_DAYS", default=7)
 RTV_BASE_URL = env.str("RTV_BASE_URL", default="")  # links in alerts, e.g. https://rtv.example.org
+RTV_METRICS_CACHE_SECONDS = env.int("RTV_METRICS_CACHE_SECONDS", default=60)  # rtv.metrics: the database's figures
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")

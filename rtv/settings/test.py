@@ -12,3 +12,4 @@ RTV_QUALITY_REFERENCE_SECONDS = 0.0  # each test sees the records it stored
 # Every test signs in from 127.0.0.1, hundreds a minute: no limit, except where a test sets one.
 RTV_SIGN_IN_RATE_PER_ACCOUNT = None
 RTV_SIGN_IN_RATE_PER_ADDRESS = None
+RTV_METRICS_CACHE_SECONDS = 0  # each scrape in a test reads the database afresh
