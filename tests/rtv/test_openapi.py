@@ -23,6 +23,7 @@ def test_the_schema_and_docs_are_for_signed_in_users(client, api) -> None:  # ty
     assert client.get("/api/docs/").status_code == 401
     resp = api("field_officer").get("/api/docs/")
     assert resp.status_code == 200 and b"swagger" in resp.content.lower()
+    assert b"@latest" not in resp.content and b"swagger-ui-dist@5.17.14" in resp.content  # a pinned script
 
 
 def test_the_schema_is_valid_and_drf_spectacular_has_nothing_to_guess(tmp_path) -> None:  # type: ignore[no-untyped-def]
