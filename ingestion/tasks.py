@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 
@@ -13,17 +15,22 @@ def ingest_path_task(path: str, dry_run: bool = False, source: str = "") -> str:
     return str(ingest_file(path, dry_run=dry_run, source=source, force=True).id)
 
 
-@shared_task(name="ingestion.after_submissions", time_limit=300, soft_time_limit=280, acks_late=True)
-def after_submissions_task(record_ids: list[int]) -> int:
+@shared_task(name="ingestion.after_submissions", time_limit=300, soft_time_limit=280, acks_late=True, bind=True,
+             max_retries=60)
+def after_submissions_task(self: Any, record_ids: list[int]) -> int:
     """Downstream work for stored device submissions: a score by the champion.
-    Safe to run twice: records already scored by that version are skipped."""
-    from modelling.batch import predictions_batch
+    Safe to run twice: records already scored by that version are skipped.  While a batch run
+    holds the scoring (the nightly one, a new champion's), it comes back in two minutes instead of
+    holding a worker until that run ends."""
+    from modelling.batch import Busy, predictions_batch
     from modelling.serving import NoChampion
 
     try:
-        return int(predictions_batch(record_ids=record_ids, export=False)["scored"])
+        return int(predictions_batch(record_ids=record_ids, export=False, wait=False)["scored"])
     except NoChampion:
         return 0
+    except Busy as exc:
+        raise self.retry(countdown=120, exc=exc) from exc
 
 
 @shared_task(name="ingestion.plan_batch", time_limit=1800, soft_time_limit=1750, acks_late=True)
@@ -34,7 +41,10 @@ def plan_batch_task(batch_id: str) -> int:
     return len(batch_plan(batch_id))
 
 
-@shared_task(name="ingestion.process_chunk", time_limit=1800, soft_time_limit=1750, acks_late=True)
+# Inside the chunk's lease (RTV_CHUNK_LEASE_SECONDS, 900): a worker still busy with a chunk is
+# stopped (and its attempt recorded as failed) before the sweep would take the chunk for dead and
+# hand it to another.  A chunk of 20,000 rows takes seconds.
+@shared_task(name="ingestion.process_chunk", time_limit=870, soft_time_limit=840, acks_late=True)
 def process_chunk_task(chunk_id: int) -> bool:
     """Validate and store one chunk (idempotent: a done or claimed chunk is skipped)."""
     from .services import chunk_process

@@ -78,8 +78,12 @@ def _by_ids(ids: list[int]) -> Any:
     return SurveyRecord.objects.filter(pk__in=ids).order_by("pk")
 
 
+class Busy(Exception):
+    """Another batch run holds the lock and ``wait=False`` was asked."""
+
+
 def predictions_batch(*, everything: bool = False, record_ids: list[int] | None = None, chunk: int | None = None,
-                      export: bool = True) -> dict[str, Any]:
+                      export: bool = True, wait: bool = True) -> dict[str, Any]:
     """Score stale records (of ``record_ids`` when given) in chunks; returns counts, timings and the
     export's storage key.  Safe to run twice: what is current is skipped.
 
@@ -99,8 +103,16 @@ def predictions_batch(*, everything: bool = False, record_ids: list[int] | None 
     # One run at a time: two overlapping runs (the nightly job and a retrain's scoring) would read
     # the same stale records and score each twice.  A second run waits, then finds them current.
     # The export streams to a temporary file, not to memory, whatever the row count.
-    with exclusive("modelling.predict_batch"), pipeline_run("predict_batch") as run, \
-            tempfile.TemporaryFile() as sink:
+    # ``wait=False`` (a device submission's scoring, behind a nightly run of an hour): raise Busy at
+    # once, and let the caller come back later rather than hold a worker.
+    with exclusive("modelling.predict_batch", wait=wait) as mine:
+        if not mine:
+            raise Busy("another batch scoring run is under way")
+        return _run(everything=everything, record_ids=record_ids, chunk=chunk, export=export)
+
+
+def _run(*, everything: bool, record_ids: list[int] | None, chunk: int, export: bool) -> dict[str, Any]:
+    with pipeline_run("predict_batch") as run, tempfile.TemporaryFile() as sink:
         t0 = time.perf_counter()
         ids = list(stale_records(everything=everything, record_ids=record_ids).order_by("pk")
                    .values_list("pk", flat=True))

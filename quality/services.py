@@ -51,7 +51,7 @@ def review_decide(*, records: Iterable[SurveyRecord], to_status: str, reviewer: 
         ids = [r.pk for r in records]
         superseded = SurveyRecord.objects.filter(supersedes=OuterRef("pk"))
         locked = list(SurveyRecord.objects.select_for_update().filter(pk__in=ids).exclude(Exists(superseded))
-                      .exclude(review_status=to_status).only("id", "review_status"))
+                      .exclude(review_status=to_status).only("id", "review_status").order_by("pk"))  # one lock order
         # A correction committed while this waited for the lock: the locking statement judged
         # "superseded" before the wait, so ask again now (a new statement sees it).
         corrected = set(SurveyRecord.objects.filter(supersedes_id__in=[r.pk for r in locked])

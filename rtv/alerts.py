@@ -23,9 +23,12 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 
+from rtv.locks import exclusive
+
 log = logging.getLogger(__name__)
 
 BATCH = 50  # alerts per run, oldest first: a backlog goes out over a few runs
+REPEAT_WINDOW = timedelta(hours=20)  # the same model alert again within this: not sent again
 
 
 def _email(subject: str, text: str) -> None:
@@ -83,21 +86,35 @@ def _repeat(alert: Any, now: datetime) -> Any:
 
     if not isinstance(alert, ModelAlert):
         return None
+    # "Within a day" with slack: tomorrow's run of the nightly job comes a few seconds either side
+    # of 24 hours after today's.
     return (ModelAlert.objects.filter(metric=alert.metric, scope=alert.scope, run__model_version=alert.run.model_version,
-                                      delivered_at__gte=now - timedelta(days=1))
+                                      delivered_at__gte=now - REPEAT_WINDOW)
             .exclude(pk=alert.pk).exclude(delivered_to__has_key="suppressed").first())
 
 
 def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
-    """Send the alerts not yet delivered (from the last ``RTV_ALERT_MAX_AGE_DAYS``); returns counts."""
+    """Send the alerts not yet delivered (from the last ``RTV_ALERT_MAX_AGE_DAYS``); returns counts.
+    One run at a time (runs queued behind busy workers would each send the same alerts); a channel
+    that fails is not tried again in the same run (a server that does not answer would otherwise
+    cost its timeout per alert)."""
+    counts = {"sent": 0, "repeats": 0, "failed": 0}
+    if not channels():
+        return counts
+    with exclusive("rtv.deliver_alerts", wait=False) as mine:
+        if mine:
+            _deliver(now or timezone.now(), counts)
+    return counts
+
+
+def _deliver(now: datetime, counts: dict[str, int]) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
     from modelling.models import ModelAlert
     from quality.models import QualityAlert
 
-    now = now or timezone.now()
     ways = channels()
-    counts = {"sent": 0, "repeats": 0, "failed": 0}
-    if not ways:
-        return counts
+    down: set[str] = set()
     since = now - timedelta(days=settings.RTV_ALERT_MAX_AGE_DAYS)
     pending = [*QualityAlert.objects.filter(delivered_at__isnull=True, created_at__gte=since)
                .select_related("snapshot").order_by("created_at")[:BATCH],
@@ -115,12 +132,15 @@ def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
             continue
         subject, body = alert_text(alert)
         for name, send in ways:
-            if name in sent:
+            if name in sent or name in down:
                 continue
             try:
                 send(subject, body)
+            except SoftTimeLimitExceeded:
+                raise
             except Exception as exc:  # a channel down: tried again next run, the others still go
                 counts["failed"] += 1
+                down.add(name)
                 log.warning("alert not delivered", extra={"alert": alert.pk, "channel": name, "error": str(exc)[:300]})
                 continue
             sent[name] = timezone.now().isoformat()
@@ -129,4 +149,3 @@ def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
             alert.delivered_at = now
             counts["sent"] += 1
         alert.save(update_fields=["delivered_to", "delivered_at"])
-    return counts

@@ -8,15 +8,19 @@ queries; the others, from any web worker, read the result from the cache."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CACHE_KEY = "rtv:metrics"
+log = logging.getLogger(__name__)
 
 
 def figures() -> dict[str, Any]:
@@ -35,6 +39,7 @@ def figures() -> dict[str, Any]:
     if ModelVersion.objects.filter(name=settings.RTV_MODEL_NAME).exists():
         champion = next((mv.version for mv in ModelVersion.objects.filter(name=settings.RTV_MODEL_NAME)
                          if registry.CHAMPION in (mv.aliases or [])), None)
+    recent = timezone.now() - timedelta(days=settings.RTV_ALERT_MAX_AGE_DAYS)  # what delivery still sends
     latest_run = MonitoringRun.objects.order_by("-ran_at").first()
     latest_snap = QualitySnapshot.objects.order_by("-day").first()
     return {
@@ -53,22 +58,28 @@ def figures() -> dict[str, Any]:
             "roc_auc": latest_run.roc_auc, "drift": 1.0 if latest_run.drift else 0.0,
             "ran_at": latest_run.ran_at.timestamp()},
         "quality_mean_score": None if latest_snap is None else latest_snap.mean_score,
-        "alerts_undelivered": (ModelAlert.objects.filter(delivered_at__isnull=True).count()
-                               + QualityAlert.objects.filter(delivered_at__isnull=True).count()),
+        "alerts_undelivered": (ModelAlert.objects.filter(delivered_at__isnull=True, created_at__gte=recent).count()
+                               + QualityAlert.objects.filter(delivered_at__isnull=True, created_at__gte=recent).count()),
         "runs_failed": [(r["job"], r["n"]) for r in PipelineRun.objects.filter(status="failed").values("job")
                         .annotate(n=Count("id"))],
     }
 
 
 class PlatformCollector(Collector):
+    def describe(self) -> list[Metric]:
+        """Nothing to declare up front: without this, registering would collect (every query) in
+        every process that starts, web, worker, beat or command."""
+        return []
+
     def collect(self) -> Iterator[Metric]:
-        data = cache.get(CACHE_KEY)
-        if data is None:
-            try:
+        try:
+            data = cache.get(CACHE_KEY)
+            if data is None:
                 data = figures()
-            except Exception:  # no database (yet): the request metrics still go out
-                return
-            cache.set(CACHE_KEY, data, settings.RTV_METRICS_CACHE_SECONDS)
+                cache.set(CACHE_KEY, data, settings.RTV_METRICS_CACHE_SECONDS)
+        except Exception:  # no database (yet), the cache down: the request metrics still go out
+            log.warning("platform metrics not collected", exc_info=True)
+            return
         g = GaugeMetricFamily("rtv_ingested_rows", "Rows ingested, by door and outcome (all batches but dry runs)",
                               labels=["channel", "outcome"])
         for channel, outcome, n in data["ingested_rows"]:
@@ -104,7 +115,7 @@ class PlatformCollector(Collector):
         if data["quality_mean_score"] is not None:
             yield GaugeMetricFamily("rtv_quality_mean_score", "Mean quality score in the latest daily snapshot",
                                     value=data["quality_mean_score"])
-        yield GaugeMetricFamily("rtv_alerts_undelivered", "Alerts not yet delivered to every channel",
+        yield GaugeMetricFamily("rtv_alerts_undelivered", "Recent alerts not yet delivered to every channel",
                                 value=data["alerts_undelivered"])
         g = GaugeMetricFamily("rtv_pipeline_runs_failed", "Failed job runs, by job", labels=["job"])
         for job, n in data["runs_failed"]:

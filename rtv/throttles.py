@@ -1,9 +1,11 @@
 """Sign-in throttling: the token endpoint and the two sign-in pages, per account and per address.
 
 Without it a password could be guessed at the server's full speed.  Every attempt counts, right or
-wrong; the limits (``RTV_SIGN_IN_RATE_PER_ACCOUNT``, ``..._PER_ADDRESS``) are generous for people
-(a device signs in once, then refreshes) and slow for a guesser.  The counts live in the cache:
-Redis in production, so every web worker shares them."""
+wrong.  The address is the client's as the proxies in front say (``RTV_PROXIES``, DRF's
+``NUM_PROXIES``: with none, a client's own ``X-Forwarded-For`` is not believed).  The limits
+(``RTV_SIGN_IN_RATE_PER_ACCOUNT``, ``..._PER_ADDRESS``) are generous for people (a device signs in
+once, then refreshes) and slow for a guesser.  The counts live in the cache: Redis in production,
+so every web worker shares them."""
 
 from __future__ import annotations
 
@@ -42,10 +44,13 @@ class _SignInThrottle(SimpleRateThrottle):
 
 
 class SignInPerAccount(_SignInThrottle):
+    """Guesses at one account from one address.  Keyed by address too: by account alone, anyone
+    could keep a known account (an admin's) locked out by failing to sign in as it."""
+
     scope, setting = "sign_in_account", "RTV_SIGN_IN_RATE_PER_ACCOUNT"
 
     def key(self, request: Any) -> str:
-        return _username(request)
+        return f"{self.get_ident(request)}:{_username(request)}"
 
 
 class SignInPerAddress(_SignInThrottle):

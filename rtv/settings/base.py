@@ -144,6 +144,9 @@ REST_FRAMEWORK = {
     # DRF's defaults, with a JSON parser that answers a too deeply nested document with a 400.
     "DEFAULT_PARSER_CLASSES": ["rtv.errors.JSONParser", "rest_framework.parsers.FormParser",
                                "rest_framework.parsers.MultiPartParser"],
+    # How many proxies in front append to X-Forwarded-For: the client's address is read that far
+    # from its end.  0: the connection's own address (a header the client sent is not believed).
+    "NUM_PROXIES": env.int("RTV_PROXIES", default=0),
 }
 # Sign-in attempts (token endpoint, sign-in pages), right or wrong: rtv.throttles.
 RTV_SIGN_IN_RATE_PER_ACCOUNT = env.str("RTV_SIGN_IN_RATE_PER_ACCOUNT", default="10/min")
@@ -227,7 +230,7 @@ RTV_MAX_UPLOAD_BYTES = env.int("RTV_MAX_UPLOAD_BYTES", default=200 << 20)
 RTV_MAX_UPLOAD_ROWS = env.int("RTV_MAX_UPLOAD_ROWS", default=1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RTV_MAX_BATCH_BYTES + (1 << 20)
 RTV_CHUNK_ROWS = env.int("RTV_CHUNK_ROWS", default=20_000)
-RTV_CHUNK_LEASE_SECONDS = env.int("RTV_CHUNK_LEASE_SECONDS", default=900)
+RTV_CHUNK_LEASE_SECONDS = env.int("RTV_CHUNK_LEASE_SECONDS", default=900)  # above process_chunk's time limit (870 s)
 # A chunk whose processing raises is tried again (by the sweeper, or at once by ingest_file) up to
 # this many times in all, then marked failed: its batch ends failed, naming the rows and the error.
 RTV_CHUNK_MAX_ATTEMPTS = env.int("RTV_CHUNK_MAX_ATTEMPTS", default=3)

@@ -119,3 +119,53 @@ def test_a_sweep_while_another_is_sending_leaves_the_messages_to_it() -> None:
         release.set()
         other.join()
     assert outbox_sweep() == 1  # once the other is done, the next sweep sends it
+
+
+def test_a_submissions_scoring_does_not_wait_behind_a_batch_run(champion: ModelVersion) -> None:
+    """It is told the batch is busy (and its task comes back later) instead of holding a worker."""
+    from modelling.batch import Busy
+
+    held, release = threading.Event(), threading.Event()
+
+    def nightly() -> None:
+        try:
+            with exclusive("modelling.predict_batch"):
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=nightly)
+    other.start()
+    held.wait(10)
+    try:
+        with pytest.raises(Busy):
+            predictions_batch(record_ids=[1], export=False, wait=False)
+    finally:
+        release.set()
+        other.join()
+    assert predictions_batch(record_ids=[1], export=False, wait=False)["scored"] <= 1
+
+
+def test_the_file_lock_of_the_embedded_run_excludes_another_holder(settings, tmp_path: Path) -> None:
+    """SQLite has no advisory locks: the embedded run's worker processes and beat share a file lock."""
+    from rtv.locks import _file
+
+    settings.VAR_DIR = tmp_path
+    held, release, seen = threading.Event(), threading.Event(), []
+
+    def holder() -> None:
+        with _file("x", wait=True):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(10)
+    with _file("x", wait=False) as mine:
+        seen.append(mine)
+    release.set()
+    t.join()
+    with _file("x", wait=False) as mine:
+        seen.append(mine)
+    assert seen == [False, True]

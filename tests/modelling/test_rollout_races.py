@@ -121,3 +121,19 @@ def test_an_experiment_ended_twice_at_once_is_ended_once(versions: list[ModelVer
                      lambda: b.post(f"/api/v1/experiments/{exp.pk}/end/").status_code)
     assert all(c < 500 for c in codes)
     assert AuditEvent.objects.filter(action="experiment.ended", object_id=str(exp.pk)).count() == 1
+
+
+def test_the_admins_add_form_posted_twice_starts_one_experiment_without_an_error(  # type: ignore[no-untyped-def]
+        versions: list[ModelVersion], make_user) -> None:
+    """The admin saves inside its own transaction: the rollout lock holds until that commits, so the
+    second post sees the first's experiment and says so, instead of a 500."""
+    from django.test import Client
+
+    user = make_user("data_scientist")
+    clients = [Client(), Client()]
+    for c in clients:
+        c.force_login(user)
+    form = {"name": "ab-admin", "challenger": versions[1].pk, "traffic_share": "0.3"}
+    codes = together(*(lambda c=c: c.post("/admin/modelling/experiment/add/", form).status_code for c in clients))
+    assert codes == [302, 302]
+    assert Experiment.objects.filter(name="ab-admin").count() == 1

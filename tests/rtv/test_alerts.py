@@ -157,3 +157,39 @@ def test_an_smtp_server_that_is_down_fails_the_channel_not_the_job(settings, sla
     assert alerts_deliver() == {"sent": 0, "repeats": 0, "failed": 1}
     alert.refresh_from_db()
     assert set(alert.delivered_to) == {"slack"} and len(slack.posts) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_queued_behind_busy_workers_do_not_send_the_same_alerts_twice(smtp) -> None:  # type: ignore[no-untyped-def]
+    from django.db import connection
+
+    from rtv.locks import exclusive
+
+    model_alert()
+    held, release = threading.Event(), threading.Event()
+
+    def running() -> None:  # another delivery run, still sending
+        try:
+            with exclusive("rtv.deliver_alerts"):
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=running)
+    other.start()
+    held.wait(10)
+    try:
+        assert alerts_deliver() == {"sent": 0, "repeats": 0, "failed": 0} and not smtp.messages
+    finally:
+        release.set()
+        other.join()
+    assert alerts_deliver()["sent"] == 1 and len(smtp.messages) == 1
+
+
+def test_a_channel_that_fails_is_not_tried_again_for_each_alert_of_the_run(smtp, slack) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        model_alert(metric=f"m{_}")
+    slack.status = 500
+    assert alerts_deliver() == {"sent": 0, "repeats": 0, "failed": 1}  # one try at Slack, not three
+    assert len(smtp.messages) == 3

@@ -39,3 +39,28 @@ def test_the_platforms_figures_are_scraped_and_move_with_what_happens(api, tmp_p
     assert sum(v for k, v in after.items() if k.startswith("rtv_records{")) == batch.accepted + 1
     assert after['rtv_ingestion_batches{status="succeeded"}'] == 2
     assert "rtv_champion_version" not in after  # no model yet: no figure rather than a made-up one
+
+
+def test_metrics_still_answer_when_the_cache_is_down(settings) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    resp = APIClient().get("/metrics")
+    assert resp.status_code == 200 and b"python_info" in resp.content
+
+
+def test_registering_the_collector_reads_nothing() -> None:
+    """Every process registers it at start (web, worker, beat, each command): no query then."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from prometheus_client import CollectorRegistry
+
+    from rtv.metrics import PlatformCollector
+
+    with CaptureQueriesContext(connection) as ctx:
+        CollectorRegistry().register(PlatformCollector())
+    assert len(ctx.captured_queries) == 0
