@@ -64,24 +64,29 @@ class HeaderMapping:
         return pa.table(columns, names=list(positions))
 
     def conflicts(self, table: pa.Table, positions: dict[str, int] | None = None,
-                  extra: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
+                  extra: dict[str, list[int]] | None = None,
+                  numeric: frozenset[str] | set[str] = frozenset()) -> dict[str, list[int]]:
         """Rows where a further column for a field holds a value that differs from the first
         column's (both filled), by field: ``select`` keeps the first, so the other is reported, not
-        silently dropped.  Numbers compare as numbers (``5`` and ``5.0`` agree), other text after
-        trimming.  Nothing to do, and nothing computed, without such columns."""
+        silently dropped.  In the ``numeric`` fields numbers compare as numbers (``5`` and ``5.0``
+        agree); everything else as text after trimming (ids: ``0012`` is not ``12``).  Nothing to
+        do, and nothing computed, without such columns."""
         positions = self.field_positions() if positions is None else positions
         extra = self.extra_positions() if extra is None else extra
         found: dict[str, list[int]] = {}
         for name, others in extra.items():
             first = table.column(str(positions[name])).to_pandas().astype("string").str.strip()
-            first_num = pd.to_numeric(first, errors="coerce")
+            as_numbers = name in numeric
+            first_num = pd.to_numeric(first, errors="coerce") if as_numbers else None
             rows = pd.Series(False, index=first.index)
             for other in others:
                 second = table.column(str(other)).to_pandas().astype("string").str.strip()
-                second_num = pd.to_numeric(second, errors="coerce")
                 filled = first.fillna("").ne("") & second.fillna("").ne("")
-                numbers = first_num.notna() & second_num.notna()
-                differ = (numbers & first_num.ne(second_num)) | (~numbers & first.ne(second))
+                differ = first.ne(second)
+                if first_num is not None:
+                    second_num = pd.to_numeric(second, errors="coerce")
+                    numbers = first_num.notna() & second_num.notna()
+                    differ = (numbers & first_num.ne(second_num)) | (~numbers & differ)
                 rows |= (filled & differ).fillna(False).astype(bool)
             if rows.any():
                 found[name] = [int(i) for i in rows.to_numpy().nonzero()[0]]

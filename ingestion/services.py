@@ -273,6 +273,7 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
                                 f"{', '.join(named[:8]) + (' ...' if len(named) > 8 else '') if named else 'none'}. "
                                 "The header must be the first row of the file.")
             extra = mapping.extra_positions()  # a second column for a field: fills the first's empty cells
+            numeric = {f.name for f in schema.fields if f.type in ("integer", "decimal", "code")}
             start = 0
             for index, table in enumerate(tables):
                 if start + table.num_rows > settings.RTV_MAX_UPLOAD_ROWS:
@@ -291,7 +292,7 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
                                            ContentFile(_chunk_bytes(mapped)))
                 chunk = IngestionChunk(batch=batch, index=index, start_row=start, row_count=table.num_rows,
                                        file_key=key)
-                for name, rows in mapping.conflicts(table, positions, extra).items():
+                for name, rows in mapping.conflicts(table, positions, extra, numeric).items():
                     chunk.flag_rows[f"{CONFLICTING_COLUMNS}:{name}"] = rows
                 ragged = (table.schema.metadata or {}).get(RAGGED_ROWS)
                 if ragged:  # rows the reader could not line up with the header: reported by the chunk

@@ -273,3 +273,19 @@ def test_two_columns_for_one_field_that_disagree_are_reported_not_silently_resol
     stored = SurveyRecord.objects.filter(batch=batch).order_by("row_number")
     assert [r.values.time_to_opd for r in stored] == [r["time_to_opd"] for r in records]
     assert not stored[2].auto_approved and stored[2].review_status != "approved"
+
+
+def test_two_columns_agree_on_a_number_written_two_ways_but_not_on_an_id() -> None:
+    """Numbers compare as numbers (5 and 5.0 are one answer); ids and other text as text (0012 is not 12)."""
+    import pyarrow as pa
+
+    from ingestion.mapping import HeaderMapping
+
+    mapping = HeaderMapping(columns=[
+        {"position": 0, "header": "HouseHoldID", "field": "household_id"},
+        {"position": 1, "header": "household_id", "field": None, "duplicate_of": "household_id"},
+        {"position": 2, "header": "TimeToOPD", "field": "time_to_opd"},
+        {"position": 3, "header": "time_to_opd", "field": None, "duplicate_of": "time_to_opd"}])
+    table = pa.table({"0": ["0012", "A-1", ""], "1": ["12", "A-1", "B-2"],
+                      "2": ["5", "30", "7"], "3": ["5.0", "45", ""]})
+    assert mapping.conflicts(table, numeric={"time_to_opd"}) == {"household_id": [0], "time_to_opd": [1]}
