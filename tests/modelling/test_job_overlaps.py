@@ -22,9 +22,9 @@ from modelling.batch import predictions_batch
 from modelling.models import ModelVersion, Prediction, RetrainDecision
 from modelling.services import model_train
 from modelling.triggers import retrain_triggers_evaluate
-from rtv.locks import exclusive
 from rtv.models import OutboxMessage, PipelineRun
 from rtv.outbox import outbox_sweep
+from tests.locks import held_elsewhere
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -99,25 +99,9 @@ def test_two_trigger_evaluations_queue_one_training(champion: ModelVersion, tmp_
 def test_a_sweep_while_another_is_sending_leaves_the_messages_to_it() -> None:
     OutboxMessage.objects.create(task="ingestion.after_submissions", args=[[]])
     OutboxMessage.objects.update(created_at=timezone.now() - timedelta(minutes=5))
-    held, release = threading.Event(), threading.Event()
-
-    def sweeping() -> None:  # another sweep, in the middle of sending
-        try:
-            with exclusive("rtv.outbox_sweep"):
-                held.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    other = threading.Thread(target=sweeping)
-    other.start()
-    held.wait(10)
-    try:
+    with held_elsewhere("rtv.outbox_sweep"):  # another sweep, in the middle of sending
         assert outbox_sweep() == 0
         assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 1
-    finally:
-        release.set()
-        other.join()
     assert outbox_sweep() == 1  # once the other is done, the next sweep sends it
 
 
@@ -125,25 +109,8 @@ def test_a_submissions_scoring_does_not_wait_behind_a_batch_run(champion: ModelV
     """It is told the batch is busy (and its task comes back later) instead of holding a worker."""
     from modelling.batch import Busy
 
-    held, release = threading.Event(), threading.Event()
-
-    def nightly() -> None:
-        try:
-            with exclusive("modelling.predict_batch"):
-                held.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    other = threading.Thread(target=nightly)
-    other.start()
-    held.wait(10)
-    try:
-        with pytest.raises(Busy):
-            predictions_batch(record_ids=[1], export=False, wait=False)
-    finally:
-        release.set()
-        other.join()
+    with held_elsewhere("modelling.predict_batch"), pytest.raises(Busy):  # the nightly run, under way
+        predictions_batch(record_ids=[1], export=False, wait=False)
     assert predictions_batch(record_ids=[1], export=False, wait=False)["scored"] <= 1
 
 

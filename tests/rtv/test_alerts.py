@@ -161,29 +161,11 @@ def test_an_smtp_server_that_is_down_fails_the_channel_not_the_job(settings, sla
 
 @pytest.mark.django_db(transaction=True)
 def test_runs_queued_behind_busy_workers_do_not_send_the_same_alerts_twice(smtp) -> None:  # type: ignore[no-untyped-def]
-    from django.db import connection
-
-    from rtv.locks import exclusive
+    from tests.locks import held_elsewhere
 
     model_alert()
-    held, release = threading.Event(), threading.Event()
-
-    def running() -> None:  # another delivery run, still sending
-        try:
-            with exclusive("rtv.deliver_alerts"):
-                held.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    other = threading.Thread(target=running)
-    other.start()
-    held.wait(10)
-    try:
+    with held_elsewhere("rtv.deliver_alerts"):  # another delivery run, still sending
         assert alerts_deliver() == {"sent": 0, "repeats": 0, "failed": 0} and not smtp.messages
-    finally:
-        release.set()
-        other.join()
     assert alerts_deliver()["sent"] == 1 and len(smtp.messages) == 1
 
 
