@@ -5,8 +5,8 @@ them; this job sends the new ones every few minutes (``rtv.deliver_alerts``).  E
 recorded on the alert once it took it (``delivered_to``), so a channel that was down is tried
 again on the next run and one that took it is not sent it twice; ``delivered_at`` is set once every
 configured channel has it.  The same model alert (metric, scope, version) delivered within the
-last day is not sent again: the nightly monitoring would otherwise repeat a standing drift each
-run.  Channels: ``RTV_ALERT_EMAILS`` through Django's mail settings (``EMAIL_HOST``...), and
+last 20 hours is not sent again: the nightly monitoring would otherwise repeat a standing drift
+each run.  Channels: ``RTV_ALERT_EMAILS`` through Django's mail settings (``EMAIL_HOST``...), and
 ``RTV_ALERT_SLACK_WEBHOOK_URL`` (an incoming webhook: ``{"text": ...}``).  With neither set,
 alerts stay on the staff pages only."""
 
@@ -81,7 +81,7 @@ def alert_text(alert: Any) -> tuple[str, str]:
 
 
 def _repeat(alert: Any, now: datetime) -> Any:
-    """The same model alert already delivered within a day, if any."""
+    """The same model alert already delivered within ``REPEAT_WINDOW``, if any."""
     from modelling.models import ModelAlert
 
     if not isinstance(alert, ModelAlert):
