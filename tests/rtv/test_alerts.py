@@ -159,7 +159,7 @@ def test_an_smtp_server_that_is_down_fails_the_channel_not_the_job(settings, sla
     assert set(alert.delivered_to) == {"slack"} and len(slack.posts) == 1
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the roles and content types come back after
 def test_runs_queued_behind_busy_workers_do_not_send_the_same_alerts_twice(smtp) -> None:  # type: ignore[no-untyped-def]
     from tests.locks import held_elsewhere
 
