@@ -225,6 +225,10 @@ def _records(rows: int = 5, seed: int = 4) -> list[dict[str, object]]:
 
 
 def _write_records(records: list[dict[str, object]], path: Path, encoding: str = "utf-8", bom: bytes = b"") -> Path:
+    """The records as a JSON array, NDJSON or Parquet file, by ``path``'s suffix."""
+    if path.suffix == ".parquet":
+        pd.DataFrame(records).to_parquet(path)
+        return path
     text = json.dumps(records) if path.suffix == ".json" else "\n".join(json.dumps(r) for r in records)
     path.write_bytes(bom + text.encode(encoding))
     return path
@@ -278,10 +282,7 @@ def test_nested_values_are_kept_as_json_text_and_never_stop_the_file(fmt: str, t
         record["_attachments"] = [{"filename": f"p{i}.jpg", "id": i}]
         record["_tags"] = ["a", "b"]
     path = tmp_path / f"k.{fmt}"
-    if fmt == "parquet":
-        pd.DataFrame(records).to_parquet(path)
-    else:
-        _write_records(records, path)
+    _write_records(records, path)
     raw = read_table(path)
     frame = raw.frame.astype(object)
     attachments = frame[raw.headers.index("_attachments")].tolist()
@@ -313,10 +314,7 @@ def test_booleans_read_as_1_and_0_like_a_spreadsheets(fmt: str, tmp_path: Path) 
     for i, record in enumerate(records):
         record["latrine_constructed"] = i != 2
     path = tmp_path / f"b.{fmt}"
-    if fmt == "parquet":
-        pd.DataFrame(records).to_parquet(path)
-    else:
-        _write_records(records, path)
+    _write_records(records, path)
     raw = read_table(path)
     assert raw.frame[raw.headers.index("latrine_constructed")].tolist() == ["1", "1", "0", "1", "1"]
     batch = ingest_file(path)
