@@ -9,12 +9,14 @@ queries; the others, from any web worker, read the result from the cache."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -135,3 +137,22 @@ def register() -> None:
 
     REGISTRY.register(PlatformCollector())
     _registered = True
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``/metrics``: the request metrics and the platform's figures.
+
+    Under gunicorn (``gunicorn.conf.py`` names ``PROMETHEUS_MULTIPROC_DIR``) every web worker writes
+    its request metrics to that directory and this adds up all of them, whichever worker answers.
+    django-prometheus's own view does the same but leaves out collectors registered in the process,
+    so the platform's figures are added here."""
+    import prometheus_client
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(PlatformCollector())
+    else:
+        registry = prometheus_client.REGISTRY
+    return HttpResponse(prometheus_client.generate_latest(registry), content_type=prometheus_client.CONTENT_TYPE_LATEST)

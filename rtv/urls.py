@@ -10,6 +10,7 @@ from modelling.views import monitoring_page
 from quality.views import rules_page, trend_page
 from rtv.api.auth import LogoutView, TokenView
 from rtv.api.views import SchemaView
+from rtv.metrics import metrics_view
 from rtv.throttles import throttled_sign_in
 
 
@@ -44,5 +45,5 @@ urlpatterns = [
     path("quality/rules/", rules_page, name="rules-page"),
     path("models/monitoring/", monitoring_page, name="monitoring-page"),
     path("healthz", healthz, name="healthz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]

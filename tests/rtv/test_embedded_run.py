@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,26 @@ def test_a_real_worker_takes_tasks_from_the_filesystem_broker(embedded, tmp_path
         accepted = int(manage("shell", "-c", code).strip().splitlines()[-1])  # type: ignore[operator]
         time.sleep(0.5)
     assert accepted == 200
+
+
+def _scrape(base: str) -> str:
+    return urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+
+
+def _healthz_answers(text: str) -> float:
+    """Answers the server gave to GET /healthz, as /metrics counts them."""
+    pattern = r'^django_http_responses_total_by_status_view_method_total\{([^}]*)\} ([0-9.e+]+)$'
+    return sum(float(value) for labels, value in re.findall(pattern, text, re.M)
+               if 'view="healthz"' in labels and 'status="200"' in labels)
+
+
+def test_every_scrape_counts_the_requests_of_every_web_worker(embedded) -> None:  # type: ignore[no-untyped-def]
+    """Two gunicorn workers: whichever answers the scrape, it reports both workers' requests (and
+    the platform's own figures), so a counter never goes backwards between scrapes."""
+    base = embedded["base"]
+    before = _healthz_answers(_scrape(base))
+    with ThreadPoolExecutor(8) as pool:  # concurrent, so that both workers answer some
+        list(pool.map(lambda _: urllib.request.urlopen(f"{base}/healthz", timeout=5).read(), range(40)))
+    scrapes = [_scrape(base) for _ in range(8)]
+    assert [_healthz_answers(text) for text in scrapes] == [before + 40] * 8
+    assert all("rtv_outbox_unsent" in text for text in scrapes)
