@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "corsheaders",
     "django_prometheus",
@@ -156,10 +157,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
-    # The docs page's script and styles, pinned (drf-spectacular's default is "@latest": whatever
-    # the CDN serves that day runs on a signed-in page).
-    "SWAGGER_UI_DIST": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14",
-    "SWAGGER_UI_FAVICON_HREF": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/favicon-32x32.png",
+    # The docs page's script and styles from our own static files (drf-spectacular-sidecar, pinned
+    # in requirements.txt): drf-spectacular's default is a CDN's "@latest", whatever it serves that
+    # day running on a signed-in page, and nothing at all on an office network without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,

@@ -72,6 +72,13 @@ def test_the_admin_login_page_is_served(embedded) -> None:  # type: ignore[no-un
     assert "csrfmiddlewaretoken" in body and "Django" in body
 
 
+def test_the_api_docs_page_script_is_served_by_the_platform_itself(embedded) -> None:  # type: ignore[no-untyped-def]
+    """The Swagger UI works on a network without internet: its script comes from our static files."""
+    path = "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+    with urllib.request.urlopen(f"{embedded['base']}{path}", timeout=5) as resp:
+        assert resp.status == 200 and b"SwaggerUIBundle" in resp.read()
+
+
 def test_the_schema_is_served_to_a_demo_user_with_a_jwt(embedded) -> None:  # type: ignore[no-untyped-def]
     assert "demo_field_officer" in str(embedded["users"])
     req = urllib.request.Request(f"{embedded['base']}/api/v1/auth/token/", method="POST",
