@@ -34,6 +34,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from features.labels import income_per_day, is_vulnerable, overflowing_income, progress_status
@@ -697,33 +698,42 @@ def _store_issues(batch: IngestionBatch, r: dict[str, Any], start_row: int, reco
 # ---- finalise, resume ----------------------------------------------------------------------
 
 def batch_finalize(batch_id: Any) -> bool:
-    """Close the batch once every chunk is done or failed (exactly one caller wins the conditional
-    update).  Any failed chunk makes the batch failed: what the other chunks stored stays, counted,
-    and the error names the failed chunks' spreadsheet rows."""
+    """Close the batch once every chunk is done or failed (exactly one caller closes it: the others
+    wait on the batch's row, then find it closed).  Any failed chunk makes the batch failed: what
+    the other chunks stored stays, counted, and the error names the failed chunks' spreadsheet rows.
+    Before the counts are taken, rows that duplicate what another upload stored while this one ran
+    are flagged (``_flag_late_duplicates``)."""
     finished = [IngestionChunk.Status.DONE, IngestionChunk.Status.FAILED]
     if IngestionChunk.objects.filter(batch_id=batch_id).exclude(status__in=finished).exists():
         return False
-    failed = list(IngestionChunk.objects.filter(batch_id=batch_id, status=IngestionChunk.Status.FAILED)
-                  .order_by("index").values_list("start_row", "row_count", "attempts", "error"))
-    error = "; ".join(f"chunk_failed: rows {start + 2}-{start + count + 1} were not stored after {attempts} "
-                      f"attempts ({why})" for start, count, attempts, why in failed)
-    totals = IngestionChunk.objects.filter(batch_id=batch_id).aggregate(
-        accepted=Sum("accepted"), rejected=Sum("rejected"), warnings=Sum("warnings"), seconds=Sum("seconds"))
-    label_counts: dict[str, int] = {}
-    for counts in IngestionChunk.objects.filter(batch_id=batch_id).values_list("label_counts", flat=True):
-        for k, v in counts.items():
-            label_counts[k] = label_counts.get(k, 0) + int(v)
-    batch = IngestionBatch.objects.get(pk=batch_id)
-    quality = batch_quality_report(batch)
-    now = timezone.now()
-    timings = {**batch.timings, "chunks_s": round(totals["seconds"] or 0.0, 3),
-               "total_s": round((now - batch.created_at).total_seconds(), 3)}
     with transaction.atomic():
+        batch = (IngestionBatch.objects.select_for_update()
+                 .filter(pk=batch_id, status=IngestionBatch.Status.RUNNING).first())
+        if batch is None:
+            return False
+        late = {} if batch.dry_run else _flag_late_duplicates(batch)
+        failed = list(IngestionChunk.objects.filter(batch_id=batch_id, status=IngestionChunk.Status.FAILED)
+                      .order_by("index").values_list("start_row", "row_count", "attempts", "error"))
+        error = "; ".join(f"chunk_failed: rows {start + 2}-{start + count + 1} were not stored after {attempts} "
+                          f"attempts ({why})" for start, count, attempts, why in failed)
+        totals = IngestionChunk.objects.filter(batch_id=batch_id).aggregate(
+            accepted=Sum("accepted"), rejected=Sum("rejected"), warnings=Sum("warnings"), seconds=Sum("seconds"))
+        label_counts: dict[str, int] = {}
+        for counts in IngestionChunk.objects.filter(batch_id=batch_id).values_list("label_counts", flat=True):
+            for k, v in counts.items():
+                label_counts[k] = label_counts.get(k, 0) + int(v)
+        quality = batch_quality_report(batch)
+        for district, n in late.items():  # rows whose first warning this is: the chunks could not count them
+            if district in quality["by_district"]:
+                quality["by_district"][district]["with_warnings"] += n
+        now = timezone.now()
+        timings = {**batch.timings, "chunks_s": round(totals["seconds"] or 0.0, 3),
+                   "total_s": round((now - batch.created_at).total_seconds(), 3)}
         won = IngestionBatch.objects.filter(pk=batch_id, status=IngestionBatch.Status.RUNNING).update(
             status=IngestionBatch.Status.FAILED if failed else IngestionBatch.Status.SUCCEEDED, error=error,
             finished_at=now, accepted=totals["accepted"] or 0,
-            rejected=totals["rejected"] or 0, warnings=totals["warnings"] or 0, label_counts=label_counts,
-            timings=timings, quality=quality)
+            rejected=totals["rejected"] or 0, warnings=(totals["warnings"] or 0) + sum(late.values()),
+            label_counts=label_counts, timings=timings, quality=quality)
         if won:
             batch.refresh_from_db()
             audit_record(actor=batch.created_by, action="ingestion.failed" if failed else "ingestion.completed",
@@ -737,6 +747,67 @@ def batch_finalize(batch_id: Any) -> bool:
         log.info("ingestion finished", extra={"ingestion_id": str(batch_id), "rows": batch.row_count,
                                               "accepted": batch.accepted, "rejected": batch.rejected, "timings": timings})
     return bool(won)
+
+
+def _flag_late_duplicates(batch: IngestionBatch) -> dict[str, int]:
+    """Flag this batch's records whose answers equal those of a record another upload (or a device)
+    stored while this batch ran, when neither is flagged yet.
+
+    Each chunk compares its rows with the records stored when it runs.  Two uploads processed at
+    the same time (a corrected export sent while the first is still running) each miss the other's
+    rows that were not committed yet, and every shared row would go in twice unflagged.  Whichever
+    batch closes second sees the other's rows here, all committed: the pair is flagged at least once.
+    A row already flagged, on either side, is left as it is.  Returns, by district, the rows whose
+    first warning this is (the chunks' counts could not include them)."""
+    rule = active_rules().get("household_id", "near_duplicate")
+    if rule is None:
+        return {}
+    # The batches that could have stored records while this one ran (a device's batch is finished
+    # the moment it is stored): usually none, and then no record is looked at.
+    others = list(IngestionBatch.objects.filter(dry_run=False).exclude(pk=batch.pk)
+                  .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=batch.created_at))
+                  .values_list("pk", flat=True))
+    if not others:
+        return {}
+    flagged = RowIssue.objects.filter(record=OuterRef("pk"), rule="near_duplicate")
+    concurrent = (SurveyRecord.objects.filter(answers_hash=OuterRef("answers_hash"), superseded_by__isnull=True,
+                                              batch_id__in=others, received_at__gte=batch.created_at)
+                  .exclude(Exists(flagged)))
+    rows = list(SurveyRecord.objects.filter(batch=batch, answers_hash__isnull=False, superseded_by__isnull=True)
+                .exclude(Exists(flagged)).filter(Exists(concurrent)).order_by("row_number")
+                .values_list("pk", "row_number", "household__household_id", "district", "warning_count"))
+    if not rows:
+        return {}
+    ids = [row[0] for row in rows]
+    header = next((str(c["header"]) for c in batch.header_mapping if c["field"] == "household_id"), "")
+    household_ids = pd.Series([row[2] for row in rows], dtype=object)
+    copy_frame(RowIssue, pd.DataFrame({
+        "batch_id": str(batch.pk), "record_id": ids, "row_number": [row[1] for row in rows],
+        "household_id": household_ids, "field": "household_id", "column": header[:ISSUE_COLUMN_LENGTH],
+        "rule": "near_duplicate", "severity": rule.severity, "value": household_ids,
+        "message": f"{rule.message} (a record another upload stored while this one ran)"}),
+        ISSUE_COLUMNS, not_null_text=["household_id", "field", "column", "value", "message"])
+    step = len(ids) if connection.vendor == "postgresql" else 500  # SQLite: a bounded number of parameters
+    for start in range(0, len(ids), step):
+        records = _records_by_ids(ids[start:start + step])
+        # A likely duplicate goes to a reviewer, whatever its score (as a chunk decides for its own).
+        records.filter(auto_approved=True, review_status=SurveyRecord.ReviewStatus.APPROVED).update(
+            auto_approved=False, review_status=SurveyRecord.ReviewStatus.HAS_ISSUES)
+        records.update(warning_count=F("warning_count") + 1)
+    first: dict[str, int] = {}
+    for _, _, _, district, warnings in rows:
+        if not warnings:
+            key = str(district or "").strip()
+            first[key] = first.get(key, 0) + 1
+    log.info("late duplicates flagged", extra={"ingestion_id": str(batch.pk), "rows": len(ids)})
+    return first
+
+
+def _records_by_ids(ids: list[int]) -> Any:
+    """Records by id; on PostgreSQL as one array parameter (a placeholder each costs ~20 us to compose)."""
+    if connection.vendor == "postgresql":
+        return SurveyRecord.objects.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [ids]))
+    return SurveyRecord.objects.filter(pk__in=ids)
 
 
 def batch_quality_report(batch: IngestionBatch) -> dict[str, Any]:

@@ -54,3 +54,61 @@ def test_simultaneous_uploads_of_one_file_store_it_once_and_the_rest_name_it(liv
                for status, body in answers if status == 409)
     assert list(IngestionBatch.objects.values_list("pk", flat=True)) == [uuid.UUID(stored)]
     assert SurveyRecord.objects.count() == 40
+
+
+def test_two_uploads_processed_at_once_flag_the_rows_they_share(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A corrected export sent while the first is still processing: each chunk compares its rows with
+    what is stored when it runs, and here both run before either has stored anything.  The batch
+    that closes second still flags what the two share, so nothing goes in twice unflagged."""
+    if connection.vendor != "postgresql":
+        pytest.skip("two chunks processed at once, each on its own PostgreSQL connection, are what is under test")
+    from ingestion import services
+    from ingestion.models import RowIssue
+
+    data, _ = generate(30, seed=21, bad_rate=0.0)
+    extra, _ = generate(10, seed=22, bad_rate=0.0)
+    first = write(data, data.iloc[0:0], tmp_path / "export.csv", "csv")
+    import pandas as pd
+    second = write(pd.concat([data.iloc[:20], extra], ignore_index=True), data.iloc[0:0], tmp_path / "export-fixed.csv",
+                   "csv")
+    chunks = []
+    for path in (first, second):
+        with path.open("rb") as fh:
+            batch = services.batch_create(fh=fh, original_name=path.name)
+        chunks += services.batch_plan(str(batch.pk), enqueue=False)
+    assert len(chunks) == 2
+
+    both_looked = Barrier(2, timeout=60)
+    real = services.stored_matches
+
+    def after_both_looked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)  # the real look-up, then wait until the other chunk has made its own
+        both_looked.wait()
+        return found
+
+    monkeypatch.setattr(services, "stored_matches", after_both_looked)
+
+    def process(chunk_id: int) -> bool:
+        try:
+            return services.chunk_process(chunk_id)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(process, chunks))
+
+    assert set(IngestionBatch.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert SurveyRecord.objects.count() == 60
+    shared = set(data["household_id"].iloc[:20])
+    flagged = set(RowIssue.objects.filter(rule="near_duplicate").values_list("record__household__household_id",
+                                                                              "record__batch_id"))
+    # Each shared household is flagged once (in the batch that closed second), nothing else is.
+    assert {hid for hid, _ in flagged} == shared and len(flagged) == 20
+    later = {b for _, b in flagged}
+    assert len(later) == 1
+    records = SurveyRecord.objects.filter(batch_id__in=later, household__household_id__in=shared)
+    assert not records.filter(auto_approved=True).exists()
+    assert all(r.warning_count >= 1 for r in records)
+    closed_second = IngestionBatch.objects.get(pk=later.pop())
+    assert closed_second.warnings == SurveyRecord.objects.filter(batch=closed_second, warning_count__gt=0).count()
+    assert closed_second.quality["by_rule"]["near_duplicate"]["warning"] == 20
