@@ -763,11 +763,12 @@ def _flag_late_duplicates(batch: IngestionBatch) -> dict[str, int]:
     if rule is None:
         return {}
     # The batches that could have stored records while this one ran (a device's batch is finished
-    # the moment it is stored): usually none, and then no record is looked at.
+    # the moment it is stored), and whether they did: usually not, and then no record of this
+    # batch is looked at (a batch left running by a dead planner stores nothing).
     others = list(IngestionBatch.objects.filter(dry_run=False).exclude(pk=batch.pk)
                   .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=batch.created_at))
                   .values_list("pk", flat=True))
-    if not others:
+    if not others or not SurveyRecord.objects.filter(batch_id__in=others, received_at__gte=batch.created_at).exists():
         return {}
     flagged = RowIssue.objects.filter(record=OuterRef("pk"), rule="near_duplicate")
     concurrent = (SurveyRecord.objects.filter(answers_hash=OuterRef("answers_hash"), superseded_by__isnull=True,
