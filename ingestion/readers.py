@@ -12,6 +12,7 @@ import bisect
 import codecs
 import csv
 import datetime
+import html
 import itertools
 import json
 import mmap
@@ -586,8 +587,8 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
                                                 "after the last one with data.")
         rows: list[list[Any]] = sheet.to_python(skip_empty_area=False) if sheet is not None else []
         merged = (sheet.merged_cell_ranges or []) if sheet is not None and rows else []
-        errors = (scan.result() if scan is not None and sheet is not None and sheet.name == first
-                  else _error_cells(path, sheet.name) if sheet is not None else [])
+        cells = (scan.result() if scan is not None and sheet is not None and sheet.name == first
+                 else _error_cells(path, sheet.name) if sheet is not None else _CellScan(errors=[], unsaved=[]))
     except ReadError:
         raise
     except Exception as exc:  # calamine raises its own error types for broken workbooks
@@ -596,8 +597,17 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
         scans.shutdown(wait=True, cancel_futures=True)
     if not rows:
         raise ReadError("empty_file", "The workbook has no sheet with data.")
+    if cells.unsaved_count:
+        # Every such cell would read as empty: values silently missing, row after row.  The fix is
+        # one step for whoever sent the file, and nothing is stored from a half-read workbook.
+        shown = ", ".join(f"{_column_letters(c)}{r + 1} (={f})" for r, c, f in cells.unsaved)
+        more = cells.unsaved_count - len(cells.unsaved)
+        raise ReadError("formulas_without_values",
+                        f"The workbook has {cells.unsaved_count} formula cell(s) with no saved result, e.g. {shown}"
+                        f"{f' and {more} more' if more else ''}: it was written by a program and never calculated, "
+                        "so those values cannot be read. Open it in Excel or LibreOffice, save it, and upload it again.")
     _fill_merged(rows, merged)
-    for r, c, text in errors:
+    for r, c, text in cells.errors:
         if r < len(rows) and c < len(rows[r]):
             rows[r][c] = text
     headers = [_cell_text(h).strip() for h in rows[0]]
@@ -651,8 +661,6 @@ _XML_ATTR = re.compile(rb'([\w:]+)="([^"]*)"')
 def _xml_elements(xml: bytes, tag: bytes) -> list[dict[str, str]]:
     """The attributes of each ``tag`` element (by local name; values unescaped).  A regular
     expression rather than an XML parser: two small, flat files, and no entity is ever expanded."""
-    import html
-
     return [{k.decode().split(":")[-1]: html.unescape(v.decode("utf-8", "replace"))
              for k, v in _XML_ATTR.findall(m.group(1))} for m in _XML_TAG[tag].finditer(xml)]
 
@@ -668,36 +676,73 @@ def _sheet_xml_path(names: list[str], workbook: bytes, rels: bytes, sheet_name: 
     return path if path in names else None
 
 
-def _error_cells(path: Path, sheet_name: str) -> list[tuple[int, int, str]]:
-    """Cells holding an Excel error (#DIV/0!, #N/A, ...): (row, column, text), 0-based.  calamine
-    reads them as empty, which would make a broken formula look like an unanswered question; a CSV
-    export holds the error's text, and so does this reader now.  The sheet's XML is scanned in
-    blocks for ``t="e"`` (a C-speed search; most workbooks have none) and parsed only around hits."""
+# A formula cell with no saved result: ``<f>A2*B2</f><v />`` or ``<f>..</f>`` alone (what a library
+# such as openpyxl writes; Excel and LibreOffice save every result).  Excel's empty-text result is
+# ``t="str"`` with an empty ``<v>``: a saved value, and not matched.
+_UNSAVED_FORMULA = re.compile(rb'<c r="([A-Z]{1,3})([0-9]{1,7})"([^>]*)>\s*<f(?:\s[^>]*)?(?:/>|>([^<]*)</f>)\s*'
+                              rb'(?:<v\s*/>|<v></v>)?\s*</c>')
+_UNSAVED_HINTS = (b"<v />", b"<v/>", b"<v></v>", b"</f></c>", b"/></c>")
+
+
+@dataclass
+class _CellScan:
+    errors: list[tuple[int, int, str]]  # (row, column, text), 0-based
+    unsaved: list[tuple[int, int, str]]  # (row, column, formula): formulas with no saved result
+    unsaved_count: int = 0
+
+
+def _scan_sheet_block(body: bytes, scan: _CellScan) -> None:
+    if b't="e"' in body:
+        scan.errors += [(int(row) - 1, _column_index(col), text.decode("utf-8", "replace"))
+                        for col, row, text in _CELL_ERROR.findall(body)]
+    if b"<f" in body and any(hint in body for hint in _UNSAVED_HINTS):
+        for m in _UNSAVED_FORMULA.finditer(body):
+            if b't="str"' in m.group(3):
+                continue
+            scan.unsaved_count += 1
+            if len(scan.unsaved) < 3:
+                scan.unsaved.append((int(m.group(2)) - 1, _column_index(m.group(1)),
+                                     html.unescape((m.group(4) or b"").decode("utf-8", "replace"))))
+
+
+def _error_cells(path: Path, sheet_name: str) -> _CellScan:
+    """Cells holding an Excel error (#DIV/0!, #N/A, ...), and formulas with no saved result.
+    calamine reads both as empty, which would make a broken formula look like an unanswered
+    question; a CSV export holds the error's text, and so does this reader now.  The sheet's XML is
+    scanned in blocks for ``t="e"`` and the signs of an unsaved formula (C-speed searches; most
+    workbooks have neither) and parsed only around hits."""
     import zipfile
 
-    found: list[tuple[int, int, str]] = []
+    scan = _CellScan(errors=[], unsaved=[])
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
             member = _sheet_xml_path(names, z.read("xl/workbook.xml"), z.read("xl/_rels/workbook.xml.rels"),
                                      sheet_name)
             if member is None:
-                return []
+                return scan
             with z.open(member) as fh:
                 carry = b""
                 while block := fh.read(_XML_BLOCK):
                     data = carry + block
                     cut = data.rfind(b"<c ")  # a cell may run over the block's end: kept for the next
                     body, carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
-                    if b't="e"' in body:
-                        found += [(int(row) - 1, _column_index(col), text.decode("utf-8", "replace"))
-                                  for col, row, text in _CELL_ERROR.findall(body)]
-                if carry and b't="e"' in carry:
-                    found += [(int(row) - 1, _column_index(col), text.decode("utf-8", "replace"))
-                              for col, row, text in _CELL_ERROR.findall(carry)]
+                    _scan_sheet_block(body, scan)
+                if carry:
+                    _scan_sheet_block(carry, scan)
     except (KeyError, zipfile.BadZipFile, ValueError):
-        return []  # not the usual layout (calamine read it all the same): nothing to add
-    return found
+        return _CellScan(errors=[], unsaved=[])  # not the usual layout (calamine read it all the same)
+    return scan
+
+
+def _column_letters(index: int) -> str:
+    """0 -> "A", 26 -> "AA": a column as a spreadsheet names it."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
 
 
 def _column_index(letters: bytes) -> int:

@@ -599,6 +599,54 @@ def test_an_excel_error_cell_reads_as_its_text_as_a_csv_export_gives_it(tmp_path
     assert found == {(3, "type"), (5, "type")}
 
 
+@pytest.mark.django_db
+def test_a_workbook_whose_formulas_were_never_calculated_is_refused_naming_the_cells(tmp_path: Path) -> None:
+    """A program (openpyxl here) writes formulas without their results; calamine reads each as
+    empty, which would store every such value as unanswered.  The file is refused, naming cells and
+    the fix; nothing of it is stored."""
+    from openpyxl import load_workbook
+
+    data, _ = generate(6, seed=8, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "p.xlsx", "xlsx")
+    wb = load_workbook(path)
+    ws = wb.worksheets[0]
+    col = next(c.column for c in ws[1] if c.value == "HouseholdSize")
+    for row in range(2, 8):
+        ws.cell(row=row, column=col).value = f"=2+{row}"
+    wb.save(path)
+    with pytest.raises(ReadError) as err:
+        read_table(path)
+    assert err.value.code == "formulas_without_values"
+    letter = ws.cell(row=2, column=col).column_letter
+    assert f"{letter}2 (=2+2)" in str(err.value) and "6 formula cell(s)" in str(err.value)
+    assert "save it" in str(err.value)
+    with pytest.raises(ReadError):
+        ingest_file(path)
+    batch = IngestionBatch.objects.get()
+    assert batch.status == "failed" and batch.error.startswith("formulas_without_values")
+    assert not SurveyRecord.objects.exists()
+
+
+@pytest.mark.django_db
+def test_formulas_with_saved_results_read_as_their_results(tmp_path: Path) -> None:
+    """What Excel and LibreOffice write: each formula with its result, text or number."""
+    import zipfile
+
+    data, _ = generate(3, seed=9, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "s.xlsx", "xlsx")
+    with zipfile.ZipFile(path) as zf:
+        parts = {n: zf.read(n) for n in zf.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    cell = re.search(r'<c r="E2"[^>]*>.*?</c>', sheet).group(0)
+    sheet = sheet.replace(cell, '<c r="E2"><f>2+5</f><v>7</v></c>')
+    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in parts.items():
+            zf.writestr(name, blob)
+    raw = read_table(path)
+    assert raw.headers[4] == "HouseholdSize" and raw.frame.iloc[0, 4] == "7"
+
+
 @pytest.mark.parametrize("fmt", ["json", "ndjson"])
 def test_a_json_file_in_latin_1_is_refused_as_an_encoding_not_a_failed_plan(tmp_path: Path, fmt: str) -> None:
     record = b'{"District": "Kanungu", "Cluster": "Caf\xe9", "Village": "V", "HouseHoldID": "KAN-A-B-K1", "HouseholdSize": 4}'
