@@ -707,7 +707,9 @@ def batch_finalize(batch_id: Any) -> bool:
     if IngestionChunk.objects.filter(batch_id=batch_id).exclude(status__in=finished).exists():
         return False
     with transaction.atomic():
-        batch = (IngestionBatch.objects.select_for_update()
+        # FOR NO KEY UPDATE: a row inserted meanwhile that points to the batch (a record, a finding)
+        # is not held up by it.
+        batch = (IngestionBatch.objects.select_for_update(no_key=True)
                  .filter(pk=batch_id, status=IngestionBatch.Status.RUNNING).first())
         if batch is None:
             return False
