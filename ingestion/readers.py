@@ -600,7 +600,7 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
     if cells.unsaved_count:
         # Every such cell would read as empty: values silently missing, row after row.  The fix is
         # one step for whoever sent the file, and nothing is stored from a half-read workbook.
-        shown = ", ".join(f"{_column_letters(c)}{r + 1} (={f})" for r, c, f in cells.unsaved)
+        shown = ", ".join(f"{_column_letters(c)}{r + 1}" + (f" (={f})" if f else "") for r, c, f in cells.unsaved)
         more = cells.unsaved_count - len(cells.unsaved)
         raise ReadError("formulas_without_values",
                         f"The workbook has {cells.unsaved_count} formula cell(s) with no saved result, e.g. {shown}"
@@ -678,10 +678,12 @@ def _sheet_xml_path(names: list[str], workbook: bytes, rels: bytes, sheet_name: 
 
 # A formula cell with no saved result: ``<f>A2*B2</f><v />`` or ``<f>..</f>`` alone (what a library
 # such as openpyxl writes; Excel and LibreOffice save every result).  Excel's empty-text result is
-# ``t="str"`` with an empty ``<v>``: a saved value, and not matched.
-_UNSAVED_FORMULA = re.compile(rb'<c r="([A-Z]{1,3})([0-9]{1,7})"([^>]*)>\s*<f(?:\s[^>]*)?(?:/>|>([^<]*)</f>)\s*'
-                              rb'(?:<v\s*/>|<v></v>)?\s*</c>')
-_UNSAVED_HINTS = (b"<v />", b"<v/>", b"<v></v>", b"</f></c>", b"/></c>")
+# ``t="str"`` with an empty ``<v>``: a saved value, and passed over.  Any namespace prefix (``<x:c>``,
+# as the Open XML SDK writes), any attribute order, any white space between the elements.
+_UNSAVED_FORMULA = re.compile(rb'<(?:\w+:)?c\b([^>]*)>\s*<(?:\w+:)?f\b[^>]*?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*'
+                              rb'(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>')
+_CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]{1,7})"')
+_TEXT_RESULT = re.compile(rb'\bt="str"')
 
 
 @dataclass
@@ -695,14 +697,15 @@ def _scan_sheet_block(body: bytes, scan: _CellScan) -> None:
     if b't="e"' in body:
         scan.errors += [(int(row) - 1, _column_index(col), text.decode("utf-8", "replace"))
                         for col, row, text in _CELL_ERROR.findall(body)]
-    if b"<f" in body and any(hint in body for hint in _UNSAVED_HINTS):
+    if b"<f" in body or b":f" in body:  # a sheet without formulas (nearly all data exports) stops here
         for m in _UNSAVED_FORMULA.finditer(body):
-            if b't="str"' in m.group(3):
+            ref = _CELL_REF.search(m.group(1))
+            if ref is None or _TEXT_RESULT.search(m.group(1)):
                 continue
             scan.unsaved_count += 1
             if len(scan.unsaved) < 3:
-                scan.unsaved.append((int(m.group(2)) - 1, _column_index(m.group(1)),
-                                     html.unescape((m.group(4) or b"").decode("utf-8", "replace"))))
+                scan.unsaved.append((int(ref.group(2)) - 1, _column_index(ref.group(1)),
+                                     html.unescape((m.group(2) or b"").decode("utf-8", "replace"))))
 
 
 def _error_cells(path: Path, sheet_name: str) -> _CellScan:
@@ -725,7 +728,10 @@ def _error_cells(path: Path, sheet_name: str) -> _CellScan:
                 carry = b""
                 while block := fh.read(_XML_BLOCK):
                     data = carry + block
-                    cut = data.rfind(b"<c ")  # a cell may run over the block's end: kept for the next
+                    # A cell may run over the block's end: kept for the next (``<c `` or ``<x:c ``).
+                    cut, prefixed = data.rfind(b"<c "), data.rfind(b":c ")
+                    if prefixed > cut:
+                        cut = max(cut, data.rfind(b"<", 0, prefixed))
                     body, carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
                     _scan_sheet_block(body, scan)
                 if carry:

@@ -767,14 +767,17 @@ def _flag_late_duplicates(batch: IngestionBatch) -> dict[str, int]:
     # The batches that could have stored records while this one ran (a device's batch is finished
     # the moment it is stored), and whether they did: usually not, and then no record of this
     # batch is looked at (a batch left running by a dead planner stores nothing).
+    # A record is stamped when its chunk stores it and seen when the chunk commits, up to a chunk's
+    # lease later: the window opens that much before this batch was created.
+    since = batch.created_at - timedelta(seconds=settings.RTV_CHUNK_LEASE_SECONDS)
     others = list(IngestionBatch.objects.filter(dry_run=False).exclude(pk=batch.pk)
-                  .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=batch.created_at))
+                  .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=since))
                   .values_list("pk", flat=True))
-    if not others or not SurveyRecord.objects.filter(batch_id__in=others, received_at__gte=batch.created_at).exists():
+    if not others or not SurveyRecord.objects.filter(batch_id__in=others, received_at__gte=since).exists():
         return {}
     flagged = RowIssue.objects.filter(record=OuterRef("pk"), rule="near_duplicate")
     concurrent = (SurveyRecord.objects.filter(answers_hash=OuterRef("answers_hash"), superseded_by__isnull=True,
-                                              batch_id__in=others, received_at__gte=batch.created_at)
+                                              batch_id__in=others, received_at__gte=since)
                   .exclude(Exists(flagged)))
     rows = list(SurveyRecord.objects.filter(batch=batch, answers_hash__isnull=False, superseded_by__isnull=True)
                 .exclude(Exists(flagged)).filter(Exists(concurrent)).order_by("row_number")
@@ -793,7 +796,10 @@ def _flag_late_duplicates(batch: IngestionBatch) -> dict[str, int]:
     step = len(ids) if connection.vendor == "postgresql" else 500  # SQLite: a bounded number of parameters
     for start in range(0, len(ids), step):
         records = _records_by_ids(ids[start:start + step])
-        # A likely duplicate goes to a reviewer, whatever its score (as a chunk decides for its own).
+        # Locked in key order first, as a reviewer's decision locks them: the two never deadlock.
+        list(records.select_for_update(no_key=True).order_by("pk").values_list("pk", flat=True))
+        # A likely duplicate goes to a reviewer, whatever its score (as a chunk decides for its own);
+        # the rule is a warning (the database allows no other severity for it).
         records.filter(auto_approved=True, review_status=SurveyRecord.ReviewStatus.APPROVED).update(
             auto_approved=False, review_status=SurveyRecord.ReviewStatus.HAS_ISSUES)
         records.update(warning_count=F("warning_count") + 1)
@@ -918,6 +924,24 @@ def plans_resume_stale() -> int:
                 [OutboxMessage(task="ingestion.plan_batch", args=[str(pk)]) for pk in ids]):
             outbox_after_commit(message)
     return len(ids)
+
+
+def batches_close_stale(*, older_than: timedelta = timedelta(minutes=10)) -> int:
+    """Close the batches left running with every chunk finished: the close of the last chunk's
+    worker failed (killed, a database error) and no chunk remains to try it again."""
+    finished = [IngestionChunk.Status.DONE, IngestionChunk.Status.FAILED]
+    stale = list(IngestionBatch.objects.filter(status=IngestionBatch.Status.RUNNING,
+                                               created_at__lt=timezone.now() - older_than)
+                 .filter(Exists(IngestionChunk.objects.filter(batch=OuterRef("pk"))))
+                 .exclude(Exists(IngestionChunk.objects.filter(batch=OuterRef("pk")).exclude(status__in=finished)))
+                 .values_list("pk", flat=True)[:10])  # a close can take seconds: a few a sweep
+    closed = 0
+    for pk in stale:
+        try:
+            closed += batch_finalize(pk)
+        except Exception:  # one batch's failure does not keep the others open; the next sweep tries again
+            log.exception("closing a stale batch failed", extra={"ingestion_id": str(pk)})
+    return closed
 
 
 def chunks_resume_stale(*, pending_older_than: timedelta = timedelta(minutes=10)) -> int:

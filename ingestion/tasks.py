@@ -54,10 +54,11 @@ def process_chunk_task(chunk_id: int) -> bool:
 
 @shared_task(name="ingestion.resume_stale_chunks", time_limit=120, soft_time_limit=110)
 def resume_stale_chunks_task() -> int:
-    """Hand out again the work of dead workers: files they were splitting, chunks they held."""
-    from .services import chunks_resume_stale, plans_resume_stale
+    """Hand out again the work of dead workers: files they were splitting, chunks they held, and
+    batches they were closing."""
+    from .services import batches_close_stale, chunks_resume_stale, plans_resume_stale
 
-    return plans_resume_stale() + chunks_resume_stale()
+    return plans_resume_stale() + chunks_resume_stale() + batches_close_stale()
 
 
 @shared_task(name="ingestion.scan_partner_inboxes", time_limit=600, soft_time_limit=580)

@@ -60,3 +60,30 @@ def test_a_file_that_cannot_be_read_fails_its_batch_with_the_reason(tmp_path) ->
     batch.refresh_from_db()
     assert batch.status == "failed" and batch.error.startswith("plan_failed: ") and batch.finished_at is not None
     assert plans_resume_stale() == 0  # failed is final: not planned again
+
+
+def test_a_batch_whose_close_failed_is_closed_by_the_sweep(tmp_path, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every chunk done, but the last worker's close of the batch failed (a deadlock, a kill): no
+    chunk is left to try again, so the sweep closes it, once it is past the sweep's age."""
+    from ingestion import services
+
+    settings.RTV_CHUNK_ROWS = 25
+    batch = uploaded(tmp_path)
+    real = services.batch_finalize
+
+    def refused(batch_id):  # type: ignore[no-untyped-def]
+        raise RuntimeError("deadlock detected")
+
+    monkeypatch.setattr(services, "batch_finalize", refused)
+    for chunk_id in batch_plan(batch.pk, enqueue=False):
+        with pytest.raises(RuntimeError):
+            services.chunk_process(chunk_id)
+    monkeypatch.setattr(services, "batch_finalize", real)
+    batch.refresh_from_db()
+    assert batch.status == "running" and set(batch.chunks.values_list("status", flat=True)) == {"done"}
+    assert resume_stale_chunks_task() == 0  # a batch just created is left to its own workers
+    IngestionBatch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(minutes=11))
+    assert resume_stale_chunks_task() == 1
+    batch.refresh_from_db()
+    assert batch.status == "succeeded" and batch.accepted == SurveyRecord.objects.filter(batch=batch).count() == 60
+    assert resume_stale_chunks_task() == 0

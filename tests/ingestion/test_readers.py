@@ -627,9 +627,17 @@ def test_a_workbook_whose_formulas_were_never_calculated_is_refused_naming_the_c
     assert not SurveyRecord.objects.exists()
 
 
-@pytest.mark.django_db
-def test_formulas_with_saved_results_read_as_their_results(tmp_path: Path) -> None:
-    """What Excel and LibreOffice write: each formula with its result, text or number."""
+@pytest.mark.parametrize(("cell", "read_as"), [
+    ('<c r="E2"><f>2+5</f><v>7</v></c>', "7"),  # Excel, LibreOffice: the result saved
+    ('<c r="E2"><f t="shared" ref="E2:E4" si="0">2+5</f><v>7</v></c>', "7"),
+    ('<c r="E2" t="str"><f>IF(A2="","",A2)</f><v></v></c>', ""),  # Excel's empty-text result
+    ('<c r="E2"><f>2+5</f><v /></c>', None),  # openpyxl: no result
+    ('<c r="E2"><f>2+5</f></c>', None),
+    ('<c s="0" r="E2">\n  <f>2+5</f>\n  <v></v>\n</c>', None),  # another order, pretty-printed
+    ('<c r="E2"><f t="shared" si="0"/></c>', None),
+])
+def test_formulas_read_as_their_saved_results_and_a_workbook_without_them_is_refused(
+        tmp_path: Path, cell: str, read_as: str | None) -> None:
     import zipfile
 
     data, _ = generate(3, seed=9, bad_rate=0.0)
@@ -637,14 +645,18 @@ def test_formulas_with_saved_results_read_as_their_results(tmp_path: Path) -> No
     with zipfile.ZipFile(path) as zf:
         parts = {n: zf.read(n) for n in zf.namelist()}
     sheet = parts["xl/worksheets/sheet1.xml"].decode()
-    cell = re.search(r'<c r="E2"[^>]*>.*?</c>', sheet).group(0)
-    sheet = sheet.replace(cell, '<c r="E2"><f>2+5</f><v>7</v></c>')
+    sheet = sheet.replace(re.search(r'<c r="E2"[^>]*>.*?</c>', sheet).group(0), cell)
     parts["xl/worksheets/sheet1.xml"] = sheet.encode()
     with zipfile.ZipFile(path, "w") as zf:
         for name, blob in parts.items():
             zf.writestr(name, blob)
-    raw = read_table(path)
-    assert raw.headers[4] == "HouseholdSize" and raw.frame.iloc[0, 4] == "7"
+    if read_as is None:
+        with pytest.raises(ReadError) as err:
+            read_table(path)
+        assert err.value.code == "formulas_without_values" and "E2" in str(err.value)
+    else:
+        raw = read_table(path)
+        assert raw.headers[4] == "HouseholdSize" and raw.frame.iloc[0, 4] == read_as
 
 
 @pytest.mark.parametrize("fmt", ["json", "ndjson"])

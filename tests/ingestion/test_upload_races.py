@@ -102,13 +102,13 @@ def test_two_uploads_processed_at_once_flag_the_rows_they_share(tmp_path: Path, 
     shared = set(data["household_id"].iloc[:20])
     flagged = set(RowIssue.objects.filter(rule="near_duplicate").values_list("record__household__household_id",
                                                                               "record__batch_id"))
-    # Each shared household is flagged once (in the batch that closed second), nothing else is.
-    assert {hid for hid, _ in flagged} == shared and len(flagged) == 20
-    later = {b for _, b in flagged}
-    assert len(later) == 1
-    records = SurveyRecord.objects.filter(batch_id__in=later, household__household_id__in=shared)
-    assert not records.filter(auto_approved=True).exists()
-    assert all(r.warning_count >= 1 for r in records)
-    closed_second = IngestionBatch.objects.get(pk=later.pop())
-    assert closed_second.warnings == SurveyRecord.objects.filter(batch=closed_second, warning_count__gt=0).count()
-    assert closed_second.quality["by_rule"]["near_duplicate"]["warning"] == 20
+    # Each shared household is flagged at least once (both, when the two batches close at the same
+    # moment), and nothing else is.
+    assert {hid for hid, _ in flagged} == shared and 20 <= len(flagged) <= 40
+    records = SurveyRecord.objects.filter(pk__in=RowIssue.objects.filter(rule="near_duplicate").values("record"))
+    assert records.count() == len(flagged)
+    assert not records.filter(auto_approved=True).exists() and not records.filter(warning_count=0).exists()
+    for batch in IngestionBatch.objects.all():
+        assert batch.warnings == SurveyRecord.objects.filter(batch=batch, warning_count__gt=0).count()
+        ours = RowIssue.objects.filter(batch=batch, rule="near_duplicate").count()
+        assert batch.quality["by_rule"].get("near_duplicate", {}).get("warning", 0) == ours
