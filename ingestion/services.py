@@ -76,6 +76,7 @@ RECORD_TEXT_COLUMNS = ["survey_round", "cluster", "progress_status", "review_sta
 ISSUE_COLUMNS = ["batch_id", "record_id", "row_number", "household_id", "field", "column", "rule", "severity",
                  "value", "message"]
 ISSUE_COLUMN_LENGTH = RowIssue._meta.get_field("column").max_length or 120  # type: ignore[union-attr]
+LATE_DUPLICATE_MARGIN = timedelta(seconds=30)  # commit after the stamp, and clocks of different hosts
 ACTIVE = (IngestionBatch.Status.PENDING, IngestionBatch.Status.RUNNING, IngestionBatch.Status.SUCCEEDED)
 CONFLICTING_COLUMNS = "conflicting_columns"  # a chunk flag and its finding: two columns, two values for a field
 
@@ -764,24 +765,32 @@ def _flag_late_duplicates(batch: IngestionBatch) -> dict[str, int]:
     rule = active_rules().get("household_id", "near_duplicate")
     if rule is None:
         return {}
-    # The batches that could have stored records while this one ran (a device's batch is finished
-    # the moment it is stored), and whether they did: usually not, and then no record of this
-    # batch is looked at (a batch left running by a dead planner stores nothing).
-    # A record is stamped when its chunk stores it and seen when the chunk commits, up to a chunk's
-    # lease later: the window opens that much before this batch was created.
-    since = batch.created_at - timedelta(seconds=settings.RTV_CHUNK_LEASE_SECONDS)
-    others = list(IngestionBatch.objects.filter(dry_run=False).exclude(pk=batch.pk)
-                  .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=since))
-                  .values_list("pk", flat=True))
-    if not others or not SurveyRecord.objects.filter(batch_id__in=others, received_at__gte=since).exists():
+    # What another door stored that this batch's chunks may not have seen: the chunks of other files
+    # that finished (committed) after this batch was created, and devices' batches since then.  A
+    # chunk stamps ``finished_at`` just before its commit, and the hosts' clocks differ a little:
+    # the window opens a margin earlier.  Usually there is nothing, and no record is read.
+    since = batch.created_at - LATE_DUPLICATE_MARGIN
+    chunks = list(IngestionChunk.objects.filter(status=IngestionChunk.Status.DONE, finished_at__gte=since,
+                                                batch__dry_run=False).exclude(batch_id=batch.pk)
+                  .values_list("batch_id", "start_row", "row_count"))
+    devices = list(IngestionBatch.objects.filter(channel=IngestionBatch.Channel.DEVICE, created_at__gte=since)
+                   .values_list("pk", flat=True))
+    if not chunks and not devices:
         return {}
+    theirs = Q(batch_id__in=devices)
+    for batch_id, start_row, row_count in chunks:  # a chunk's records, by the (batch, row) index
+        theirs |= Q(batch_id=batch_id, row_number__gte=start_row + 2, row_number__lte=start_row + row_count + 1)
+    # Plain look-ups by index, matched here: a join of the two sides let PostgreSQL, its statistics
+    # not yet updated after a million-row COPY, choose a plan that ran for minutes.
     flagged = RowIssue.objects.filter(record=OuterRef("pk"), rule="near_duplicate")
-    concurrent = (SurveyRecord.objects.filter(answers_hash=OuterRef("answers_hash"), superseded_by__isnull=True,
-                                              batch_id__in=others, received_at__gte=since)
-                  .exclude(Exists(flagged)))
-    rows = list(SurveyRecord.objects.filter(batch=batch, answers_hash__isnull=False, superseded_by__isnull=True)
-                .exclude(Exists(flagged)).filter(Exists(concurrent)).order_by("row_number")
-                .values_list("pk", "row_number", "household__household_id", "district", "warning_count"))
+    unflagged = SurveyRecord.objects.filter(answers_hash__isnull=False, superseded_by__isnull=True).exclude(
+        Exists(flagged))
+    seen = set(unflagged.filter(theirs).values_list("answers_hash", flat=True))
+    if not seen:
+        return {}
+    rows = [row[:1] + row[2:] for row in unflagged.filter(batch=batch).order_by("row_number").values_list(
+        "pk", "answers_hash", "row_number", "household__household_id", "district", "warning_count")
+        if row[1] in seen]
     if not rows:
         return {}
     ids = [row[0] for row in rows]
