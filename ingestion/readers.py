@@ -600,7 +600,7 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
     if cells.unsaved_count:
         # Every such cell would read as empty: values silently missing, row after row.  The fix is
         # one step for whoever sent the file, and nothing is stored from a half-read workbook.
-        shown = ", ".join(f"{_column_letters(c)}{r + 1}" + (f" (={f})" if f else "") for r, c, f in cells.unsaved)
+        shown = ", ".join(f"{column_letters(c)}{r + 1}" + (f" (={f})" if f else "") for r, c, f in cells.unsaved)
         more = cells.unsaved_count - len(cells.unsaved)
         raise ReadError("formulas_without_values",
                         f"The workbook has {cells.unsaved_count} formula cell(s) with no saved result, e.g. {shown}"
@@ -741,7 +741,7 @@ def _error_cells(path: Path, sheet_name: str) -> _CellScan:
     return scan
 
 
-def _column_letters(index: int) -> str:
+def column_letters(index: int) -> str:
     """0 -> "A", 26 -> "AA": a column as a spreadsheet names it."""
     letters = ""
     index += 1

@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.special import ndtr, ndtri
 
+from ingestion.readers import column_letters
 from rtv.contract import (
     FIELDS_BY_NAME,
     PER_DAY_IDENTITIES,
@@ -1108,15 +1109,6 @@ def _write_parquet(data: pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def _col_letter(i: int) -> str:
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(65 + r) + s
-    return s
-
-
 def _xml_escape(text: pa.Array) -> pa.Array:
     def fix(v: str) -> str:
         v = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", v)
@@ -1178,7 +1170,7 @@ def _write_xlsx(data: pd.DataFrame, path: Path) -> None:
     n = len(data)
     if n > XLSX_MAX_ROWS:
         raise ValueError(f"XLSX holds at most {XLSX_MAX_ROWS} data rows, not {n}")
-    letters = [_col_letter(i) for i in range(len(FIELD_NAMES))]
+    letters = [column_letters(i) for i in range(len(FIELD_NAMES))]
     row_ref = pc.cast(pa.array(np.arange(2, n + 2, dtype=np.int64)), pa.string())
 
     def cell(j: int) -> pa.Array:
