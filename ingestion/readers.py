@@ -577,7 +577,7 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
         # parse of the same sheet (Rust, also without it): on a second core it costs no time.
         first = next((m.name for m in book.sheets_metadata
                       if m.typ == SheetTypeEnum.WorkSheet and m.visible == SheetVisibleEnum.Visible), None)
-        scan = scans.submit(_error_cells, path, first) if first is not None else None
+        scan = scans.submit(_scan_cells, path, first) if first is not None else None
         sheet = _data_sheet(book)
         if sheet is not None and sheet.width > XLSX_MAX_COLUMNS:
             # Every row is read as wide as the sheet: one stray cell at column XFD makes each row
@@ -588,7 +588,7 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
         rows: list[list[Any]] = sheet.to_python(skip_empty_area=False) if sheet is not None else []
         merged = (sheet.merged_cell_ranges or []) if sheet is not None and rows else []
         cells = (scan.result() if scan is not None and sheet is not None and sheet.name == first
-                 else _error_cells(path, sheet.name) if sheet is not None else _CellScan(errors=[], unsaved=[]))
+                 else _scan_cells(path, sheet.name) if sheet is not None else _CellScan(errors=[], unsaved=[]))
     except ReadError:
         raise
     except Exception as exc:  # calamine raises its own error types for broken workbooks
@@ -708,7 +708,7 @@ def _scan_sheet_block(body: bytes, scan: _CellScan) -> None:
                                      html.unescape((m.group(2) or b"").decode("utf-8", "replace"))))
 
 
-def _error_cells(path: Path, sheet_name: str) -> _CellScan:
+def _scan_cells(path: Path, sheet_name: str) -> _CellScan:
     """Cells holding an Excel error (#DIV/0!, #N/A, ...), and formulas with no saved result.
     calamine reads both as empty, which would make a broken formula look like an unanswered
     question; a CSV export holds the error's text, and so does this reader now.  The sheet's XML is
