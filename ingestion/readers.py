@@ -573,8 +573,9 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
     scans = ThreadPoolExecutor(1, thread_name_prefix="xlsx-errors")
     try:
         book = CalamineWorkbook.from_path(str(path))
-        # The error-cell scan (zlib and a byte search, both without the GIL) runs beside calamine's
-        # parse of the same sheet (Rust, also without it): on a second core it costs no time.
+        # The cell scan (error cells, unsaved formulas: zlib and byte searches, without the GIL, and
+        # a regular expression only where a formula is) runs beside calamine's parse of the same
+        # sheet (Rust, also without it): on a second core it costs no time.
         first = next((m.name for m in book.sheets_metadata
                       if m.typ == SheetTypeEnum.WorkSheet and m.visible == SheetVisibleEnum.Visible), None)
         scan = scans.submit(_scan_cells, path, first) if first is not None else None
