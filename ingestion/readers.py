@@ -603,8 +603,10 @@ def _xlsx_table(path: Path) -> tuple[list[str], pa.Table]:
         # one step for whoever sent the file, and nothing is stored from a half-read workbook.
         shown = ", ".join(f"{column_letters(c)}{r + 1}" + (f" (={f})" if f else "") for r, c, f in cells.unsaved)
         more = cells.unsaved_count - len(cells.unsaved)
+        what = ("formula cell(s) whose saved values are placeholders (the workbook asks to be recalculated when "
+                "opened)" if cells.recalc_on_load else "formula cell(s) with no saved result")
         raise ReadError("formulas_without_values",
-                        f"The workbook has {cells.unsaved_count} formula cell(s) with no saved result, e.g. {shown}"
+                        f"The workbook has {cells.unsaved_count} {what}, e.g. {shown}"
                         f"{f' and {more} more' if more else ''}: it was written by a program and never calculated, "
                         "so those values cannot be read. Open it in Excel or LibreOffice, save it, and upload it again.")
     _fill_merged(rows, merged)
@@ -655,7 +657,7 @@ _CELL_ERROR = re.compile(rb'<c r="([A-Z]{1,3})([0-9]{1,7})"[^>]*?\bt="e"[^>]*>.*
 _XML_BLOCK = 16 << 20
 
 
-_XML_TAG = {name: re.compile(rb"<(?:\w+:)?" + name + rb"\b([^>]*)>") for name in (b"sheet", b"Relationship")}
+_XML_TAG = {name: re.compile(rb"<(?:\w+:)?" + name + rb"\b([^>]*)>") for name in (b"sheet", b"Relationship", b"calcPr")}
 _XML_ATTR = re.compile(rb'([\w:]+)="([^"]*)"')
 
 
@@ -683,6 +685,8 @@ def _sheet_xml_path(names: list[str], workbook: bytes, rels: bytes, sheet_name: 
 # as the Open XML SDK writes), any attribute order, any white space between the elements.
 _UNSAVED_FORMULA = re.compile(rb'<(?:\w+:)?c\b([^>]*)>\s*<(?:\w+:)?f\b[^>]*?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*'
                               rb'(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>')
+# Any formula cell, whatever its saved value: in a workbook that asks to be recalculated when opened.
+_ANY_FORMULA = re.compile(rb'<(?:\w+:)?c\b([^>]*)>\s*<(?:\w+:)?f\b[^>]*?(?:/>|>([^<]*)</(?:\w+:)?f>)')
 _CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]{1,7})"')
 _TEXT_RESULT = re.compile(rb'\bt="str"')
 
@@ -692,6 +696,11 @@ class _CellScan:
     errors: list[tuple[int, int, str]]  # (row, column, text), 0-based
     unsaved: list[tuple[int, int, str]]  # (row, column, formula): formulas with no saved result
     unsaved_count: int = 0
+    # The workbook asks to be fully recalculated when opened (``<calcPr fullCalcOnLoad="1"/>``): what
+    # XlsxWriter and openpyxl write, with a placeholder result (XlsxWriter's is 0) for every formula.
+    # Excel and LibreOffice drop the flag when they save, having calculated.  Every formula's saved
+    # value is then a placeholder, not a result.
+    recalc_on_load: bool = False
 
 
 def _scan_sheet_block(body: bytes, scan: _CellScan) -> None:
@@ -699,9 +708,9 @@ def _scan_sheet_block(body: bytes, scan: _CellScan) -> None:
         scan.errors += [(int(row) - 1, _column_index(col), text.decode("utf-8", "replace"))
                         for col, row, text in _CELL_ERROR.findall(body)]
     if b"<f" in body or b":f" in body:  # a sheet without formulas (nearly all data exports) stops here
-        for m in _UNSAVED_FORMULA.finditer(body):
+        for m in (_ANY_FORMULA if scan.recalc_on_load else _UNSAVED_FORMULA).finditer(body):
             ref = _CELL_REF.search(m.group(1))
-            if ref is None or _TEXT_RESULT.search(m.group(1)):
+            if ref is None or (not scan.recalc_on_load and _TEXT_RESULT.search(m.group(1))):
                 continue
             scan.unsaved_count += 1
             if len(scan.unsaved) < 3:
@@ -710,7 +719,8 @@ def _scan_sheet_block(body: bytes, scan: _CellScan) -> None:
 
 
 def _scan_cells(path: Path, sheet_name: str) -> _CellScan:
-    """Cells holding an Excel error (#DIV/0!, #N/A, ...), and formulas with no saved result.
+    """Cells holding an Excel error (#DIV/0!, #N/A, ...), and formulas with no saved result (or only
+    a placeholder: ``recalc_on_load``).
     calamine reads both as empty, which would make a broken formula look like an unanswered
     question; a CSV export holds the error's text, and so does this reader now.  The sheet's XML is
     scanned in blocks for ``t="e"`` and the signs of an unsaved formula (C-speed searches; most
@@ -721,8 +731,10 @@ def _scan_cells(path: Path, sheet_name: str) -> _CellScan:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-            member = _sheet_xml_path(names, z.read("xl/workbook.xml"), z.read("xl/_rels/workbook.xml.rels"),
-                                     sheet_name)
+            workbook = z.read("xl/workbook.xml")
+            member = _sheet_xml_path(names, workbook, z.read("xl/_rels/workbook.xml.rels"), sheet_name)
+            scan.recalc_on_load = any(el.get("fullCalcOnLoad", "").lower() in ("1", "true")
+                                      for el in _xml_elements(workbook, b"calcPr"))
             if member is None:
                 return scan
             with z.open(member) as fh:

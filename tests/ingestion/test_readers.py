@@ -659,6 +659,44 @@ def test_formulas_read_as_their_saved_results_and_a_workbook_without_them_is_ref
         assert raw.headers[4] == "HouseholdSize" and raw.frame.iloc[0, 4] == read_as
 
 
+@pytest.mark.parametrize(("cell", "flag", "read_as"), [
+    # XlsxWriter: a placeholder 0 for every formula, and a flag asking the opener to recalculate.
+    ('<c r="E2"><f>2+5</f><v>0</v></c>', '<calcPr calcId="124519" fullCalcOnLoad="1"/>', None),
+    ('<c r="E2" t="str"><f>A2</f><v></v></c>', '<calcPr fullCalcOnLoad="true"/>', None),
+    ('<c r="E2"><f>2+5</f><v>0</v></c>', '<x:calcPr x:fullCalcOnLoad="1"/>', None),
+    # Saved by Excel or LibreOffice: calculated, the flag gone; a result of 0 is a result.
+    ('<c r="E2"><f>2-2</f><v>0</v></c>', '<calcPr calcId="191029"/>', "0"),
+    # The flag without a formula in the data sheet: nothing is a placeholder.
+    ('<c r="E2"><v>7</v></c>', '<calcPr calcId="124519" fullCalcOnLoad="1"/>', "7"),
+])
+def test_a_workbook_asking_to_be_recalculated_on_opening_has_placeholders_not_results(
+        tmp_path: Path, cell: str, flag: str, read_as: str | None) -> None:
+    """XlsxWriter saves each formula with the value 0 and marks the workbook to be recalculated when
+    opened; calamine would read every such cell as 0, a plausible answer stored without a word."""
+    import zipfile
+
+    data, _ = generate(3, seed=9, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "w.xlsx", "xlsx")
+    with zipfile.ZipFile(path) as zf:
+        parts = {n: zf.read(n) for n in zf.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    parts["xl/worksheets/sheet1.xml"] = sheet.replace(re.search(r'<c r="E2"[^>]*>.*?</c>', sheet).group(0), cell).encode()
+    if flag.startswith("<x:"):
+        flag = flag.replace("/>", ' xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main"/>')
+    parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(b"</sheets>", b"</sheets>" + flag.encode())
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in parts.items():
+            zf.writestr(name, blob)
+    if read_as is None:
+        with pytest.raises(ReadError) as err:
+            read_table(path)
+        assert err.value.code == "formulas_without_values" and "E2" in str(err.value)
+        assert "placeholders" in str(err.value) and "save it" in str(err.value)
+    else:
+        raw = read_table(path)
+        assert raw.headers[4] == "HouseholdSize" and raw.frame.iloc[0, 4] == read_as
+
+
 @pytest.mark.parametrize("fmt", ["json", "ndjson"])
 def test_a_json_file_in_latin_1_is_refused_as_an_encoding_not_a_failed_plan(tmp_path: Path, fmt: str) -> None:
     record = b'{"District": "Kanungu", "Cluster": "Caf\xe9", "Village": "V", "HouseHoldID": "KAN-A-B-K1", "HouseholdSize": 4}'
