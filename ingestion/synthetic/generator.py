@@ -1129,6 +1129,8 @@ _XLSX_PARTS = {
         'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
         '<Override PartName="/xl/styles.xml" '
         'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+        '<Override PartName="/xl/sharedStrings.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>'
         '</Types>'),
     "_rels/.rels": (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -1149,7 +1151,10 @@ _XLSX_PARTS = {
         'Target="worksheets/sheet1.xml"/>'
         '<Relationship Id="rId2" '
         'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" '
-        'Target="styles.xml"/></Relationships>'),
+        'Target="styles.xml"/>'
+        '<Relationship Id="rId3" '
+        'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" '
+        'Target="sharedStrings.xml"/></Relationships>'),
     "xl/styles.xml": (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
@@ -1165,25 +1170,40 @@ _XLSX_PARTS = {
 
 
 def _write_xlsx(data: pd.DataFrame, path: Path) -> None:
-    """A minimal SpreadsheetML workbook streamed from vectorised XML (inline strings, numbers as
-    numbers, empty cells omitted).  Much faster than openpyxl; openpyxl and calamine read it."""
+    """A minimal SpreadsheetML workbook streamed from vectorised XML: text in a shared-strings table
+    (as Excel, LibreOffice, openpyxl and XlsxWriter write it: each distinct text once, cells name it
+    by index), numbers as numbers, empty cells omitted.  Much faster than openpyxl; openpyxl and
+    calamine read it."""
     n = len(data)
     if n > XLSX_MAX_ROWS:
         raise ValueError(f"XLSX holds at most {XLSX_MAX_ROWS} data rows, not {n}")
     letters = [column_letters(i) for i in range(len(FIELD_NAMES))]
     row_ref = pc.cast(pa.array(np.arange(2, n + 2, dtype=np.int64)), pa.string())
 
-    def cell(j: int) -> pa.Array:
+    def texts(j: int) -> tuple[pa.Array, pa.Array | None]:
+        """(the column's cell text, null when empty; which cells are text, or None: all, for a text column)."""
         name = FIELD_NAMES[j]
         t, text_mask = _column_text(data[name], name)
+        return t, (None if data[name].dtype == "str" else pa.array(text_mask) if text_mask is not None else None)
+
+    columns = _parallel(texts, list(range(len(FIELD_NAMES))))
+    text_cells = [t if data[FIELD_NAMES[j]].dtype == "str" else pc.filter(t, mask) if mask is not None else None
+                  for j, (t, mask) in enumerate(columns)]
+    shared = pc.unique(pa.concat_arrays([c.drop_null() for c in text_cells if c is not None]
+                                        or [pa.array([], type=pa.string())]))
+
+    def cell(j: int) -> pa.Array:
+        t, mask = columns[j]
         ref = pc.binary_join_element_wise(f'<c r="{letters[j]}', row_ref, "")
-        if data[name].dtype == "str":
-            return pc.fill_null(pc.binary_join_element_wise(
-                ref, '" t="inlineStr"><is><t>', _xml_escape(t), "</t></is></c>", ""), "")
+        is_str = data[FIELD_NAMES[j]].dtype == "str"
+        if is_str or mask is not None:
+            index = pc.cast(pc.index_in(t, value_set=shared), pa.string())
+            as_text = pc.binary_join_element_wise(ref, '" t="s"><v>', index, "</v></c>", "")
+            if is_str:
+                return pc.fill_null(as_text, "")
         as_num = pc.binary_join_element_wise(ref, '"><v>', t, "</v></c>", "")
-        if text_mask is not None:
-            as_text = pc.binary_join_element_wise(ref, '" t="inlineStr"><is><t>', _xml_escape(t), "</t></is></c>", "")
-            as_num = pc.if_else(pa.array(text_mask), as_text, as_num)
+        if mask is not None:
+            as_num = pc.if_else(mask, as_text, as_num)
         return pc.fill_null(as_num, "")
 
     cells = _parallel(cell, list(range(len(FIELD_NAMES))))
@@ -1199,6 +1219,15 @@ def _write_xlsx(data: pd.DataFrame, path: Path) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, text in _XLSX_PARTS.items():
             zf.writestr(name, text)
+        with zf.open("xl/sharedStrings.xml", "w", force_zip64=True) as fh:
+            fh.write(('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+                      '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+                      f'count="{sum(len(c) - c.null_count for c in text_cells if c is not None)}" '
+                      f'uniqueCount="{len(shared)}">').encode())
+            items = pc.binary_join_element_wise('<si><t xml:space="preserve">', _xml_escape(shared), "</t></si>", "")
+            for a in range(0, len(items), _CHUNK):
+                fh.write(_concat_lines([items.slice(a, _CHUNK)]))
+            fh.write(b"</sst>")
         with zf.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as fh:
             fh.write(('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
                       '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'

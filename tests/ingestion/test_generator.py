@@ -88,6 +88,27 @@ def test_xlsx_uses_the_exact_real_header(tmp_path: Path) -> None:
     assert rows.to_python()[0] == list(RAW_HEADER)
 
 
+
+def test_xlsx_keeps_its_text_in_a_shared_strings_table_as_excel_does(tmp_path: Path) -> None:
+    """Excel, LibreOffice, openpyxl and XlsxWriter store each distinct text once and cells name it by
+    index; a workbook of inline strings is twice the XML, and would make the reader's benchmark
+    measure a file nobody sends.  openpyxl reads the same cells as calamine."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    data, errors = sample(60, seed=4, bad_rate=0.05)
+    path = write(data, errors, tmp_path / "s.xlsx", "xlsx")
+    with zipfile.ZipFile(path) as zf:
+        sheet = zf.read("xl/worksheets/sheet1.xml").decode()
+        strings = zf.read("xl/sharedStrings.xml").decode()
+    body = sheet.split("</row>", 1)[1]  # the header row stays inline
+    assert 't="s"' in body and "inlineStr" not in body
+    assert data["household_id"].iloc[0] in strings and strings.count("<si>") == len(set(re.findall(r"<si>(.*?)</si>", strings)))
+    ws = load_workbook(path, read_only=True).worksheets[0]
+    via_openpyxl = [[norm(c) for c in row] for row in ws.iter_rows(min_row=2, values_only=True)]
+    assert via_openpyxl == [[norm(v) for v in row] for row in read_back(path, "xlsx")[1]]
+
 # --- money identities and the label ----------------------------------------------------------------
 
 def close(a: pd.Series, b: pd.Series, rel: float = 1e-9) -> bool:
