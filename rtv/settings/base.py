@@ -254,7 +254,7 @@ RTV_DECISION_THRESHOLD = env.float("RTV_DECISION_THRESHOLD", default=0.5)  # cal
 RTV_BORDERLINE_MARGIN = env.float("RTV_BORDERLINE_MARGIN", default=0.1)  # |p - threshold| below: borderline
 RTV_CONFORMAL_ALPHA = env.float("RTV_CONFORMAL_ALPHA", default=0.1)  # prediction sets cover 1 - alpha
 RTV_MODEL_ALIAS_TTL = env.float("RTV_MODEL_ALIAS_TTL", default=30.0)  # seconds an alias resolution is trusted
-RTV_PREDICT_CHUNK_ROWS = env.int("RTV_PREDICT_CHUNK_ROWS", default=50_000)
+RTV_PREDICT_CHUNK_ROWS = env.int("RTV_PREDICT_CHUNK_ROWS", default=25_000)
 RTV_MONITOR_WINDOW_DAYS = env.int("RTV_MONITOR_WINDOW_DAYS", default=30)
 RTV_MONITOR_MIN_ROWS = env.int("RTV_MONITOR_MIN_ROWS", default=50)
 RTV_MONITOR_PSI_ALERT = env.float("RTV_MONITOR_PSI_ALERT", default=0.25)

@@ -180,7 +180,7 @@ def test_batch_scoring_fills_the_gaps_then_rescores_all_when_the_champion_change
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the roles' groups come back after
 def test_the_overlapped_batch_job_stores_what_the_sequential_one_does(records, champion) -> None:  # type: ignore[no-untyped-def]
-    """Reading the next chunk and writing the last one on their own connections while one is scored
+    """Reading the next chunk and writing the last two on their own connections while one is scored
     changes nothing stored: the same predictions, each record once per run, and the export."""
     from django.db import transaction
 
