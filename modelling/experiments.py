@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from ingestion.models import SurveyRecord
 from rtv.locks import exclusive
+from rtv.outbox import outbox_enqueue
 from rtv.services import audit_record
 
 from . import registry, serving
@@ -51,7 +52,7 @@ def _start(*, name: str, challenger: ModelVersion, traffic_share: float, shadow:
                                              "a challenger with the champion"})
     with transaction.atomic():
         for old in Experiment.objects.select_for_update().filter(active=True):
-            experiment_end(experiment=old, user=user)
+            end_in_transaction(experiment=old, user=user)
         exp = Experiment(name=name, champion=champion, challenger=challenger, traffic_share=traffic_share,
                          shadow=shadow, created_by=actor)
         exp.full_clean()
@@ -59,6 +60,7 @@ def _start(*, name: str, challenger: ModelVersion, traffic_share: float, shadow:
         audit_record(actor=user, action="experiment.started", obj=exp,
                      changes={"champion": champion.version, "challenger": challenger.version,
                               "traffic_share": traffic_share, "shadow": shadow})
+        rescore_after_commit()  # the challenger's share of households now has a champion's answer
     serving.forget()
     return exp
 
@@ -78,23 +80,41 @@ def experiment_change(*, experiment: Experiment, user: AbstractBaseUser | Anonym
         current.full_clean()
         current.save(update_fields=["traffic_share", "shadow"])
         audit_record(actor=user, action="experiment.changed", obj=current, changes=changes)
+        rescore_after_commit()  # a ramp moves households between the arms; shadow mode, which arm answers
     serving.forget()
     return current
+
+
+def rescore_after_commit() -> None:
+    """The model that answers some households changed (a promotion, a rollback, an experiment
+    started, ramped or ended): their predictions are stale from the commit on, and the batch job
+    scores them then, rather than at its nightly run.  Inside the change's transaction (outbox)."""
+    outbox_enqueue("modelling.predict_batch")
 
 
 def experiment_end(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None = None,
                    reason: str = "") -> Experiment:
     with transaction.atomic():
-        current = Experiment.objects.select_for_update().get(pk=experiment.pk)
-        if not current.active:  # ended meanwhile (a second click, a promotion): once is the record
-            return current
+        current, ended = end_in_transaction(experiment=experiment, user=user, reason=reason)
+        if ended:
+            rescore_after_commit()
+    serving.forget()
+    return current
+
+
+def end_in_transaction(*, experiment: Experiment, user: AbstractBaseUser | AnonymousUser | None,
+                       reason: str = "") -> tuple[Experiment, bool]:
+    """End ``experiment`` inside the caller's transaction (a promotion or a new experiment, which
+    schedule the rescoring themselves): its current row, and whether this call ended it."""
+    current = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    ended = current.active  # else ended meanwhile (a second click, a promotion): once is the record
+    if ended:
         current.active = False
         current.ended_at = timezone.now()
         current.save(update_fields=["active", "ended_at"])
         audit_record(actor=user, action="experiment.ended", obj=current, changes={"reason": reason} if reason else {})
     experiment.active, experiment.ended_at = current.active, current.ended_at
-    serving.forget()
-    return current
+    return current, ended
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float] | None:

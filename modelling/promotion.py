@@ -94,13 +94,14 @@ def holdout_comparison(challenger: ModelVersion, champion: ModelVersion) -> dict
 
 
 def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None) -> None:
-    from .experiments import experiment_end
+    """Inside the promotion's or rollback's transaction."""
+    from .experiments import end_in_transaction, rescore_after_commit
 
     # An experiment compares a challenger with the champion it started with: a new champion ends it
     # (else it would go on answering its share of households with the old champion).
     for exp in Experiment.objects.select_for_update().filter(active=True, champion__name=name).exclude(
             champion__version=version):
-        experiment_end(experiment=exp, user=user, reason=f"the champion changed to version {version}")
+        end_in_transaction(experiment=exp, user=user, reason=f"the champion changed to version {version}")
     registry.set_alias(name, registry.CHAMPION, version)
     for mv in ModelVersion.objects.filter(name=name):
         aliases = [a for a in mv.aliases if a != registry.CHAMPION]
@@ -109,6 +110,7 @@ def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None
         if aliases != mv.aliases:
             mv.aliases = aliases
             mv.save(update_fields=["aliases"])
+    rescore_after_commit()
     from . import serving
 
     serving.forget()  # this process answers with the new champion at once; others within the TTL

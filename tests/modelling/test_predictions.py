@@ -184,6 +184,7 @@ def test_the_overlapped_batch_job_stores_what_the_sequential_one_does(records, c
     changes nothing stored: the same predictions, each record once per run, and the export."""
     from django.db import transaction
 
+    Prediction.objects.all().delete()  # what the promotion's rescoring stored: compared here are the two runs below
     with transaction.atomic():  # inside a transaction the stages run one after another
         sequential = predictions_batch(everything=True, chunk=70, export=False)
     overlapped = predictions_batch(everything=True, chunk=70)  # five chunks
@@ -314,6 +315,31 @@ def test_an_ab_test_started_after_a_batch_gets_the_challenger_arm_scored(challen
     got = set(Prediction.objects.filter(experiment=exp, variant="challenger").values_list("record_id", flat=True))
     assert got == {pk for pk, to_challenger in arm.items() if to_challenger}
     assert predictions_batch()["scored"] == 0  # each arm current now
+
+
+def test_starting_ramping_and_ending_an_experiment_rescore_the_households_that_change_arm(
+        challenger, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    """Each change queues the batch job after commit: nobody waits for the nightly run."""
+    from modelling.experiments import experiment_change
+
+    predictions_batch(everything=True, export=False)
+    ids = list(SurveyRecord.objects.filter(superseded_by__isnull=True).values_list("pk", flat=True))
+
+    def answering() -> dict[int, str]:
+        return {pk: p.variant for pk, p in serving.latest_predictions(ids).items()}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        exp = experiment_start(name="rescored", challenger=challenger, traffic_share=0.2)
+    share = answering()
+    assert 0 < sum(v == "challenger" for v in share.values()) < len(ids)
+    with django_capture_on_commit_callbacks(execute=True):
+        experiment_change(experiment=exp, user=None, traffic_share=0.6, shadow=False)
+    ramped = answering()
+    assert sum(v == "challenger" for v in ramped.values()) > sum(v == "challenger" for v in share.values())
+    with django_capture_on_commit_callbacks(execute=True):
+        experiment_end(experiment=exp)
+    assert set(answering().values()) == {"champion"}
+    assert predictions_batch(export=False)["scored"] == 0  # nothing left stale
 
 
 def test_after_a_rollback_every_household_gets_the_restored_champions_answer_again(api, records, challenger) -> None:  # type: ignore[no-untyped-def]

@@ -366,3 +366,47 @@ def test_without_a_comparison_of_its_own_the_gate_scores_both_on_records_neither
     gate = promotion_gate(second, first)
     assert gate["basis"].startswith(f"the same holdout of {unseen} records neither version trained on")
     assert gate["checks"]["roc_auc"]["champion"] != first.metrics["roc_auc"]  # scored now, not its CV figure
+
+
+@pytest.mark.parametrize(("margins", "failing"), [
+    ({}, None),  # the defaults: a win on AUC and exclusion by any amount, Brier no worse than +0.005
+    ({"RTV_PROMOTION_MARGIN_AUC": 0.02}, "roc_auc"),
+    ({"RTV_PROMOTION_MARGIN_EXCLUSION": 0.02}, "exclusion_error_at_40"),
+    ({"RTV_PROMOTION_MARGIN_BRIER": 0.0}, "brier"),
+])
+def test_the_gate_margins_are_configuration(two_versions, settings, margins, failing) -> None:  # type: ignore[no-untyped-def]
+    first, second = two_versions
+    set_metrics(first, roc_auc=0.75, exclusion_error_at_40=0.40, brier=0.200)
+    set_metrics(second, roc_auc=0.76, exclusion_error_at_40=0.39, brier=0.203)
+    for name, value in margins.items():
+        setattr(settings, name, value)
+    if failing is None:
+        model_promote(version=second.version, user=None)
+        assert registry.alias_version(NAME, registry.CHAMPION) == second.version
+        return
+    with pytest.raises(PromotionRefused) as exc:
+        model_promote(version=second.version, user=None)
+    failed = [name for name, check in exc.value.gate["checks"].items() if not check["passed"]]
+    assert failed == [failing]
+
+
+def test_a_new_champion_rescores_the_households_without_waiting_for_the_nightly_job(
+        two_versions, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    """Promotion and rollback each queue the batch job (outbox, after commit): the households' latest
+    predictions are the new champion's at once, not from the next 02:30 run on."""
+    from ingestion.models import SurveyRecord
+    from modelling.models import Prediction
+    from modelling.serving import latest_predictions
+
+    first, second = two_versions
+    set_metrics(first, roc_auc=0.75, exclusion_error_at_40=0.40, brier=0.20)
+    set_metrics(second, roc_auc=0.78, exclusion_error_at_40=0.36, brier=0.19)
+    ids = list(SurveyRecord.objects.filter(superseded_by__isnull=True).values_list("pk", flat=True))
+    with django_capture_on_commit_callbacks(execute=True):
+        model_promote(version=second.version, user=None)
+    assert {p.model_version_id for p in latest_predictions(ids).values()} == {second.pk}
+    assert len(latest_predictions(ids)) == len(ids)
+    with django_capture_on_commit_callbacks(execute=True):
+        model_rollback(user=None)
+    assert {p.model_version_id for p in latest_predictions(ids).values()} == {first.pk}
+    assert Prediction.objects.filter(model_version=second).count() == len(ids)  # each scored once
