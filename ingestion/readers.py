@@ -17,9 +17,11 @@ import itertools
 import json
 import mmap
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -853,6 +855,9 @@ def _text_columns(table: pa.Table) -> pa.Table:
         column = table.column(i)
         try:
             text = _text_array(column)
+        except RecursionError as exc:  # objects inside objects thousands deep: no survey answer
+            raise ReadError("nested_too_deep", f"Column {name!r} holds values nested too deep to read; "
+                                               "a survey answer is a plain value.") from exc
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             try:
                 text = pa.array([None if v is None else _cell_text(v) for v in column.to_pylist()], type=pa.string())
@@ -969,7 +974,8 @@ def _json_arrow(path: Path) -> tuple[pa.Table, str]:
                 fmt, source = "json", Path(lines.name)
                 _json_array_to_lines(path, lines)
                 lines.flush()
-            table = pajson.read_json(source, read_options=options)
+            with _first_record_not_null(source) as readable:
+                table = pajson.read_json(readable, read_options=options)
             try:  # Arrow's JSON reader takes the bytes inside strings as they are: Latin-1 text gets through
                 table.validate(full=True)
             except pa.ArrowInvalid as exc:
@@ -986,6 +992,27 @@ def _json_arrow(path: Path) -> tuple[pa.Table, str]:
             if not _TYPE_CHANGE.search(message):
                 raise ReadError("malformed_json", f"The JSON could not be parsed: {exc}") from exc
         return _json_lines_text(source), fmt
+
+
+@contextmanager
+def _first_record_not_null(source: Path) -> Iterator[Path]:
+    """``source``, or a copy whose first record reads ``{}`` when it is ``null``.  Arrow's JSON reader
+    (pyarrow 26) crashes the process on a first record of ``null``; a later one it reads as a row
+    of empty cells, which the validator rejects in its place.  The copy gives the first the same."""
+    with source.open("rb") as fh:
+        head = fh.read(4096)
+    body = head.removeprefix(codecs.BOM_UTF8)
+    start = len(head) - len(body) + (len(body) - len(body.lstrip()))
+    token = head[start:start + 5]
+    if not (token.startswith(b"null") and (len(token) == 4 or token[4:5].isspace())):
+        yield source
+        return
+    with tempfile.NamedTemporaryFile(prefix="rtv-json-", suffix=".ndjson") as fixed, source.open("rb") as fh:
+        fh.seek(start + 4)
+        fixed.write(b"{}")
+        shutil.copyfileobj(fh, fixed, 8 << 20)
+        fixed.flush()
+        yield Path(fixed.name)
 
 
 _TYPE_CHANGE = re.compile(r"Column\(/.+\) changed from \w+ to \w+")
@@ -1010,6 +1037,8 @@ def _json_lines_text(path: Path) -> pa.Table:
                     record = json.loads(line)
                 except ValueError as exc:
                     raise ReadError("malformed_json", f"The JSON could not be parsed: {exc} in row {row}") from exc
+                if record is None:  # as Arrow's reader takes it: a row of empty cells, rejected in its place
+                    record = {}
                 if not isinstance(record, dict):
                     raise ReadError("malformed_json", "A JSON file must be an array of objects, or one object per line.")
                 records.append(record)
@@ -1099,6 +1128,7 @@ class _ScanState:
     in_string: bool = False
     depth: int = 0  # 1 inside the array, 2 inside an element
     comma_due: bool = False  # an element closed at the very end of the previous block
+    elements: int = 0  # elements closed so far
 
 
 def _bracket_positions(block: bytes) -> list[int]:
@@ -1134,6 +1164,7 @@ def _scan_block(block: bytes, state: _ScanState) -> bytearray:
     ends: list[int] = []  # just after each element
     spans: list[tuple[int, int]] = []  # element extents, to look for line breaks inside them
     element_start = 0 if state.depth >= 2 else -1
+    gap = 0  # where the text between two elements (white space and a comma) starts
     prev = 0
     in_string = state.in_string
     depth = state.depth
@@ -1152,7 +1183,9 @@ def _scan_block(block: bytes, state: _ScanState) -> bytearray:
                 if char != _OPEN_ARR:
                     raise ReadError("malformed_json", "A JSON file must be an array of objects, or one object per line.")
                 blanks.append(at)
+                gap = at + 1
             elif depth == 1:
+                _between_elements(block, gap, at, state)
                 element_start = at
             depth += 1
         else:
@@ -1160,12 +1193,17 @@ def _scan_block(block: bytes, state: _ScanState) -> bytearray:
             if depth < 0:
                 raise ReadError("malformed_json", "The JSON could not be parsed: unbalanced brackets.")
             if depth == 0:
+                _between_elements(block, gap, at, state)
                 blanks.append(at)
             elif depth == 1:
                 ends.append(at + 1)
                 spans.append((element_start, at))
                 element_start = -1
+                state.elements += 1
+                gap = at + 1
     quotes = count(b'"', prev) - (len(escaped) - bisect.bisect_left(escaped, prev) if escaped else 0)
+    if depth == 1 and element_start == -1:  # between elements at the block's end: the gap goes on in the next
+        _between_elements(block, gap, len(block), state)
     state.in_string = in_string ^ bool(quotes % 2)
     state.depth = depth
     if element_start != -1:
@@ -1179,6 +1217,17 @@ def _scan_block(block: bytes, state: _ScanState) -> bytearray:
     for at in blanks:
         buf[at] = _SPACE
     return buf
+
+
+def _between_elements(block: bytes, start: int, end: int, state: _ScanState) -> None:
+    """Only white space and commas may stand between the array's elements: anything else is an
+    element that is not an object (``null``, a number, a string), which Arrow's line reader would
+    misread, and on a first ``null`` crash on."""
+    text = block[start:end].translate(None, b" \t\r\n,")
+    if text:
+        shown = text[:20].decode("utf-8", "replace")
+        raise ReadError("malformed_json", f"A JSON file must be an array of objects: element {state.elements + 1} "
+                                          f"is not an object ({shown}).")
 
 
 _QUOTE, _BACKSLASH, _NEWLINE, _SPACE = ord('"'), ord("\\"), ord("\n"), ord(" ")

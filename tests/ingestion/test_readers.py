@@ -697,6 +697,46 @@ def test_a_workbook_asking_to_be_recalculated_on_opening_has_placeholders_not_re
         assert raw.headers[4] == "HouseholdSize" and raw.frame.iloc[0, 4] == read_as
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(("layout", "mixed_types"), [
+    ("null\n{a}\n{b}\n", False),
+    ("\ufeff \n null \n{a}\n{b}\n", False),  # a byte order mark and blank lines before it
+    ("{a}\nnull\n{b}\n", False),
+    ("null\n{a}\n{b}\n", True),  # Python's reader (a field of two types) takes it the same way
+])
+def test_a_null_line_in_ndjson_is_a_rejected_row_in_its_place_not_a_crash(
+        tmp_path: Path, layout: str, mixed_types: bool) -> None:
+    """pyarrow 26's JSON reader kills the process on a first record of null (a worker, or the web
+    server in the embedded run).  Read as a row of empty cells, as Arrow reads a later one, it is
+    rejected alone and the rest stored."""
+    a, b = _records(2, seed=12)
+    if mixed_types:
+        b["household_size"] = "five"
+    path = tmp_path / "n.ndjson"
+    path.write_bytes(layout.replace("{a}", json.dumps(a)).replace("{b}", json.dumps(b)).encode("utf-8"))
+    assert len(read_table(path).frame) == 3
+    batch = ingest_file(path)
+    assert (batch.row_count, batch.accepted + batch.rejected) == (3, 3)
+    assert batch.rejected == (2 if mixed_types else 1)
+
+
+@pytest.mark.parametrize(("layout", "element", "shown"), [
+    ("[null, {a}, {b}]", 1, "null"),
+    ("[{a}, null, {b}]", 2, "null"),
+    ("[{a},\n  {b},\n  5\n]", 3, "5"),
+    ('[{a}, "x{{]", {b}]', 2, '"x{{]"'),
+])
+def test_an_array_element_that_is_not_an_object_is_refused_by_its_place(
+        tmp_path: Path, layout: str, element: int, shown: str) -> None:
+    a, b = _records(2, seed=12)
+    path = tmp_path / "n.json"
+    path.write_bytes(layout.replace("{a}", json.dumps(a)).replace("{b}", json.dumps(b)).encode("utf-8"))
+    with pytest.raises(ReadError) as err:
+        read_table(path)
+    assert err.value.code == "malformed_json"
+    assert f"element {element} is not an object ({shown})" in str(err.value)
+
+
 @pytest.mark.parametrize("fmt", ["json", "ndjson"])
 def test_a_json_file_in_latin_1_is_refused_as_an_encoding_not_a_failed_plan(tmp_path: Path, fmt: str) -> None:
     record = b'{"District": "Kanungu", "Cluster": "Caf\xe9", "Village": "V", "HouseHoldID": "KAN-A-B-K1", "HouseholdSize": 4}'
@@ -773,3 +813,14 @@ def test_a_duration_cell_reads_as_excel_shows_it(tmp_path: Path) -> None:
     path = tmp_path / "d.xlsx"
     wb.save(path)
     assert read_table(path).frame[1].tolist() == ["30:00:00", "0:45:30", "30"]
+
+
+def test_a_value_nested_thousands_deep_is_refused_by_its_column_not_a_failed_plan(tmp_path: Path) -> None:
+    (record,) = _records(1, seed=12)
+    path = tmp_path / "deep.json"
+    text = json.dumps([record])[:-2] + ', "extra": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}]"
+    path.write_text(text)
+    with pytest.raises(ReadError) as err:
+        _, tables = iter_tables(path, "json", 100)
+        list(tables)
+    assert err.value.code == "nested_too_deep" and "'extra'" in str(err.value)
