@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import connections, router
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
@@ -27,6 +27,26 @@ _VALIDATED: dict[bytes, Token] = {}
 _VALIDATED_MAX = 4096
 
 
+# What a correctly signed token with a claim of the wrong type raises in simplejwt or in the user
+# look-up: an ``exp`` of 1e300 (OverflowError), a ``user_id`` of ["1"] or "abc" (TypeError,
+# ValueError).  Only the holder of the signing key can make one, but it is still a 401, not a 500.
+MALFORMED_CLAIMS = (OverflowError, TypeError, ValueError)
+
+
+def user_id_of(payload: dict[str, Any]) -> Any:
+    """The token's user id as the user model's key takes it; InvalidToken when it is not one
+    (KeyError when the claim is missing)."""
+    from django.contrib.auth import get_user_model
+
+    value = payload[api_settings.USER_ID_CLAIM]
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidToken(_("Token contained no recognizable user identification"))
+    try:
+        return get_user_model()._meta.get_field(api_settings.USER_ID_FIELD).to_python(value)
+    except (ValidationError, *MALFORMED_CLAIMS) as exc:
+        raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+
+
 class RoleJWTAuthentication(JWTAuthentication):
     def get_validated_token(self, raw_token: bytes) -> Token:
         """simplejwt's validation, remembered for the token's life (decoding it was ~3% of a device
@@ -38,7 +58,10 @@ class RoleJWTAuthentication(JWTAuthentication):
                 return token
             except TokenError:
                 _VALIDATED.pop(raw_token, None)
-        token = super().get_validated_token(raw_token)
+        try:
+            token = super().get_validated_token(raw_token)
+        except MALFORMED_CLAIMS as exc:
+            raise InvalidToken(_("Token has a malformed claim")) from exc
         if not hasattr(token, "check_blacklist"):
             if len(_VALIDATED) >= _VALIDATED_MAX:
                 _VALIDATED.clear()
@@ -49,7 +72,7 @@ class RoleJWTAuthentication(JWTAuthentication):
         from .roles import ADMIN  # rtv.roles imports DRF, whose settings import this module
 
         try:
-            user_id = validated_token[api_settings.USER_ID_CLAIM]
+            user_id = user_id_of(validated_token.payload)
         except KeyError as e:
             raise InvalidToken(_("Token contained no recognizable user identification")) from e
         model = self.user_model

@@ -12,6 +12,7 @@ from rtv.api.auth import LogoutView, TokenView
 from rtv.api.views import SchemaView
 from rtv.metrics import metrics_view
 from rtv.throttles import throttled_sign_in
+from rtv.views import home
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -44,6 +45,7 @@ urlpatterns = [
     path("quality/", trend_page, name="quality-page"),
     path("quality/rules/", rules_page, name="rules-page"),
     path("models/monitoring/", monitoring_page, name="monitoring-page"),
+    path("", home, name="home"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]

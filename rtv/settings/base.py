@@ -121,6 +121,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "/accounts/login/"  # the pages' sign-in, for staff and partners alike (the admin's is staff only)
+LOGIN_REDIRECT_URL = "/"  # rtv.views.home: the first page the person's role opens
 
 STORAGES = {
     "default": {

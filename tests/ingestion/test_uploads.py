@@ -407,3 +407,16 @@ def test_a_partner_signs_in_to_the_upload_page_and_sees_only_its_own_batches(cli
     assert signed.status_code == 302 and signed["Location"] == "/uploads/"
     page = client.get("/uploads/")
     assert page.status_code == 200 and b"ours.csv" in page.content and b"theirs.csv" not in page.content
+
+
+@pytest.mark.parametrize(("role", "lands"), [
+    ("partner", "/uploads/"), ("data_manager", "/uploads/"), ("reviewer", "/admin/"), ("field_officer", "/api/docs/"),
+])
+def test_signing_in_without_a_next_page_lands_on_the_roles_first_page(client, make_user, role, lands) -> None:  # type: ignore[no-untyped-def]
+    """Not Django's /accounts/profile/, which the platform does not have (a 404 after every sign-in)."""
+    make_user(role, username=f"who-{role}")
+    signed = client.post("/accounts/login/", {"username": f"who-{role}", "password": "pw-Secret-123"})
+    assert signed.status_code == 302 and signed["Location"] == "/"
+    home = client.get("/")
+    assert home.status_code == 302 and home["Location"] == lands
+    assert client.get(lands).status_code == 200

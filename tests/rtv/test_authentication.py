@@ -110,3 +110,38 @@ def test_a_tampered_token_is_refused_even_after_its_original_was_accepted(api) -
     forged = ".".join([head, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")])
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
     assert client.get(missing).status_code == 401
+
+
+@pytest.mark.parametrize(("claim", "value"), [
+    ("user_id", ["1"]), ("user_id", {"a": 1}), ("user_id", "abc"), ("user_id", True),
+    ("exp", 10**30), ("exp", 1e300),
+])
+def test_a_signed_token_with_a_claim_of_the_wrong_type_is_a_401_not_a_500(make_user, claim, value) -> None:  # type: ignore[no-untyped-def]
+    """Only the signing key makes such a token, but every door answers it with the error shape:
+    an API request, a refresh and a logout."""
+    from rest_framework.test import APIClient
+    from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+    user = make_user("field_officer")
+    access, refresh = AccessToken.for_user(user), RefreshToken.for_user(user)
+    for token in (access, refresh):
+        token.payload[claim] = value
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    answers = [client.get(f"/api/v1/submissions/{uuid.uuid4()}/"),
+               APIClient().post("/api/v1/auth/token/refresh/", {"refresh": str(refresh)}, format="json")]
+    client.credentials()
+    logout = api_client_for(user).post("/api/v1/auth/logout/", {"refresh": str(refresh)}, format="json")
+    for answer in answers:
+        assert answer.status_code == 401 and answer.json()["code"] in ("token_not_valid", "password_changed")
+    # Blacklisting needs only the token's id: one whose user claim is odd is blacklisted all the same.
+    assert (logout.status_code, logout.status_code == 205 or logout.json()["code"]) in ((205, True), (400, "token_invalid"))
+
+
+def api_client_for(user):  # type: ignore[no-untyped-def]
+    from rest_framework.test import APIClient
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
+    return client
