@@ -210,7 +210,7 @@ class _Item(serializers.Field):
 
 
 class BatchIn(serializers.Serializer):
-    items = serializers.ListField(child=_Item(), max_length=500, allow_empty=False)
+    items = serializers.ListField(child=_Item(allow_null=True), max_length=500, allow_empty=False)  # a null item is judged alone
 
 
 class SubmissionBatchView(APIView):

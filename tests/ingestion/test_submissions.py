@@ -502,3 +502,14 @@ def test_answers_that_are_not_an_object_are_refused_naming_the_field(officer) ->
     item = officer.post("/api/v1/submissions/batch/", {"items": [dict(body(), data=7), body(1)]}, format="json").json()
     assert [r["result"] for r in item["results"]] == ["invalid", "created"]
     assert item["results"][0]["errors"][0]["field"] == "data"
+
+
+@pytest.mark.parametrize("odd", [None, 5, "text", [], True])
+def test_an_item_that_is_not_an_object_is_invalid_alone(officer, odd) -> None:  # type: ignore[no-untyped-def]
+    """A device's queue with a null in it (a record lost on the phone) still syncs the rest."""
+    resp = officer.post("/api/v1/submissions/batch/", {"items": [body(0), odd, body(2)]}, format="json")
+    assert resp.status_code == 200, resp.json()
+    results = resp.json()["results"]
+    assert [r["result"] for r in results] == ["created", "invalid", "created"]
+    assert results[1]["code"] == "invalid_submission" and results[1]["errors"]
+    assert SurveyRecord.objects.count() == 2
