@@ -68,6 +68,7 @@ class IngestionBatch(models.Model):
     error = models.TextField(blank=True)
     plan_lease_until = models.DateTimeField(null=True, blank=True, help_text="a batch still being split into chunks "
                                             "after this time lost its worker: the sweep plans it again")
+    plan_attempts = models.PositiveSmallIntegerField(default=0, help_text="planners started on this batch")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

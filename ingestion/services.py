@@ -247,9 +247,9 @@ def _chunk_bytes(table: pa.Table) -> bytes:
 def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
     """Read and split the batch's file into chunks.  Idempotent: only a pending batch is planned."""
     t0 = time.perf_counter()
-    lease = timezone.now() + timedelta(seconds=settings.RTV_CHUNK_LEASE_SECONDS)
+    lease = timezone.now() + timedelta(seconds=settings.RTV_PLAN_LEASE_SECONDS)
     if not IngestionBatch.objects.filter(pk=batch_id, status=IngestionBatch.Status.PENDING).update(
-            status=IngestionBatch.Status.RUNNING, plan_lease_until=lease):
+            status=IngestionBatch.Status.RUNNING, plan_lease_until=lease, plan_attempts=F("plan_attempts") + 1):
         return []
     batch = IngestionBatch.objects.get(pk=batch_id)
     _clear_temp(batch.pk)  # what a planner that died part-way left behind
@@ -920,19 +920,38 @@ def _clear_temp(batch_id: Any) -> None:
         default_storage.delete(f"{prefix}/{name}")
 
 
-def plans_resume_stale() -> int:
+def plans_resume_stale(*, pending_older_than: timedelta = timedelta(minutes=10)) -> int:
     """Plan again the batches whose planner died (killed, lost host): still running past their plan
-    lease with no chunk written (chunks are written together, when planning ends)."""
-    stale = IngestionBatch.objects.filter(
-        status=IngestionBatch.Status.RUNNING, plan_lease_until__lt=timezone.now()).filter(
-        ~Exists(IngestionChunk.objects.filter(batch=OuterRef("pk"))))
+    lease with no chunk written (chunks are written together, when planning ends); and the pending
+    batches whose message was lost (a broker restarted without its queue).  A batch whose planners
+    died ``RTV_PLAN_MAX_ATTEMPTS`` times fails, saying so, rather than kill a worker every sweep.
+
+    A pending batch is sent again at most once per ``pending_older_than`` (its plan lease marks when,
+    as a chunk's does): behind a backlog of messages, every sweep would otherwise add one more."""
+    now = timezone.now()
+    no_chunks = ~Exists(IngestionChunk.objects.filter(batch=OuterRef("pk")))
+    died = Q(status=IngestionBatch.Status.RUNNING, plan_lease_until__lt=now)
+    lost = (Q(status=IngestionBatch.Status.PENDING, created_at__lt=now - pending_older_than)
+            & (Q(plan_lease_until__isnull=True) | Q(plan_lease_until__lt=now)))
     with transaction.atomic():
-        ids = list(stale.select_for_update(skip_locked=True).values_list("pk", flat=True)[:100])
-        IngestionBatch.objects.filter(pk__in=ids).update(status=IngestionBatch.Status.PENDING, plan_lease_until=None)
+        rows = list(IngestionBatch.objects.filter(died | lost).filter(no_chunks).select_for_update(skip_locked=True)
+                    .values_list("pk", "status", "plan_attempts")[:100])
+        spent = [pk for pk, status, attempts in rows
+                 if status == IngestionBatch.Status.RUNNING and attempts >= settings.RTV_PLAN_MAX_ATTEMPTS]
+        again = [pk for pk, _, _ in rows if pk not in set(spent)]
+        IngestionBatch.objects.filter(pk__in=spent).update(
+            status=IngestionBatch.Status.FAILED, finished_at=now, plan_lease_until=None,
+            error=f"plan_failed: its worker stopped {settings.RTV_PLAN_MAX_ATTEMPTS} times while splitting the file into "
+                  "chunks (killed, or out of memory): it may be too big to read whole; send it as CSV, or in parts")
+        IngestionBatch.objects.filter(pk__in=again).update(status=IngestionBatch.Status.PENDING,
+                                                           plan_lease_until=now + pending_older_than)
         for message in OutboxMessage.objects.bulk_create(  # keys returned: no read back
-                [OutboxMessage(task="ingestion.plan_batch", args=[str(pk)]) for pk in ids]):
+                [OutboxMessage(task="ingestion.plan_batch", args=[str(pk)]) for pk in again]):
             outbox_after_commit(message)
-    return len(ids)
+    for pk in spent:
+        _clear_temp(pk)
+        log.warning("planning failed for good", extra={"ingestion_id": str(pk)})
+    return len(again)
 
 
 def batches_close_stale(*, older_than: timedelta = timedelta(minutes=10)) -> int:

@@ -234,6 +234,8 @@ RTV_MAX_UPLOAD_ROWS = env.int("RTV_MAX_UPLOAD_ROWS", default=1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RTV_MAX_BATCH_BYTES + (1 << 20)
 RTV_CHUNK_ROWS = env.int("RTV_CHUNK_ROWS", default=20_000)
 RTV_CHUNK_LEASE_SECONDS = env.int("RTV_CHUNK_LEASE_SECONDS", default=900)  # above process_chunk's time limit (870 s)
+RTV_PLAN_LEASE_SECONDS = env.int("RTV_PLAN_LEASE_SECONDS", default=1900)  # above plan_batch's time limit (1800 s)
+RTV_PLAN_MAX_ATTEMPTS = env.int("RTV_PLAN_MAX_ATTEMPTS", default=3)  # planners that died on one file: then it fails
 # A chunk whose processing raises is tried again (by the sweeper, or at once by ingest_file) up to
 # this many times in all, then marked failed: its batch ends failed, naming the rows and the error.
 RTV_CHUNK_MAX_ATTEMPTS = env.int("RTV_CHUNK_MAX_ATTEMPTS", default=3)

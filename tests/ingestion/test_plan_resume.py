@@ -87,3 +87,47 @@ def test_a_batch_whose_close_failed_is_closed_by_the_sweep(tmp_path, settings, m
     batch.refresh_from_db()
     assert batch.status == "succeeded" and batch.accepted == SurveyRecord.objects.filter(batch=batch).count() == 60
     assert resume_stale_chunks_task() == 0
+
+
+def test_a_pending_batch_whose_message_was_lost_is_sent_again_once_per_period(  # type: ignore[no-untyped-def]
+        tmp_path, django_capture_on_commit_callbacks) -> None:
+    """A broker that restarts without its queue (Redis keeping nothing on disk) loses the plan
+    message after the outbox sent it: the batch would wait, "queued", for ever, and block its own
+    file (same sha256) from being sent again."""
+    batch = uploaded(tmp_path)
+    assert plans_resume_stale() == 0  # just created: its message is on its way
+    IngestionBatch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(minutes=11))
+    from rtv.celery import app
+
+    app.conf.task_always_eager = False  # sent, not run: as behind a backlog of messages
+    try:
+        assert plans_resume_stale() == 1
+        assert plans_resume_stale() == 0  # not again until the period has passed
+    finally:
+        app.conf.task_always_eager = True
+    IngestionBatch.objects.filter(pk=batch.pk).update(plan_lease_until=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert plans_resume_stale() == 1
+    batch.refresh_from_db()
+    assert batch.status == "succeeded" and batch.accepted == 60 and batch.plan_attempts == 1
+
+
+def test_a_file_whose_planner_dies_each_time_fails_after_the_last_attempt(tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
+    """Else a file that kills its worker (too big for its memory) would kill one every sweep."""
+    settings.RTV_PLAN_MAX_ATTEMPTS = 2
+    batch = uploaded(tmp_path)
+    for attempt in (1, 2):
+        IngestionBatch.objects.filter(pk=batch.pk).update(  # a planner starts, and dies
+            status="running", plan_attempts=attempt, plan_lease_until=timezone.now() - timedelta(seconds=1))
+        assert plans_resume_stale() == (1 if attempt < 2 else 0)
+    batch.refresh_from_db()
+    assert batch.status == "failed" and batch.finished_at is not None
+    assert batch.error.startswith("plan_failed: its worker stopped 2 times")
+
+
+def test_a_plans_lease_outlasts_the_plan_tasks_time_limit(settings) -> None:
+    """A planner still within its time limit is never taken for dead (a second one would delete the
+    chunk files the first is writing)."""
+    from ingestion.tasks import plan_batch_task
+
+    assert plan_batch_task.time_limit < settings.RTV_PLAN_LEASE_SECONDS
