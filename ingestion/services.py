@@ -588,7 +588,9 @@ def _upsert_households(typed: pd.DataFrame) -> pd.Series:
             cursor.execute(
                 f"INSERT INTO {Household._meta.db_table} (household_id, district, village, created_at) "
                 "SELECT r->>0, coalesce(r->>1, ''), coalesce(r->>2, ''), now() FROM jsonb_array_elements(%s::jsonb) r "
-                "ON CONFLICT (household_id) DO NOTHING",
+                # In key order: two chunks that share new households (in opposite orders in their
+                # rows) then wait on each other's keys in one order, never in a cycle (a deadlock).
+                "ORDER BY r->>0 ON CONFLICT (household_id) DO NOTHING",
                 [rows],
             )
             cursor.execute(f"SELECT household_id, id FROM {Household._meta.db_table} WHERE household_id = "
