@@ -1016,8 +1016,14 @@ def ingest_file(path: str | Path, *, user: AbstractBaseUser | AnonymousUser | No
 
 
 def batch_progress(batch: IngestionBatch) -> dict[str, Any]:
+    """Rows done and counts so far, from the finished chunks; once the batch has succeeded, its own
+    counts, which the close completed (rows another upload stored meanwhile are warnings from then
+    on), so the batch's page and the list of batches give the same figures."""
     done = IngestionChunk.objects.filter(batch=batch, status=IngestionChunk.Status.DONE).aggregate(
         rows=Sum("row_count"), accepted=Sum("accepted"), rejected=Sum("rejected"), warnings=Sum("warnings"))
+    if batch.status == IngestionBatch.Status.SUCCEEDED:
+        return {"rows_done": done["rows"] or 0, "rows_total": batch.row_count,
+                "accepted": batch.accepted, "rejected": batch.rejected, "warnings": batch.warnings}
     return {"rows_done": done["rows"] or 0, "rows_total": batch.row_count,
             "accepted": done["accepted"] or 0, "rejected": done["rejected"] or 0, "warnings": done["warnings"] or 0}
 

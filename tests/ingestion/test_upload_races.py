@@ -110,5 +110,6 @@ def test_two_uploads_processed_at_once_flag_the_rows_they_share(tmp_path: Path, 
     assert not records.filter(auto_approved=True).exists() and not records.filter(warning_count=0).exists()
     for batch in IngestionBatch.objects.all():
         assert batch.warnings == SurveyRecord.objects.filter(batch=batch, warning_count__gt=0).count()
+        assert services.batch_progress(batch)["warnings"] == batch.warnings  # the batch's page says the same
         ours = RowIssue.objects.filter(batch=batch, rule="near_duplicate").count()
         assert batch.quality["by_rule"].get("near_duplicate", {}).get("warning", 0) == ours
