@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views.defaults import page_not_found
+from django.views.defaults import bad_request, page_not_found
 from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -52,6 +52,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, RequestDataTooBig):
         return Response({"code": "payload_too_large", "message": "The request body is over the limit.", "errors": []},
                         status=413)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):  # Django's limits on a form's parts
+        return Response({"code": "too_many_parts", "message": "The form has too many fields or files: send one file "
+                                                              "and the options the endpoint names.", "errors": []},
+                        status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -83,6 +87,15 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "not_found", "message": "Not found.", "errors": []}, status=404)
     return page_not_found(request, exception)  # type: ignore[arg-type]
+
+
+def bad_request_page(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: a request Django itself refuses (a suspicious operation outside DRF's handling)
+    is a JSON 400 in the standard shape under /api/, the site's own page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "bad_request", "message": "The request could not be read.", "errors": []},
+                            status=400)
+    return bad_request(request, exception)  # type: ignore[arg-type]
 
 
 class JSONParser(parsers.JSONParser):

@@ -30,6 +30,7 @@ api_v1 = [
 ]
 
 handler404 = "rtv.errors.not_found"
+handler400 = "rtv.errors.bad_request_page"
 admin.site.login = throttled_sign_in(admin.site.login)  # type: ignore[method-assign]
 
 urlpatterns = [

@@ -58,3 +58,15 @@ def test_a_nul_in_the_query_string_is_a_400_not_a_database_error(client, make_us
     client.force_login(make_user("reviewer"))
     resp = client.get(url)
     assert resp.status_code == 400 and resp.json()["code"] == "invalid_characters"
+
+
+@pytest.mark.parametrize(("parts", "files"), [(1200, 0), (0, 120)])
+def test_a_form_with_too_many_parts_is_a_400_in_the_error_shape(api, parts: int, files: int) -> None:  # type: ignore[no-untyped-def]
+    """Django's DATA_UPLOAD_MAX_NUMBER_FIELDS / _FILES limits: its own HTML 400 page before."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    form: dict[str, object] = {f"f{i}": "x" for i in range(parts)}
+    form.update({f"file{i}": SimpleUploadedFile(f"s{i}.csv", b"a,b\n1,2\n") for i in range(files)})
+    answer = api("data_manager").post("/api/v1/uploads/", form, format="multipart")
+    assert answer.status_code == 400 and answer["Content-Type"].startswith("application/json")
+    assert answer.json()["code"] == "too_many_parts"
