@@ -19,6 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# A sync worker reads a whole upload (up to 200 MB), hashes it and stores it inside the request;
+# gunicorn's default of 30 s would kill it part-way over a field office's link (2 MB/s is 100 s).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
+
 _OWN = "RTV_PROMETHEUS_TEMP_DIR"  # the directory this server made (a reload reads this file again)
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ[_OWN] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rtv-prometheus-")

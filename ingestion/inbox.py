@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.db import transaction
 
@@ -71,6 +72,10 @@ def _take(partner: Partner, key: str) -> int:
     try:
         with transaction.atomic():
             detect_format(name)
+            size = default_storage.size(key)
+            if size > settings.RTV_MAX_UPLOAD_BYTES:  # the upload door's limit: no door takes a bigger file
+                raise ReadError("file_too_large", f"The file is {size:,} bytes; files are limited to "
+                                                  f"{settings.RTV_MAX_UPLOAD_BYTES:,} bytes: send it in parts.")
             with default_storage.open(key, "rb") as fh:
                 batch = batch_create(fh=fh, original_name=name, channel=IngestionBatch.Channel.PARTNER,
                                      partner=partner)

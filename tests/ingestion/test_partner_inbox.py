@@ -125,3 +125,30 @@ def test_an_odd_name_is_archived_under_the_name_storage_gives_and_audited_as_suc
     assert len(set(archived)) == 2 and all(default_storage.exists(a) for a in archived)
     with default_storage.open(archived[1], "rb") as fh:
         assert fh.read() == b"two"  # the audit points at the file it archived
+
+
+def test_a_file_over_the_upload_limit_is_archived_with_the_reason(partner, tmp_path, settings,  # type: ignore[no-untyped-def]
+                                                                   django_capture_on_commit_callbacks) -> None:
+    """The inbox takes no bigger file than the upload door does."""
+    key = drop(tmp_path, "huge.csv", rows=50)
+    settings.RTV_MAX_UPLOAD_BYTES = default_storage.size(key) - 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inbox_scan() == 0
+    assert not IngestionBatch.objects.exists() and default_storage.exists("archive/inbox/hope/huge.csv")
+    refused = AuditEvent.objects.get(action="inbox.file_refused")
+    assert "limited to" in refused.changes["reason"]
+
+
+def test_the_web_server_waits_for_a_large_upload_over_a_slow_link() -> None:
+    """gunicorn's default (30 s) would kill a sync worker part-way through reading 200 MB."""
+    import os
+    import runpy
+    import shutil
+    from unittest import mock
+
+    from django.conf import settings
+
+    with mock.patch.dict(os.environ):  # the file names a metrics directory for the server: not for this process
+        config = runpy.run_path(str(Path(settings.BASE_DIR) / "gunicorn.conf.py"))
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    assert config["timeout"] >= 200  # MB, at 1 MB/s
