@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
@@ -64,10 +65,21 @@ for _key in FIELD_ENCRYPTION_KEYS:
 # The registry of record: without it MLflow would silently fall back to a SQLite file inside the
 # container, and a SQLite or file store given here would do the same by choice.
 MLFLOW_TRACKING_URI = _require("MLFLOW_TRACKING_URI")
-if MLFLOW_TRACKING_URI.split(":", 1)[0].lower() not in ("postgresql", "postgres", "postgresql+psycopg",
-                                                         "postgresql+psycopg2", "http", "https"):
+_mlflow_scheme = MLFLOW_TRACKING_URI.split(":", 1)[0].lower()
+if _mlflow_scheme not in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "http", "https"):
     raise ImproperlyConfigured("MLFLOW_TRACKING_URI must be PostgreSQL (its own database) or an MLflow server, "
-                               f"not {MLFLOW_TRACKING_URI.split(':', 1)[0]!r}")
+                               f"not {_mlflow_scheme!r}")
+if _mlflow_scheme == "postgres":  # as DATABASE_URL may be written; SQLAlchemy, which MLflow uses, knows only this name
+    MLFLOW_TRACKING_URI = "postgresql" + MLFLOW_TRACKING_URI[len("postgres"):]
+if _mlflow_scheme.startswith("postgres"):
+    _mlflow_db = database_config(MLFLOW_TRACKING_URI.replace("+psycopg2", "").replace("+psycopg", ""))
+    _app_db = DATABASES["default"]
+    def _where(db: dict[str, Any]) -> tuple[str, str, str]:
+        return str(db.get("HOST") or "localhost"), str(db.get("PORT") or 5432), str(db.get("NAME") or "")
+
+    if _where(_mlflow_db) == _where(_app_db):
+        # MLflow's own tables and migrations (experiments, runs, alembic_version) in the platform's database
+        raise ImproperlyConfigured("MLFLOW_TRACKING_URI must name its own database, not the platform's (DATABASE_URL)")
 
 DEBUG = False
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

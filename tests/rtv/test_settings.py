@@ -60,11 +60,22 @@ def test_production_refuses_to_start_without_each_secret(missing: str) -> None:
     ("ALLOWED_HOSTS", " *"),
     ("MLFLOW_TRACKING_URI", "sqlite:////tmp/mlflow.sqlite3"),
     ("MLFLOW_TRACKING_URI", "/srv/mlruns"),
+    ("MLFLOW_TRACKING_URI", "postgresql://postgres@127.0.0.1:5432/rtv"),  # the platform's own database
+    ("MLFLOW_TRACKING_URI", "postgresql+psycopg://other@127.0.0.1/rtv"),  # the same, as another user
 ])
 def test_production_refuses_unsafe_values(name: str, value: str) -> None:
     proc = load_settings("rtv.settings.production", {**GOOD, name: value})
     assert proc.returncode != 0
     assert "ImproperlyConfigured" in proc.stderr
+
+
+def test_an_mlflow_database_written_as_postgres_is_named_as_sqlalchemy_names_it() -> None:
+    code = "import django; django.setup(); from django.conf import settings as s; print(s.MLFLOW_TRACKING_URI)"
+    clean = {k: v for k, v in os.environ.items() if k not in GOOD and k != "DJANGO_SETTINGS_MODULE"}
+    clean.update(GOOD, MLFLOW_TRACKING_URI="postgres://mlflow@db:5432/mlflow", DJANGO_SETTINGS_MODULE="rtv.settings.production")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "postgresql://mlflow@db:5432/mlflow"
 
 
 def test_production_hosts_are_read_without_their_spaces_and_https_is_enforced() -> None:
