@@ -200,3 +200,45 @@ def test_thresholds_out_of_order_stop_the_platform_from_starting() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "rtv.settings.test", "RTV_THRESHOLD_AT_RISK": "3.0"}
     run = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True)
     assert run.returncode != 0 and "status thresholds must fall" in run.stderr
+
+
+def test_a_model_too_good_to_be_true_is_not_registered(tmp_path: Path) -> None:
+    """The alarm is not just a function: training calls it before MLflow or the registry hear of the
+    model.  Here household size gives the label away (as a money column would), so the
+    cross-validated accuracy passes 0.95 and nothing is registered."""
+    from modelling.services import model_train
+
+    data, errors = generate(700, seed=21, bad_rate=0.0)
+    vulnerable = data["income_consumption_residues_per_day"] < 1.77
+    data["household_size"] = np.where(vulnerable, 9, 3)
+    write(data, errors, tmp_path / "leaky.csv", "csv")
+    ingest_file(tmp_path / "leaky.csv")
+    with pytest.raises(LeakageError, match="accuracy"):
+        model_train(folds=2)
+    assert not ModelVersion.objects.exists()
+    registry.configure()
+    import mlflow
+
+    assert not mlflow.MlflowClient().search_model_versions(f"name='{registry.settings.RTV_MODEL_NAME}'")
+
+
+def test_the_training_run_is_in_mlflow_with_its_parameters_metrics_evaluation_and_requirements(
+        stored_records: int) -> None:
+    import mlflow
+
+    from modelling.services import PIP_REQUIREMENTS, model_train
+
+    mv = model_train(folds=2)
+    registry.configure()
+    client = mlflow.MlflowClient()
+    run = client.get_run(mv.mlflow_run_id)
+    assert {"algorithm", "folds", "rows", "features", "cv", "snapshot", "snapshot_sha256"} <= set(run.data.params)
+    assert run.data.params["rows"] == str(mv.training_rows) and run.data.params["folds"] == "2"
+    assert abs(run.data.metrics["cv_roc_auc"] - mv.metrics["roc_auc"]) < 1e-9
+    evaluation = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                                     artifact_path="evaluation.json")).read_text())
+    assert evaluation["roc_auc"] == mv.metrics["roc_auc"] and "by_district" in evaluation
+    requirements = Path(mlflow.artifacts.download_artifacts(f"{mv.model_uri}/requirements.txt")).read_text().split()
+    assert set(PIP_REQUIREMENTS) <= set(requirements)  # (MLflow adds its own pin)
+    version = client.get_model_version(mv.name, str(mv.version))
+    assert version.run_id == run.info.run_id

@@ -8,6 +8,7 @@ from io import StringIO
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
@@ -195,3 +196,35 @@ def test_degradation_scores_the_new_records_as_serving_does_dates_included(tmp_p
     y = np.array(new.values_list("vulnerable", flat=True), dtype=bool).astype(int)
     served = roc_auc_score(y, serving.model_for(champion).score(frame, explain=False).p_vulnerable)
     assert decision.inputs["degradation"]["new_auc"] == round(served, 4)
+
+
+def _frames(shifts: dict[str, float], n: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current values of some numeric inputs, each current one moved by ``shift``
+    standard deviations (PSI about 0.01 at 0.05, 0.16 at 0.4, 2 at 1.5)."""
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({name: rng.normal(10, 2, n) for name in shifts})
+    current = pd.DataFrame({name: rng.normal(10 + 2 * d, 2, n) for name, d in shifts.items()})
+    return reference, current
+
+
+@pytest.mark.parametrize(("shifts", "top", "drift", "major", "moderate"), [
+    # Half the inputs major, none of them among the top five: drift, by the half rule.
+    ({"household_size": 1.5, "agriculture_land": 1.5, "time_to_opd": 0.05, "time_to_water": 0.05},
+     ["time_to_opd"], True, ["agriculture_land", "household_size"], []),
+    # One major input of four, not a top one: no drift.
+    ({"household_size": 1.5, "agriculture_land": 0.05, "time_to_opd": 0.05, "time_to_water": 0.05},
+     ["time_to_opd"], False, ["household_size"], []),
+    # The same one major input, among the top five: drift.
+    ({"household_size": 1.5, "agriculture_land": 0.05, "time_to_opd": 0.05, "time_to_water": 0.05},
+     ["household_size"], True, ["household_size"], []),
+    # Moderate (0.1 to 0.25) everywhere: reported as such, never drift.
+    ({"household_size": 0.4, "agriculture_land": 0.4, "time_to_opd": 0.4, "time_to_water": 0.4},
+     ["household_size"], False, [], ["agriculture_land", "household_size", "time_to_opd", "time_to_water"]),
+])
+def test_drift_is_half_the_inputs_major_or_any_top_five_major_and_moderate_is_between_0_1_and_0_25(
+        shifts: dict[str, float], top: list[str], drift: bool, major: list[str], moderate: list[str]) -> None:
+    from modelling.triggers import PSI_MAJOR, PSI_MODERATE, drift_report
+
+    assert (PSI_MODERATE, PSI_MAJOR) == (0.1, 0.25)
+    report = drift_report(*_frames(shifts), top)
+    assert (report["drift"], report["major"], report["moderate"]) == (drift, major, moderate), report["psi"]
