@@ -57,6 +57,27 @@ LOCAL_UTC_OFFSET = pd.Timedelta(hours=3)  # months are taken in East Africa Time
 DERIVED_FEATURES = ("land_per_member", "crop_diversity", "wash_index", "farming_index", "uses_fertilizer",
                     *TEMPORAL_FEATURES)
 MISSING_INDICATOR_PREFIX = "missingindicator_"
+# The survey fields each derived feature is computed from (the dates behind the temporal ones are
+# metadata, not survey fields): what a shift of the derived feature is a shift of.
+DERIVED_INPUTS: dict[str, tuple[str, ...]] = {
+    "land_per_member": ("agriculture_land", "household_size"),
+    "crop_diversity": ("season1_crops_planted", "season2_crops_planted", "perennial_crops_grown"),
+    "wash_index": WASH_FLAGS,
+    "farming_index": FARMING_FLAGS,
+    "uses_fertilizer": ("household_fertilizer",),
+    **{name: () for name in TEMPORAL_FEATURES},
+}
+
+
+def survey_fields_behind(sources: Sequence[str]) -> list[str]:
+    """The survey fields behind feature sources, in their order, each once: a field as itself, a
+    derived feature as the fields it is computed from (none for one computed from dates)."""
+    out: list[str] = []
+    for name in sources:
+        for field in DERIVED_INPUTS.get(name, (name,)):
+            if field not in out:
+                out.append(field)
+    return out
 
 NAT = np.iinfo(np.int64).min  # NaT as an int64
 _MONTH = np.arange(13, dtype=np.float64)  # index 1..12 is the calendar month

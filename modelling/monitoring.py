@@ -19,7 +19,7 @@ from ingestion.models import SurveyRecord
 from . import serving
 from .evaluation import evaluate
 from .models import ModelAlert, MonitoringRun
-from .triggers import PSI_MAJOR, drift_report, psi_categorical, unseen_labelled
+from .triggers import PSI_MAJOR, drift_report, drift_top_fields, psi_categorical, unseen_labelled
 
 
 def _status_mix_psi(reference: np.ndarray, current: np.ndarray) -> float:
@@ -57,7 +57,7 @@ def monitoring_run(*, now: datetime | None = None) -> MonitoringRun | None:
     if len(current) >= min_rows and champ.snapshot is not None:
         reference = snapshot_read(champ.snapshot)
         model = serving.model_for(champ)
-        top = list(champ.metrics.get("model_top_features", champ.metrics.get("top_features", [])))[:5]
+        top = drift_top_fields(champ)
         overall = drift_report(reference, current, top)
         feature_psi_max = max(overall["psi"].values(), default=0.0)
         ref_status = model.score(reference, explain=False).predicted_status

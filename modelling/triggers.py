@@ -15,7 +15,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from sklearn.metrics import roc_auc_score
 
-from features.pipeline import input_fields
+from features.pipeline import input_fields, survey_fields_behind
 from features.snapshots import snapshot_read, snapshot_record_ids
 from ingestion.models import SurveyRecord
 from rtv.locks import exclusive
@@ -181,7 +181,7 @@ def _evaluate(*, manual: bool, enqueue: bool, now: datetime) -> RetrainDecision:
                 else:
                     reference = _frame(labelled.filter(received_at__lte=cutoff))
                     against = "records received before the training cut-off"
-                report = drift_report(reference, current, champion.metrics.get("top_features", []))
+                report = drift_report(reference, current, drift_top_fields(champion))
                 inputs["drift"] = {**report, "reference": against, "reference_rows": len(reference)}
                 if report["drift"]:
                     fired.append(RetrainDecision.Trigger.DRIFT)
@@ -216,6 +216,18 @@ def retrain_requested(*, user: Any, door: str) -> RetrainDecision:
         audit_record(actor=person, action="model.retrain_requested", obj=decision, changes={"door": door})
         outbox_enqueue("modelling.train_and_score", person.pk if person else None)
     return decision
+
+
+def drift_top_fields(mv: ModelVersion, k: int = 5) -> list[str]:
+    """The 'top five features' of the drift rule: the survey fields behind the features the model
+    leans on most (its mean |exact contribution|), a derived feature standing for the fields it is
+    computed from; the one list the retraining trigger and the daily monitoring both judge.  A
+    version from before that ranking was recorded falls back to the univariate one."""
+    ranked = mv.metrics.get("model_top_features")
+    if not ranked:
+        return list(mv.metrics.get("top_features", []))[:k]
+    inputs = set(input_fields())
+    return [f for f in survey_fields_behind(ranked) if f in inputs][:k]
 
 
 def top_features(X: pd.DataFrame, y: np.ndarray, k: int = 5) -> list[str]:
