@@ -43,6 +43,9 @@ WASH_FLAGS = ("latrine_constructed", "tippy_tap_available", "soap_ash_available"
               "kitchen_house", "bathroom_constructed", "swept_compound", "dish_rack_present", "non_bio_waste_mgt_present")
 FARMING_FLAGS = ("perennial_cropping", "apply_liquid_manure", "soil_management", "postharvest_food_storage",
                  "water_control_practise")
+# Durable assets the survey asks about (the asset values are money: never inputs): owns a radio, a
+# phone.  The index is the share of them owned, of those answered.
+ASSET_FIELDS = ("radios_owned", "phones_owned")
 
 # Collection dates: metadata, not contract features.  Read (when present) only to derive TEMPORAL_FEATURES.
 TEMPORAL_INPUTS = ("collected_at", "previous_collected_at")
@@ -55,7 +58,7 @@ RAINY_MONTHS = (3, 4, 5, 9, 10, 11)  # Uganda's two rainy seasons: March-May and
 LOCAL_UTC_OFFSET = pd.Timedelta(hours=3)  # months are taken in East Africa Time (UTC+3, no daylight saving)
 # Every feature computed from other columns (not a contract field): its own source in feature_sources.
 DERIVED_FEATURES = ("land_per_member", "crop_diversity", "wash_index", "farming_index", "uses_fertilizer",
-                    *TEMPORAL_FEATURES)
+                    "asset_index", *TEMPORAL_FEATURES)
 MISSING_INDICATOR_PREFIX = "missingindicator_"
 # The survey fields each derived feature is computed from (the dates behind the temporal ones are
 # metadata, not survey fields): what a shift of the derived feature is a shift of.
@@ -65,6 +68,7 @@ DERIVED_INPUTS: dict[str, tuple[str, ...]] = {
     "wash_index": WASH_FLAGS,
     "farming_index": FARMING_FLAGS,
     "uses_fertilizer": ("household_fertilizer",),
+    "asset_index": ASSET_FIELDS,
     **{name: () for name in TEMPORAL_FEATURES},
 }
 
@@ -142,7 +146,9 @@ class _Layout:
 
 
 @functools.lru_cache(maxsize=32)
-def _layout(fields: tuple[str, ...]) -> _Layout:
+def _layout(fields: tuple[str, ...], assets: bool = True) -> _Layout:
+    """``assets``: whether the asset index is among the derived features (False for a pipeline fitted
+    before it existed, whose estimator knows one column fewer)."""
     specs = contract.FIELDS_BY_NAME
     order: list[str] = []
     numeric_names: list[str] = []
@@ -176,6 +182,8 @@ def _layout(fields: tuple[str, ...]) -> _Layout:
         derived.append("farming_index")
     if "household_fertilizer" in numeric_names:
         derived.append("uses_fertilizer")
+    if assets and any(c in numeric_names for c in ASSET_FIELDS):
+        derived.append("asset_index")
     derived += TEMPORAL_FEATURES
     numeric_names += derived
     order += derived
@@ -414,7 +422,11 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: Any = None) -> SurveyFeatures:
         self.fields_ = list(self.fields) if self.fields is not None else input_fields()
         assert_leak_free(self.fields_)
+        self.assets_ = True  # the asset index is one of its features (absent: fitted before it was)
         return self
+
+    def _own_layout(self) -> _Layout:
+        return _layout(tuple(self.fields_), getattr(self, "assets_", False))
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         return self.arrays(X).frame()
@@ -423,7 +435,7 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
         """``transform``'s output before it becomes a DataFrame: what serving hands straight to
         ``FastColumnTransformer`` (the same numbers; ``.frame()`` is ``transform(X)``)."""
         check_is_fitted(self, "fields_")
-        layout = _layout(tuple(self.fields_))
+        layout = self._own_layout()
         index = X.index
         n = len(index)
         columns = _Columns(X)
@@ -464,7 +476,7 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """The output columns of ``transform``, in order."""
         check_is_fitted(self, "fields_")
-        return np.asarray(_layout(tuple(self.fields_)).columns, dtype=object)
+        return np.asarray(self._own_layout().columns, dtype=object)
 
     @staticmethod
     def _derive(block: np.ndarray, position: dict[str, int]) -> None:
@@ -486,6 +498,11 @@ class SurveyFeatures(TransformerMixin, BaseEstimator):
                     row(index)[:] = total / count
         if "uses_fertilizer" in position:
             row("uses_fertilizer")[:] = np.isin(row("household_fertilizer"), (1, 2, 3))
+        if "asset_index" in position:
+            owned = block[[position[c] for c in ASSET_FIELDS if c in position]]
+            with np.errstate(invalid="ignore"):
+                total, count = _nan_sum(np.where(np.isnan(owned), np.nan, owned > 0))
+                row("asset_index")[:] = np.where(count >= 1, total / np.maximum(count, 1), np.nan)
 
 
 def _column(X: pd.DataFrame | FeatureArrays, name: str) -> np.ndarray:

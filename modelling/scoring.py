@@ -44,6 +44,7 @@ DERIVED_LABELS = {
     "crop_diversity": "Number of crops grown",
     "wash_index": "Share of hygiene and sanitation practices in place",
     "farming_index": "Share of improved farming practices in use",
+    "asset_index": "Share of the surveyed assets (radio, phone) the household owns",
     "uses_fertilizer": "Uses fertilizer",
     "collected_month_sin": "Month of the survey",
     "collected_month_cos": "Month of the survey",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from features.pipeline import FARMING_FLAGS, HIGH_CARDINALITY, LOW_CARDINALITY, WASH_FLAGS
+from features.pipeline import ASSET_FIELDS, FARMING_FLAGS, HIGH_CARDINALITY, LOW_CARDINALITY, WASH_FLAGS
 from rtv import contract
 
 
@@ -48,6 +48,9 @@ def reference_features(X: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
         frame["farming_index"] = frame[farming].mean(axis=1)
     if "household_fertilizer" in frame:
         frame["uses_fertilizer"] = frame["household_fertilizer"].isin([1, 2, 3]).astype("float64")
+    assets = [c for c in ASSET_FIELDS if c in frame]
+    if assets:
+        frame["asset_index"] = (frame[assets] > 0).astype("float64").where(frame[assets].notna()).mean(axis=1)
     return frame
 
 

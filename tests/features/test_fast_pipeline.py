@@ -234,3 +234,19 @@ def test_rows_without_any_date_have_missing_temporal_features(households: pd.Dat
                                                                          dtype=object)))
         pd.testing.assert_frame_equal(undated, absent)
     assert absent[list(TEMPORAL_FEATURES)].isna().all().all()
+
+
+def test_the_asset_index_is_the_share_of_assets_owned_and_older_fitted_pipelines_keep_their_columns(
+        households: pd.DataFrame) -> None:
+    """A model saved before the index existed was fitted on one column fewer: loaded again, its
+    feature step (no ``assets_``) gives the columns its estimator knows."""
+    frame = pd.DataFrame({"radios_owned": [0, 2, None, 1], "phones_owned": [1, -99, None, 0], "household_size": 4})
+    step = SurveyFeatures(["radios_owned", "phones_owned", "household_size"]).fit(frame)
+    assert step.transform(frame)["asset_index"].tolist()[:2] == [0.5, 1.0]  # -99 is "not answered"
+    assert np.isnan(step.transform(frame)["asset_index"].iloc[2])
+    fields = fields_of(households)
+    older = SurveyFeatures(fields).fit(households)
+    del older.assets_
+    columns = list(older.get_feature_names_out())
+    assert "asset_index" not in columns and columns == list(older.transform(households.head(5)).columns)
+    assert columns == [c for c in SurveyFeatures(fields).fit(households).get_feature_names_out() if c != "asset_index"]
