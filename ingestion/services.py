@@ -412,26 +412,40 @@ def _chunk_work(chunk_id: int, attempt: int) -> bool:
 
 # A file's collection time without an offset: a spreadsheet's date cell, or a partner's export.
 _LOCAL_TIME = r"^\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*$"
+# Excel's own renderings that name the month (no day/month ambiguity): "5-Mar-2026", "05 Mar 26 10:00".
+_MONTH_NAME_TIME = r"^\s*\d{1,2}[- ][A-Za-z]{3,9}[- ]\d{2,4}(?:\s+\d{1,2}:\d{2}(?::\d{2})?)?\s*$"
+# A date cell exported as General: Excel's serial day number (1 = 1900-01-01), 1954 to 2119 here.
+_EXCEL_SERIAL = r"^\s*[2-7]\d{4}(?:\.\d+)?\s*$"
 LOCAL_UTC_OFFSET = "+03:00"  # Africa/Kampala: UTC+3 all year (no daylight saving)
 
 
 def _local_times(raw: pd.DataFrame) -> pd.DataFrame:
     """Collection times written without an offset are Uganda's local time (a device always sends
     its offset; the rule that asks for one is about devices): '2026-03-05 10:00' is read as
-    '2026-03-05T10:00:00+03:00', a date alone as that day's midnight, before validation."""
+    '2026-03-05T10:00:00+03:00', a date alone as that day's midnight, before validation.  So are the
+    forms Excel writes into a CSV that cannot be misread: a month by name ('5-Mar-2026') and a date
+    cell's serial number (45721).  Day/month numbers ('05/03/2026') stay as they are: which is the
+    day depends on the computer that saved the file, and the row says so rather than guess."""
     if "collected_at" not in raw:
         return raw
     text = raw["collected_at"].astype("string")
-    local = text.str.match(_LOCAL_TIME, na=False).to_numpy(dtype=bool)
-    if not local.any():
-        return raw
     fixed = text.to_numpy(dtype=object)
-    stamps = pd.to_datetime(text[local].str.strip(), errors="coerce", format="ISO8601")
-    good = stamps.notna().to_numpy()
-    rows = np.flatnonzero(local)[good]
-    text_of = stamps[good].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.rstrip("0").str.rstrip(".") + LOCAL_UTC_OFFSET
-    fixed[rows] = text_of.to_numpy(dtype=object)
-    return raw.assign(collected_at=fixed)
+    changed = False
+    for pattern, parse in ((_LOCAL_TIME, lambda t: pd.to_datetime(t.str.strip(), errors="coerce", format="ISO8601")),
+                           (_MONTH_NAME_TIME, lambda t: pd.to_datetime(t.str.strip(), errors="coerce", format="mixed",
+                                                                       dayfirst=True)),
+                           (_EXCEL_SERIAL, lambda t: pd.Timestamp("1899-12-30")
+                            + pd.to_timedelta(t.str.strip().astype(float), unit="D").dt.round("s"))):
+        local = text.str.match(pattern, na=False).to_numpy(dtype=bool)
+        if not local.any():
+            continue
+        stamps = parse(text[local])
+        good = stamps.notna().to_numpy()
+        rows = np.flatnonzero(local)[good]
+        text_of = stamps[good].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.rstrip("0").str.rstrip(".") + LOCAL_UTC_OFFSET
+        fixed[rows] = text_of.to_numpy(dtype=object)
+        changed = True
+    return raw.assign(collected_at=fixed) if changed else raw
 
 
 def _process_frame(raw: pd.DataFrame, *, batch: IngestionBatch, start_row: int,

@@ -185,6 +185,23 @@ def test_a_files_collection_times_are_stored_and_local_times_read_as_kampala_tim
     assert [None if stored[r] is None else stored[r].isoformat().replace("+00:00", "Z") for r in range(2, 7)] == expected
 
 
+def test_excels_own_renderings_of_a_date_in_a_csv_are_read_and_day_month_numbers_are_not_guessed(tmp_path: Path) -> None:
+    """A CSV saved by Excel writes a date cell as the computer's locale shows it, or as its serial
+    number when the column is General.  Month names and serials cannot be misread; "05/03/2026" is
+    the 5th of March in Kampala and the 3rd of May in an American copy of Excel, so that row is
+    refused with the others stored."""
+    data, _ = generate(5, seed=3, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame["collected_at"] = ["5-Mar-2026", "05 Mar 26 10:30", "46086", "46086.4375", "05/03/2026 10:00"]
+    frame.to_csv(path, index=False)
+    batch = ingest_file(path)
+    assert (batch.accepted, batch.rejected) == (4, 1)
+    stored = dict(SurveyRecord.objects.filter(batch=batch).values_list("row_number", "collected_at"))
+    assert [stored[r].isoformat().replace("+00:00", "Z") for r in range(2, 6)] == [
+        "2026-03-04T21:00:00Z", "2026-03-05T07:30:00Z", "2026-03-04T21:00:00Z", "2026-03-05T07:30:00Z"]
+
+
 def test_a_files_gps_points_are_stored_encrypted_as_a_devices_are(tmp_path: Path) -> None:
     data, _ = generate(3, seed=3, bad_rate=0.0)
     path = write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
