@@ -627,6 +627,24 @@ def test_a_workbook_whose_formulas_were_never_calculated_is_refused_naming_the_c
     assert not SurveyRecord.objects.exists()
 
 
+def _workbook_with_cell_e2(path: Path, cell: str, after_sheets: str = "") -> Path:
+    """A generated three-row workbook whose cell E2 (household size, row 2) is ``cell``'s XML, and
+    with ``after_sheets`` written into workbook.xml after its sheet list."""
+    import zipfile
+
+    data, _ = generate(3, seed=9, bad_rate=0.0)
+    write(data, data.iloc[0:0], path, "xlsx")
+    with zipfile.ZipFile(path) as zf:
+        parts = {n: zf.read(n) for n in zf.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    parts["xl/worksheets/sheet1.xml"] = sheet.replace(re.search(r'<c r="E2"[^>]*>.*?</c>', sheet).group(0), cell).encode()
+    parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(b"</sheets>", b"</sheets>" + after_sheets.encode())
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in parts.items():
+            zf.writestr(name, blob)
+    return path
+
+
 @pytest.mark.parametrize(("cell", "read_as"), [
     ('<c r="E2"><f>2+5</f><v>7</v></c>', "7"),  # Excel, LibreOffice: the result saved
     ('<c r="E2"><f t="shared" ref="E2:E4" si="0">2+5</f><v>7</v></c>', "7"),
@@ -638,18 +656,7 @@ def test_a_workbook_whose_formulas_were_never_calculated_is_refused_naming_the_c
 ])
 def test_formulas_read_as_their_saved_results_and_a_workbook_without_them_is_refused(
         tmp_path: Path, cell: str, read_as: str | None) -> None:
-    import zipfile
-
-    data, _ = generate(3, seed=9, bad_rate=0.0)
-    path = write(data, data.iloc[0:0], tmp_path / "s.xlsx", "xlsx")
-    with zipfile.ZipFile(path) as zf:
-        parts = {n: zf.read(n) for n in zf.namelist()}
-    sheet = parts["xl/worksheets/sheet1.xml"].decode()
-    sheet = sheet.replace(re.search(r'<c r="E2"[^>]*>.*?</c>', sheet).group(0), cell)
-    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, blob in parts.items():
-            zf.writestr(name, blob)
+    path = _workbook_with_cell_e2(tmp_path / "s.xlsx", cell)
     if read_as is None:
         with pytest.raises(ReadError) as err:
             read_table(path)
@@ -673,20 +680,9 @@ def test_a_workbook_asking_to_be_recalculated_on_opening_has_placeholders_not_re
         tmp_path: Path, cell: str, flag: str, read_as: str | None) -> None:
     """XlsxWriter saves each formula with the value 0 and marks the workbook to be recalculated when
     opened; calamine would read every such cell as 0, a plausible answer stored without a word."""
-    import zipfile
-
-    data, _ = generate(3, seed=9, bad_rate=0.0)
-    path = write(data, data.iloc[0:0], tmp_path / "w.xlsx", "xlsx")
-    with zipfile.ZipFile(path) as zf:
-        parts = {n: zf.read(n) for n in zf.namelist()}
-    sheet = parts["xl/worksheets/sheet1.xml"].decode()
-    parts["xl/worksheets/sheet1.xml"] = sheet.replace(re.search(r'<c r="E2"[^>]*>.*?</c>', sheet).group(0), cell).encode()
     if flag.startswith("<x:"):
         flag = flag.replace("/>", ' xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main"/>')
-    parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(b"</sheets>", b"</sheets>" + flag.encode())
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, blob in parts.items():
-            zf.writestr(name, blob)
+    path = _workbook_with_cell_e2(tmp_path / "w.xlsx", cell, after_sheets=flag)
     if read_as is None:
         with pytest.raises(ReadError) as err:
             read_table(path)
