@@ -93,8 +93,9 @@ def holdout_comparison(challenger: ModelVersion, champion: ModelVersion) -> dict
                for name, mv in (("challenger", challenger), ("champion", champion))}}
 
 
-def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None) -> None:
-    """Inside the promotion's or rollback's transaction."""
+def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None, *, rescore: bool = True) -> None:
+    """Inside the promotion's or rollback's transaction.  ``rescore``: queue the batch scoring for
+    after the commit (not when the caller scores right after, as training does)."""
     from .experiments import end_in_transaction, rescore_after_commit
 
     # An experiment compares a challenger with the champion it started with: a new champion ends it
@@ -110,21 +111,23 @@ def _move(name: str, version: int, user: AbstractBaseUser | AnonymousUser | None
         if aliases != mv.aliases:
             mv.aliases = aliases
             mv.save(update_fields=["aliases"])
-    rescore_after_commit()
+    if rescore:
+        rescore_after_commit()
     from . import serving
 
     serving.forget()  # this process answers with the new champion at once; others within the TTL
 
 
-def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool = False) -> ModelVersion:
+def model_promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool = False,
+                  rescore: bool = True) -> ModelVersion:
     """Make ``version`` the champion (the challenger through the gate, anything else forced).  One
     rollout change at a time, across processes: two at once would each read the same champion and
     record a move from it, and leave the aliases in the database and in MLflow disagreeing."""
     with exclusive(registry.ROLLOUT_LOCK):
-        return _promote(version=version, user=user, force=force)
+        return _promote(version=version, user=user, force=force, rescore=rescore)
 
 
-def _promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool) -> ModelVersion:
+def _promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, force: bool, rescore: bool) -> ModelVersion:
     name = settings.RTV_MODEL_NAME
     target = ModelVersion.objects.filter(name=name, version=version).first()
     if target is None:
@@ -148,7 +151,7 @@ def _promote(*, version: int, user: AbstractBaseUser | AnonymousUser | None, for
                                           actor=user if user is not None and user.is_authenticated else None)
         audit_record(actor=user, action="model.promoted", obj=target,
                      changes={"champion": [current, version], "forced": event.forced, "gate": gate["reason"]})
-        _move(name, version, user)  # last: an alias move is outside the database transaction
+        _move(name, version, user, rescore=rescore)  # last: an alias move is outside the database transaction
     target.refresh_from_db()
     return target
 

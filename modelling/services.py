@@ -343,7 +343,9 @@ def _register(*, name: str, version: int, mlrun: Any, best: Any, fields: list[st
     if first_model:  # the first model has no champion to beat: it becomes champion, through the gate
         from .promotion import model_promote
 
-        mv = model_promote(version=version, user=user)
+        # Not queued for rescoring: every door that trains scores right after (the command unless
+        # --no-score, the task), and a queued run would take the records from under its count.
+        mv = model_promote(version=version, user=user, rescore=False)
     return mv
 
 

@@ -242,3 +242,13 @@ def test_the_training_run_is_in_mlflow_with_its_parameters_metrics_evaluation_an
     assert set(PIP_REQUIREMENTS) <= set(requirements)  # (MLflow adds its own pin)
     version = client.get_model_version(mv.name, str(mv.version))
     assert version.run_id == run.info.run_id
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # commits happen: what is queued after one runs
+def test_the_first_champions_training_scores_the_records_itself_and_says_how_many(stored_records: int) -> None:
+    """Training scores right after it registers; a rescoring queued by the first promotion (eager in
+    the embedded run) would take every record from under the command's count ("0 records scored")."""
+    out = StringIO()
+    call_command("train_model", "--json", stdout=out)
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert summary["scored"] == stored_records == Prediction.objects.count()
