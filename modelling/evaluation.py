@@ -118,6 +118,13 @@ def evaluate(y: np.ndarray, proba: np.ndarray, *, district: np.ndarray | None = 
                 "roc_auc": float(roc_auc_score(yg, pg)) if both else None,
                 "pr_auc": float(average_precision_score(yg, pg)) if both else None,
                 "brier": float(brier_score_loss(yg, pg)),
+                "log_loss": float(log_loss(yg, np.clip(pg, 1e-6, 1 - 1e-6), labels=[0, 1])),
+                "accuracy": float(accuracy_score(yg, pred[m])),
+                "confusion_matrix": confusion_matrix(yg, pred[m], labels=[0, 1]).tolist(),
+                "calibration_curve": calibration_curve(yg, pg),
+                **({"macro_f1_4class": float(f1_score(np.asarray(status_true)[m], np.asarray(status_pred)[m],
+                                                      average="macro"))}
+                   if status_true is not None and status_pred is not None else {}),
                 **group_coverage_metrics(y, selected, m),
                 # ...and as if the group were ranked on its own (a quota per district, say)
                 **{f"within_{k}": v for k, v in coverage_metrics(yg, pg).items()}}

@@ -265,7 +265,13 @@ def model_train(*, user: AbstractBaseUser | AnonymousUser | None = None, folds: 
         status_oof = combine_status(p4, calibrated_oof, vmask)
         flagged = calibrated_oof >= settings.RTV_DECISION_THRESHOLD
         chosen = np.where(flagged[:, None] == vmask[None, :], status_oof, -1.0).argmax(axis=1)
-        best_metrics["macro_f1_4class"] = float(f1_score(status_text, np.asarray(statuses)[chosen], average="macro"))
+        status_chosen = np.asarray(statuses)[chosen]
+        best_metrics["macro_f1_4class"] = float(f1_score(status_text, status_chosen, average="macro"))
+        for label, values in (("by_district", district), ("by_sex", sex)):  # the same, per group scored
+            for g, figures in best_metrics.get(label, {}).items():
+                if values is not None and not figures.get("too_few"):
+                    m = np.array([str(v) == g for v in values])
+                    figures["macro_f1_4class"] = float(f1_score(status_text[m], status_chosen[m], average="macro"))
         true_index = np.array([statuses.index(s) for s in status_text])
         alpha = settings.RTV_CONFORMAL_ALPHA
         q = conformal_quantile(status_oof, true_index, alpha)

@@ -125,18 +125,24 @@ def test_each_district_and_sex_group_gets_the_overall_discrimination_calibration
     n = 400
     y = rng.integers(0, 2, n)
     proba = np.clip(0.5 * y + rng.uniform(0, 0.5, n), 0, 1)
+    statuses = np.array(["On Track", "At Risk", "Struggling", "Severely Struggling"], dtype=object)
+    status_true = statuses[2 * y + rng.integers(0, 2, n)]
+    status_pred = statuses[rng.integers(0, 4, n)]
     district = np.array(["Kanungu", "Mitooma"] * (n // 2), dtype=object)
     sex = np.array(["female"] * 100 + ["male"] * 300, dtype=object)
-    metrics = evaluate(y, proba, district=district, sex=sex)
+    metrics = evaluate(y, proba, district=district, sex=sex, status_true=status_true, status_pred=status_pred)
     coverage = {f"{kind}_error_at_{int(c * 100)}" for c in COVERAGES for kind in ("exclusion", "inclusion")}
     assert coverage <= set(metrics)
     for label, groups in (("by_district", district), ("by_sex", sex)):
         for g, got in metrics[label].items():
             m = groups == g
-            alone = evaluate(y[m], proba[m])
-            assert set(got) >= {"n", "roc_auc", "pr_auc", "brier"} | coverage | {f"within_{c}" for c in coverage}
-            for name in ("roc_auc", "pr_auc", "brier"):
-                assert got[name] == pytest.approx(alone[name]), (label, g, name)
+            alone = evaluate(y[m], proba[m], status_true=status_true[m], status_pred=status_pred[m])
+            every = ("roc_auc", "pr_auc", "brier", "log_loss", "accuracy", "macro_f1_4class", "confusion_matrix",
+                     "calibration_curve")
+            assert set(got) >= {"n", *every} | coverage | {f"within_{c}" for c in coverage}
+            for name in every:
+                expected = alone[name] if name in ("confusion_matrix", "calibration_curve") else pytest.approx(alone[name])
+                assert got[name] == expected, (label, g, name)
             for name in coverage:  # ranked on its own, the group's figures are its own evaluation's
                 assert got[f"within_{name}"] == pytest.approx(alone[name]), (label, g, name)
 
@@ -238,6 +244,8 @@ def test_the_training_run_is_in_mlflow_with_its_parameters_metrics_evaluation_an
     evaluation = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                                      artifact_path="evaluation.json")).read_text())
     assert evaluation["roc_auc"] == mv.metrics["roc_auc"] and "by_district" in evaluation
+    group = next(g for g in evaluation["by_district"].values() if not g.get("too_few"))
+    assert {"log_loss", "accuracy", "macro_f1_4class", "confusion_matrix", "calibration_curve"} <= set(group)
     requirements = Path(mlflow.artifacts.download_artifacts(f"{mv.model_uri}/requirements.txt")).read_text().split()
     assert set(PIP_REQUIREMENTS) <= set(requirements)  # (MLflow adds its own pin)
     version = client.get_model_version(mv.name, str(mv.version))
