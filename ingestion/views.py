@@ -12,10 +12,12 @@ from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, PARTNER, has_role
 
 from .selectors import batches_visible_to
 
+UPLOAD_PAGE_ROLES = (DATA_MANAGER, DATA_SCIENTIST, ADMIN, PARTNER)  # those who send files
+
 
 @login_required
 def uploads_page(request: HttpRequest) -> HttpResponse:
-    if not has_role(request.user, DATA_MANAGER, DATA_SCIENTIST, ADMIN, PARTNER):
+    if not has_role(request.user, *UPLOAD_PAGE_ROLES):
         raise PermissionDenied
     batches = batches_visible_to(request.user).exclude(channel="device").order_by("-created_at")[:25]
     return render(request, "ingestion/uploads.html", {

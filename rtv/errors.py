@@ -81,21 +81,24 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def _json_under_api(request: HttpRequest, exception: Exception | None, code: str, message: str, status_code: int,
+                    page: Any) -> HttpResponse:
+    """The standard error shape under /api/; Django's own ``page`` view elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": code, "message": message, "errors": []}, status=status_code)
+    return page(request, exception)  # type: ignore[no-any-return]
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler404: a path no view answers is a JSON 404 in the standard shape under /api/ (an id
     that is not a UUID, an unknown endpoint), the site's own page elsewhere."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"code": "not_found", "message": "Not found.", "errors": []}, status=404)
-    return page_not_found(request, exception)  # type: ignore[arg-type]
+    return _json_under_api(request, exception, "not_found", "Not found.", 404, page_not_found)
 
 
 def bad_request_page(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler400: a request Django itself refuses (a suspicious operation outside DRF's handling)
     is a JSON 400 in the standard shape under /api/, the site's own page elsewhere."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"code": "bad_request", "message": "The request could not be read.", "errors": []},
-                            status=400)
-    return bad_request(request, exception)  # type: ignore[arg-type]
+    return _json_under_api(request, exception, "bad_request", "The request could not be read.", 400, bad_request)
 
 
 class JSONParser(parsers.JSONParser):

@@ -238,7 +238,6 @@ def test_the_drift_rules_top_five_are_the_survey_fields_behind_the_models_strong
     feature standing for its inputs (land per member for land and household size), and never a
     feature PSI cannot be taken of (a month computed from a date)."""
     from features.pipeline import input_fields
-    from modelling.monitoring import monitoring_run  # noqa: F401 (the other user of the list)
 
     champion.metrics["model_top_features"] = ["collected_month_sin", "land_per_member", "district", "household_size",
                                               "wash_index", "business_number"]
