@@ -46,6 +46,8 @@ class IngestionBatch(models.Model):
     format = models.CharField(max_length=16, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
     file_key = models.CharField(max_length=400, blank=True, help_text="the original file under raw/ in storage")
+    raw_pending = models.BinaryField(null=True, blank=True, editable=False,
+                                     help_text="a device request's body, until a worker keeps it under raw/")
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     size_bytes = models.BigIntegerField(default=0)
     row_count = models.IntegerField(default=0)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
@@ -34,9 +37,11 @@ from quality.reference import stored_reference
 from quality.rules import active_rules
 from rtv import contract
 from rtv.bulk import Expression, copy_frame, insert_statement, server_bound_cursor
+from rtv.fields import fernet
 from rtv.models import OutboxMessage
 from rtv.outbox import outbox_after_commit, outbox_enqueue
 from rtv.selectors import Schema, current_schema
+from rtv.storage import area_path
 
 from .models import (
     STORED_TEXT_LIMITS,
@@ -208,13 +213,16 @@ def _lock_all(ids: list[uuid.UUID]) -> None:
 
 
 def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: list[Envelope],
-                        user_agent: str = "") -> list[Outcome | None]:
+                        user_agent: str = "", body: bytes = b"") -> list[Outcome | None]:
     """Receive one or many submissions in one transaction; each item succeeds or fails on its own.
 
     Invalid items are refused before anything is written, so the transaction holds only items
-    that will be stored: one device batch costs a fixed number of queries, not a few per item."""
+    that will be stored: one device batch costs a fixed number of queries, not a few per item.
+    ``body``: the request as received, which the device batch keeps (its sha256 and size now, the
+    bytes under raw/ once a worker has written them: storage is not on the request's path)."""
     if not envelopes:
         return []
+    started = time.perf_counter()
     schema = current_schema()
     result, unknown = _validate(envelopes, schema)
     issues = result.issue_records()
@@ -250,12 +258,13 @@ def submissions_receive(*, user: AbstractBaseUser | AnonymousUser, envelopes: li
     checked = (len(candidates) > 1 or connection.vendor != "postgresql"  # SQLite names no constraint in its errors
                or any(envelopes[i].supersedes is not None for i in candidates))
     rejected = sum(1 for o in outcomes if o and o.result == "invalid")
+    request = _Request(body, round(time.perf_counter() - started, 4))
     for retry in range(len(candidates) + 1):
         attempt = list(outcomes)
         findings = {i: list(rows) for i, rows in by_row.items()}  # an attempt's additions go with its rollback
         try:
             _store(user, user_agent, schema, envelopes, candidates, attempt, hashes, typed_rows, quality, per_day,
-                   status, vulnerable, findings, rejected, result, checked=checked)
+                   status, vulnerable, findings, rejected, result, request, checked=checked)
         except IntegrityError as exc:
             if retry == len(candidates) or not _identity_clash(exc):
                 raise
@@ -278,7 +287,8 @@ def _identity_clash(exc: IntegrityError) -> bool:
 def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Schema, envelopes: list[Envelope],
            candidates: list[int], outcomes: list[Outcome | None], hashes: list[str], typed_rows: list[dict[str, Any]],
            quality: list[dict[str, Any]], per_day: np.ndarray, status: np.ndarray, vulnerable: np.ndarray,
-           by_row: dict[int, list[dict[str, Any]]], rejected: int, result: ValidationResult, *, checked: bool) -> None:
+           by_row: dict[int, list[dict[str, Any]]], rejected: int, result: ValidationResult, request: _Request, *,
+           checked: bool) -> None:
     """Decide each valid item's fate (created, replayed, conflict) and write the new ones, in one
     transaction.  Unchecked (one item, first try) it assumes the id is new and lets the database say
     otherwise."""
@@ -335,7 +345,7 @@ def _store(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema: Sche
             part = [i for i in new if wave[i] == w]
             records = _create_all(user, user_agent, schema, envelopes, part, typed_rows, quality, per_day, status,
                                   vulnerable, by_row, hashes, priors, rejected=rejected, result=result, batch=batch,
-                                  counted=new)
+                                  counted=new, request=request)
             batch = records[0].batch
             for i, record in zip(part, records, strict=True):
                 priors[envelopes[i].submission_id] = record  # the prior of the next wave's corrections
@@ -444,10 +454,11 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
                 status: np.ndarray,
                 vulnerable: np.ndarray, by_row: dict[int, list[dict[str, Any]]], hashes: list[str],
                 priors: dict[uuid.UUID, SurveyRecord], rejected: int, result: ValidationResult,
-                batch: IngestionBatch | None = None, counted: list[int] | None = None) -> list[SurveyRecord]:
+                batch: IngestionBatch | None = None, counted: list[int] | None = None,
+                request: _Request | None = None) -> list[SurveyRecord]:
     """Bulk-write the new items: households, one device batch, records, values, issues, outbox.
     ``batch``: the request's batch, already written by an earlier wave; ``counted``: the items its
-    counts cover (all the request's new items; default ``new``)."""
+    counts cover (all the request's new items; default ``new``); ``request``: what its lineage keeps."""
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
     answers, repeated = _near_duplicates(new, envelopes, priors, by_row, data)
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
@@ -465,7 +476,8 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         channel=IngestionBatch.Channel.DEVICE, source=user_agent[:120], format="json", created_by=officer,
         status=IngestionBatch.Status.SUCCEEDED, schema_version=schema.version, finished_at=timezone.now(),
         row_count=len(counted) + rejected, accepted=len(counted), rejected=rejected,
-        warnings=sum(1 for i in counted if any(r["severity"] == "warning" for r in by_row.get(i, []))))
+        warnings=sum(1 for i in counted if any(r["severity"] == "warning" for r in by_row.get(i, []))),
+        **(request or _Request()).lineage([envelopes[i] for i in counted]))
     records = []
     for k, i in enumerate(new):
         env, d, q = envelopes[i], data[i], quality[i]
@@ -514,6 +526,73 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         RowIssue.objects.bulk_create(issue_rows)
     outbox_enqueue("ingestion.after_submissions", [r.pk for r in records])
     return records
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A device request as its batch keeps it, as an upload's batch keeps its file."""
+
+    body: bytes = b""
+    validate_s: float = 0.0
+
+    def lineage(self, stored: list[Envelope]) -> dict[str, Any]:
+        """The batch's lineage fields: the body's sha256 and size (the bytes themselves, encrypted as
+        the GPS they hold is everywhere else, wait in ``raw_pending`` for ``device_bodies_keep``), the
+        fields the stored items sent as the header mapping (a device names canonical fields: each maps
+        to itself), and the validation time."""
+        fields = sorted({k for e in stored for k in e.data})
+        return {"sha256": hashlib.sha256(self.body).hexdigest() if self.body else "", "size_bytes": len(self.body),
+                "raw_pending": fernet().encrypt(self.body) if self.body else None, "column_count": len(fields),
+                "header_mapping": [{"position": p, "header": f, "field": f} for p, f in enumerate(fields)],
+                "timings": {"validate_s": self.validate_s}}
+
+
+def device_bodies_keep(record_ids: list[int]) -> int:
+    """Write the request bodies of these records' device batches under raw/<batch>/original.json.fernet
+    (a Fernet token of FIELD_ENCRYPTION_KEYS: ``device_body`` reads it) and release them from the
+    database; returns how many were written.  Safe to run twice: a batch whose
+    body is kept already is skipped, and a key found in storage (a run that died before its update)
+    is reused, not written again."""
+    batches = list(IngestionBatch.objects.filter(
+        pk__in=SurveyRecord.objects.filter(pk__in=record_ids).values("batch_id"), raw_pending__isnull=False)
+        .only("pk", "raw_pending"))
+    for b in batches:
+        key = area_path("raw", f"{b.pk}/original.json.fernet")
+        b.file_key = key if default_storage.exists(key) else default_storage.save(key, ContentFile(bytes(b.raw_pending)))
+        b.raw_pending = None
+    IngestionBatch.objects.bulk_update(batches, ["file_key", "raw_pending"])
+    return len(batches)
+
+
+def device_body(batch: IngestionBatch) -> bytes:
+    """A device batch's request as received, wherever it is kept now."""
+    token = batch.raw_pending
+    if token is None:
+        with default_storage.open(batch.file_key, "rb") as fh:
+            token = fh.read()
+    return fernet().decrypt(bytes(token))
+
+
+def device_bodies_rotate(batch_size: int = 500) -> int:
+    """Re-encrypt every kept device request with the first key (``manage.py rotate_encryption_keys``):
+    those waiting in the database and those under raw/.  Returns how many were re-encrypted."""
+    f, total, last = fernet(), 0, None
+    while True:
+        page = IngestionBatch.objects.filter(channel=IngestionBatch.Channel.DEVICE).exclude(
+            raw_pending__isnull=True, file_key="").order_by("pk").only("pk", "raw_pending", "file_key")
+        batches = list((page.filter(pk__gt=last) if last else page)[:batch_size])
+        if not batches:
+            return total
+        for b in batches:
+            if b.raw_pending is not None:
+                b.raw_pending = f.rotate(bytes(b.raw_pending))
+            else:
+                with default_storage.open(b.file_key, "rb") as fh:
+                    token = f.rotate(fh.read())
+                default_storage.delete(b.file_key)
+                b.file_key = default_storage.save(b.file_key, ContentFile(token))
+        IngestionBatch.objects.bulk_update(batches, ["raw_pending", "file_key"])
+        total, last = total + len(batches), batches[-1].pk
 
 
 def _near_duplicates(new: list[int], envelopes: list[Envelope], priors: dict[uuid.UUID, SurveyRecord],

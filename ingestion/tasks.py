@@ -18,13 +18,16 @@ def ingest_path_task(path: str, dry_run: bool = False, source: str = "") -> str:
 @shared_task(name="ingestion.after_submissions", time_limit=300, soft_time_limit=280, acks_late=True, bind=True,
              max_retries=60)
 def after_submissions_task(self: Any, record_ids: list[int]) -> int:
-    """Downstream work for stored device submissions: a score by the champion.
-    Safe to run twice: records already scored by that version are skipped.  While a batch run
-    holds the scoring (the nightly one, a new champion's), it comes back in two minutes instead of
-    holding a worker until that run ends."""
+    """Downstream work for stored device submissions: their request bodies kept under raw/, and a
+    score by the champion.  Safe to run twice: bodies already kept and records already scored by
+    that version are skipped.  While a batch run holds the scoring (the nightly one, a new
+    champion's), it comes back in two minutes instead of holding a worker until that run ends."""
     from modelling.batch import Busy, predictions_batch
     from modelling.serving import NoChampion
 
+    from .submissions import device_bodies_keep
+
+    device_bodies_keep(record_ids)
     try:
         return int(predictions_batch(record_ids=record_ids, export=False, wait=False)["scored"])
     except NoChampion:

@@ -140,10 +140,12 @@ def record_body(record: SurveyRecord, issues: list[RowIssue] | None = None) -> d
     }
 
 
-def _limit(request: Request, limit: int) -> None:
+def _body(request: Request, limit: int) -> bytes:
+    """The body as received (413 over ``limit``), read before DRF parses it (which then parses these bytes)."""
     length = int(request.META.get("CONTENT_LENGTH") or 0)
     if length > limit:
         raise ApiError("payload_too_large", f"The body is {length} bytes; the limit is {limit}.", status_code=413)
+    return request._request.body
 
 
 def provisional_predictions(outcomes: list[Outcome | None]) -> dict[int, dict[str, Any]]:
@@ -190,10 +192,10 @@ class SubmissionCreateView(APIView):
 
     @extend_schema(request=SubmissionIn, responses={201: dict, 200: dict, 400: dict, 409: dict, 413: dict})
     def post(self, request: Request) -> Response:
-        _limit(request, settings.RTV_MAX_SUBMISSION_BYTES)
+        body = _body(request, settings.RTV_MAX_SUBMISSION_BYTES)
         envelope = _envelope(envelope_check(request.data), request.headers.get("Idempotency-Key"))
         [outcome] = submissions_receive(user=request.user, envelopes=[envelope],
-                                        user_agent=request.headers.get("User-Agent", ""))
+                                        user_agent=request.headers.get("User-Agent", ""), body=body)
         assert outcome is not None
         return _answer(outcome)
 
@@ -220,7 +222,7 @@ class SubmissionBatchView(APIView):
 
     @extend_schema(request=BatchIn, responses={200: dict})
     def post(self, request: Request) -> Response:
-        _limit(request, settings.RTV_MAX_BATCH_BYTES)
+        body = _body(request, settings.RTV_MAX_BATCH_BYTES)
         batch = BatchIn(data=request.data)
         batch.is_valid(raise_exception=True)
         results: list[dict[str, Any] | None] = [None] * len(batch.validated_data["items"])
@@ -237,7 +239,7 @@ class SubmissionBatchView(APIView):
                               "submission_id": sid if isinstance(sid, str) and answerable(sid) else None,
                               "code": "invalid_submission", "message": INVALID_MESSAGE, "errors": _flatten(exc.detail)}
         outcomes = submissions_receive(user=request.user, envelopes=envelopes,
-                                       user_agent=request.headers.get("User-Agent", ""))
+                                       user_agent=request.headers.get("User-Agent", ""), body=body)
         predictions = provisional_predictions(outcomes)
         for pos, env, outcome in zip(positions, envelopes, outcomes, strict=True):
             assert outcome is not None

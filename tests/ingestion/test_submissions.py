@@ -513,3 +513,48 @@ def test_an_item_that_is_not_an_object_is_invalid_alone(officer, odd) -> None:  
     assert [r["result"] for r in results] == ["created", "invalid", "created"]
     assert results[1]["code"] == "invalid_submission" and results[1]["errors"]
     assert SurveyRecord.objects.count() == 2
+
+
+def test_a_device_batch_keeps_its_request_as_an_upload_batch_keeps_its_file(officer) -> None:  # type: ignore[no-untyped-def]
+    """Lineage whatever the door: the request's sha256, size, fields and timing at once, and its bytes
+    under raw/ once the after-commit task has run (storage is not on the request's path)."""
+    import hashlib
+
+    from django.core.files.storage import default_storage
+
+    from ingestion.submissions import device_body
+    from ingestion.tasks import after_submissions_task
+
+    items = [body(0), body(1), dict(body(2), data={"no_such_field": 1})]
+    raw = json.dumps({"items": items}).encode()
+    resp = officer.post("/api/v1/submissions/batch/", raw, content_type="application/json")
+    assert resp.json()["counts"] == {"created": 2, "invalid": 1}
+    rec = SurveyRecord.objects.get(submission_id=items[0]["submission_id"])
+    batch = IngestionBatch.objects.get(pk=rec.batch_id)
+    assert (batch.sha256, batch.size_bytes) == (hashlib.sha256(raw).hexdigest(), len(raw))
+    assert (batch.row_count, batch.accepted, batch.rejected) == (3, 2, 1)
+    sent = sorted(set(items[0]["data"]) | set(items[1]["data"]))
+    assert batch.column_count == len(sent) and [c["field"] for c in batch.header_mapping] == sent
+    assert batch.timings["validate_s"] > 0
+    assert device_body(batch) == raw and batch.file_key == ""  # not yet written: no worker has run
+    assert raw not in bytes(batch.raw_pending)  # encrypted, as the GPS it holds is
+
+    for _ in range(2):  # a task run twice writes the body once
+        after_submissions_task.apply(args=[[rec.pk]]).get()
+    batch.refresh_from_db()
+    assert batch.file_key == f"raw/{batch.pk}/original.json.fernet" and batch.raw_pending is None
+    with default_storage.open(batch.file_key, "rb") as fh:
+        assert b'"lat"' not in fh.read()
+    assert device_body(batch) == raw
+    assert len(default_storage.listdir(f"raw/{batch.pk}")[1]) == 1
+
+
+def test_a_single_submission_keeps_its_body_too(officer) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from ingestion.submissions import device_body
+
+    raw = json.dumps(body()).encode()
+    assert officer.post("/api/v1/submissions/", raw, content_type="application/json").status_code == 201
+    batch = SurveyRecord.objects.get().batch
+    assert (batch.sha256, batch.size_bytes, device_body(batch)) == (hashlib.sha256(raw).hexdigest(), len(raw), raw)

@@ -68,3 +68,29 @@ def test_blind_index_is_stable_keyed_and_normalised(settings) -> None:  # type: 
     first = blind_index("x")
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
     assert blind_index("x") != first
+
+
+def test_the_command_re_encrypts_kept_device_requests_too(settings, api) -> None:  # type: ignore[no-untyped-def]
+    """A device request is kept whole and encrypted: waiting in the database, then under raw/."""
+    import json
+    import uuid
+
+    from ingestion.submissions import device_bodies_keep, device_body
+    from ingestion.synthetic.generator import generate
+    from tests.payloads import household_payload
+
+    rows = generate(2, seed=5, bad_rate=0.0)[0]
+    officer = api("field_officer")
+    bodies = [json.dumps({"submission_id": str(uuid.uuid4()), "collected_at": "2026-11-20T10:15:00+03:00",
+                          "location": {"lat": -0.91, "lon": 29.8}, "data": household_payload(rows, i)}).encode()
+              for i in range(2)]
+    for raw in bodies:
+        assert officer.post("/api/v1/submissions/", raw, content_type="application/json").status_code == 201
+    first, second = SurveyRecord.objects.order_by("pk")
+    assert device_bodies_keep([first.pk]) == 1  # one under raw/, one still in the database
+    old_key = settings.FIELD_ENCRYPTION_KEYS[0]
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), old_key]
+    call_command("rotate_encryption_keys")
+    settings.FIELD_ENCRYPTION_KEYS = settings.FIELD_ENCRYPTION_KEYS[:1]
+    kept = [device_body(IngestionBatch.objects.get(pk=r.batch_id)) for r in (first, second)]
+    assert kept == bodies
