@@ -123,11 +123,35 @@ STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "/accounts/login/"  # the pages' sign-in, for staff and partners alike (the admin's is staff only)
 LOGIN_REDIRECT_URL = "/"  # rtv.views.home: the first page the person's role opens
 
+
+def data_storage(kind: str) -> dict[str, object]:
+    """The storage of the data areas (raw/ processed/ predictions/ ...), by ``RTV_STORAGE``:
+    ``local`` files under RTV_DATA_DIR; ``s3`` (AWS or any S3 API: S3_BUCKET, S3_ENDPOINT_URL,
+    S3_REGION, credentials as boto3 reads them); ``azure`` Blob Storage (AZURE_CONTAINER and
+    AZURE_STORAGE_CONNECTION_STRING, or AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY).  Nothing is
+    overwritten in the cloud: a name taken gets another."""
+    if kind == "local":
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(DATA_DIR)}}
+    if kind == "s3":
+        return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+            "bucket_name": env.str("S3_BUCKET", default="rtv-data"),
+            "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("S3_REGION", default="") or None,
+            "default_acl": None, "file_overwrite": False}}
+    if kind == "azure":
+        connection = env.str("AZURE_STORAGE_CONNECTION_STRING", default="")
+        account, key = env.str("AZURE_ACCOUNT_NAME", default=""), env.str("AZURE_ACCOUNT_KEY", default="")
+        if not connection and not (account and key):
+            raise ImproperlyConfigured("RTV_STORAGE=azure needs AZURE_STORAGE_CONNECTION_STRING, "
+                                       "or AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY")
+        return {"BACKEND": "storages.backends.azure_storage.AzureStorage", "OPTIONS": {
+            "azure_container": env.str("AZURE_CONTAINER", default="rtv-data"), "overwrite_files": False,
+            **({"connection_string": connection} if connection else {"account_name": account, "account_key": key})}}
+    raise ImproperlyConfigured(f"RTV_STORAGE={kind!r}: use local, s3 or azure")
+
+
 STORAGES = {
-    "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(DATA_DIR)},
-    },
+    "default": data_storage(env.str("RTV_STORAGE", default="local")),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 

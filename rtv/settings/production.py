@@ -1,4 +1,4 @@
-"""Production: PostgreSQL, Redis, S3.  Refuses to start without its secrets."""
+"""Production: PostgreSQL, Redis, S3 or Azure Blob Storage.  Refuses to start without its secrets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import database_config, env
+from .base import data_storage, database_config, env
 
 _INSECURE_MARKERS = ("insecure", "change-me", "changeme", "secret")
 _LOCAL_DEFAULT_KEY = "e1GzCJ3IkY8M2pbYy8G0tq7_2iWSl2k4sTjkQ3n9zVQ="
@@ -87,17 +87,8 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7200}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
-STORAGES = {
-    "default": {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env.str("S3_BUCKET", default="rtv-data"),
-            "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,
-            "region_name": env.str("S3_REGION", default="") or None,
-            "default_acl": None,
-            "file_overwrite": False,
-        },
-    },
+STORAGES = {  # S3 unless RTV_STORAGE says otherwise (azure; local only for a single-machine install)
+    "default": data_storage(env.str("RTV_STORAGE", default="s3")),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 

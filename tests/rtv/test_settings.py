@@ -94,3 +94,36 @@ def test_embedded_defaults_use_sqlite_without_any_service(tmp_path: Path) -> Non
     assert proc.stdout.strip() == "django.db.backends.sqlite3"
     assert {p.name for p in (tmp_path / "data").iterdir()} == {"raw", "validated", "processed", "predictions",
                                                               "archive", "temp", "inbox"}
+
+
+def storage_backend(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "S3_", "RTV_STORAGE"))
+             and k not in GOOD and k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "CELERY_BROKER_URL")}
+    clean.update(env, DJANGO_SETTINGS_MODULE=module)
+    code = ("import django; django.setup(); from django.core.files.storage import storages; "
+            "print(type(storages['default']).__name__)")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize(("module", "env", "backend"), [
+    ("rtv.settings.production", GOOD, "S3Storage"),
+    ("rtv.settings.production", {**GOOD, "RTV_STORAGE": "azure", "AZURE_STORAGE_CONNECTION_STRING":
+                                 "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=Zm9v;EndpointSuffix=core.windows.net"},
+     "AzureStorage"),
+    ("rtv.settings.production", {**GOOD, "RTV_STORAGE": "azure", "AZURE_ACCOUNT_NAME": "a", "AZURE_ACCOUNT_KEY": "Zm9v"},
+     "AzureStorage"),
+    ("rtv.settings.local", {}, "FileSystemStorage"),
+    ("rtv.settings.local", {"RTV_STORAGE": "s3"}, "S3Storage"),
+])
+def test_the_data_storage_is_chosen_by_rtv_storage(module: str, env: dict[str, str], backend: str) -> None:
+    proc = storage_backend(module, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == backend
+
+
+@pytest.mark.parametrize("env", [{"RTV_STORAGE": "azure"}, {"RTV_STORAGE": "azure", "AZURE_ACCOUNT_NAME": "a"},
+                                 {"RTV_STORAGE": "gcs"}])
+def test_a_storage_without_what_it_needs_refuses_to_start(env: dict[str, str]) -> None:
+    proc = storage_backend("rtv.settings.production", {**GOOD, **env})
+    assert proc.returncode != 0 and "ImproperlyConfigured" in proc.stderr and "RTV_STORAGE" in proc.stderr
