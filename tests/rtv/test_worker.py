@@ -51,3 +51,30 @@ def test_an_ingestion_task_round_trips_through_redis_and_a_worker(redis_worker, 
     assert batch.rejected == len(errors) > 0
     assert SurveyRecord.objects.count() == 120 - len(errors)
     assert result.id
+
+
+def test_a_retrain_asked_over_the_api_is_trained_and_scored_by_the_worker(redis_worker, api,  # type: ignore[no-untyped-def]
+                                                                          tmp_path: Path) -> None:
+    """The Celery door of training: the API answers 202 at once, the worker trains, registers the
+    version (the first becomes champion), and scores every record with it."""
+    import time
+
+    from ingestion.services import ingest_file
+    from ingestion.synthetic.generator import generate, write
+    from modelling.models import ModelVersion, Prediction
+    from rtv.models import AuditEvent, OutboxMessage
+
+    data, _ = generate(300, seed=12, bad_rate=0.0)
+    write(data, data.iloc[0:0], tmp_path / "a.csv", "csv")
+    stored = ingest_file(tmp_path / "a.csv").accepted
+    scientist = api("data_scientist")
+    resp = scientist.post("/api/v1/models/retrain/")
+    assert resp.status_code == 202 and resp.json()["queued"] is True
+    deadline = time.monotonic() + 180
+    while Prediction.objects.count() < stored and time.monotonic() < deadline:
+        time.sleep(0.5)
+    version = ModelVersion.objects.get()
+    assert "champion" in version.aliases
+    assert AuditEvent.objects.get(action="model.registered").actor == scientist.user  # who asked is recorded
+    assert Prediction.objects.filter(model_version=version).count() == stored == SurveyRecord.objects.count()
+    assert OutboxMessage.objects.get(task="modelling.train_and_score").sent_at is not None
