@@ -637,7 +637,9 @@ class FastColumnTransformer(ColumnTransformer):
             if isinstance(X, FeatureArrays):  # numeric rows of one block: one gather
                 if not all(c in X.layout.position for c in columns):
                     return False
-                np.take(X.block, [X.layout.position[c] for c in columns], axis=0, out=values)
+                # mode="clip" (the positions are valid): "raise", the default, gathers into a buffer
+                # then copies it, three times slower.
+                np.take(X.block, [X.layout.position[c] for c in columns], axis=0, out=values, mode="clip")
             elif out.shape[1] <= SMALL_BATCH:  # a few rows: one selection beats a column-by-column copy
                 selected = X[columns]
                 if not (selected.dtypes == np.float64).all():
