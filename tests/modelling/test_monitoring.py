@@ -86,6 +86,30 @@ def test_shifted_inputs_raise_drift_and_prediction_mix_alerts_with_their_figures
         assert "prediction_psi" in alerts
 
 
+def test_a_predicted_mix_far_from_trainings_raises_its_own_alert(tmp_path, champion) -> None:  # type: ignore[no-untyped-def]
+    """The month's households are those the model calls Severely Struggling (from the same survey
+    population, so inputs barely move): the predicted-status mix alerts overall, with its PSI."""
+    from django.utils import timezone
+
+    from features.snapshots import snapshot_record_ids
+    from ingestion.models import SurveyRecord
+    from modelling import serving
+
+    add(tmp_path, 1500, seed=9)
+    SurveyRecord.objects.update(received_at=timezone.now() - pd.Timedelta(days=90))  # out of the month's window
+    trained = snapshot_record_ids(champion.snapshot) or []
+    pool = serving.records_frame(SurveyRecord.objects.exclude(pk__in=trained).order_by("pk"))
+    status = serving.model_for(champion).score(pool, explain=False).predicted_status
+    poorest = pool["_record"][status == "Severely Struggling"].tolist()
+    assert 100 <= len(poorest) < len(pool) / 2
+    SurveyRecord.objects.filter(pk__in=poorest).update(received_at=timezone.now())
+    run = monitoring_run()
+    assert run is not None and run.rows == len(poorest)
+    assert run.prediction_psi is not None and run.prediction_psi >= 0.25
+    alert = ModelAlert.objects.get(run=run, metric="prediction_psi", scope="overall")
+    assert alert.value == pytest.approx(run.prediction_psi) and "mix" in alert.message
+
+
 def test_new_labels_that_the_model_gets_wrong_raise_a_performance_alert(tmp_path, champion) -> None:  # type: ignore[no-untyped-def]
     # Labels flipped: the poorest-looking households report high income and the reverse.
     data, _ = generate(300, seed=5, bad_rate=0.0)
