@@ -345,6 +345,17 @@ def test_a_body_over_the_limit_gets_413(officer, settings) -> None:  # type: ign
     assert resp.status_code == 413 and resp.json()["code"] == "payload_too_large"
 
 
+def test_a_device_batch_over_its_limit_gets_413_and_stores_nothing(officer, settings) -> None:  # type: ignore[no-untyped-def]
+    raw = json.dumps({"items": [body(i) for i in range(5)]}).encode()
+    settings.RTV_MAX_BATCH_BYTES = len(raw) - 1
+    resp = officer.post("/api/v1/submissions/batch/", raw, content_type="application/json")
+    assert resp.status_code == 413 and resp.json()["code"] == "payload_too_large"
+    assert str(settings.RTV_MAX_BATCH_BYTES) in resp.json()["message"] and SurveyRecord.objects.count() == 0
+    settings.RTV_MAX_BATCH_BYTES = len(raw)
+    resp = officer.post("/api/v1/submissions/batch/", raw, content_type="application/json")
+    assert resp.json()["counts"] == {"created": 5}
+
+
 @pytest.mark.parametrize("role", ["reviewer", "partner", "data_scientist", None])
 def test_only_field_officers_data_managers_and_admins_submit(api, role) -> None:  # type: ignore[no-untyped-def]
     assert api(role).post("/api/v1/submissions/", body(), format="json").status_code == 403
