@@ -420,3 +420,22 @@ def test_signing_in_without_a_next_page_lands_on_the_roles_first_page(client, ma
     home = client.get("/")
     assert home.status_code == 302 and home["Location"] == lands
     assert client.get(lands).status_code == 200
+
+
+def test_progress_is_reported_while_the_chunks_are_worked(manager, survey) -> None:  # type: ignore[no-untyped-def]
+    """What the page's progress bar polls: rows done of the total, chunk by chunk, before the end."""
+    from ingestion.services import batch_plan, chunk_process
+
+    path, errors = survey
+    body = upload(manager, path).json()  # no on-commit callbacks run: nothing is queued to a worker
+    link = body["links"]["self"]
+    assert manager.get(link).json()["state"] == "pending"
+    chunks = batch_plan(body["ingestion_id"], enqueue=False)
+    seen = [manager.get(link).json()]
+    for chunk_id in chunks:
+        chunk_process(chunk_id)
+        seen.append(manager.get(link).json())
+    assert [s["progress"]["rows_done"] for s in seen] == [0, 150, 300, 450, 600]
+    assert {s["progress"]["rows_total"] for s in seen} == {600}
+    assert [s["state"] for s in seen] == ["running"] * 4 + ["succeeded"]
+    assert seen[2]["progress"]["percent"] == 50.0 and 0 < seen[2]["counts"]["accepted"] <= 300
