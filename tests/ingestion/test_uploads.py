@@ -426,7 +426,7 @@ def test_progress_is_reported_while_the_chunks_are_worked(manager, survey) -> No
     """What the page's progress bar polls: rows done of the total, chunk by chunk, before the end."""
     from ingestion.services import batch_plan, chunk_process
 
-    path, errors = survey
+    path, _ = survey
     body = upload(manager, path).json()  # no on-commit callbacks run: nothing is queued to a worker
     link = body["links"]["self"]
     assert manager.get(link).json()["state"] == "pending"
