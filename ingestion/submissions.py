@@ -36,7 +36,7 @@ from quality.engine import ValidationResult, validate_frame
 from quality.reference import stored_reference
 from quality.rules import active_rules
 from rtv import contract
-from rtv.bulk import Expression, copy_frame, insert_statement, insert_width, server_bound_cursor
+from rtv.bulk import Expression, copy_frame, insert_statement, server_bound_cursor
 from rtv.fields import fernet
 from rtv.models import OutboxMessage
 from rtv.outbox import outbox_after_commit, outbox_enqueue
@@ -56,11 +56,7 @@ from .selectors import records_visible_to
 
 SURVEY_NAMES = [f.name for f in contract.SURVEY_FIELDS]
 INVALID_MESSAGE = "The submission has invalid fields; nothing was stored."
-# A request's rows go in as one statement while its parameters fit PostgreSQL's limit of 65,535 per
-# statement (about 550 items without findings); beyond, by bulk insert and COPY.  One statement was
-# 13-17% faster per item than bulk insert + COPY for requests of 100, 250 and 400 items (in process,
-# 2 runs each, alternating): Django's bulk_create quotes its ~3,000 parameters on the client.
-ONE_STATEMENT_MAX_PARAMS = 65_535
+COPY_FROM_ROWS = 20
 
 
 @dataclass
@@ -508,7 +504,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         r.issue_list = []
     for x in issue_rows:
         x.record.issue_list.append(x)
-    if connection.vendor == "postgresql" and _one_statement_params(batch, records, issue_rows) <= ONE_STATEMENT_MAX_PARAMS:
+    if connection.vendor == "postgresql" and len(new) < COPY_FROM_ROWS:
         values_rows = [SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
                        for i, r in zip(new, records, strict=True)]
         outbox_after_commit(_write_few(batch, records, values_rows, issue_rows))
@@ -518,12 +514,12 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     records = SurveyRecord.objects.bulk_create(records)
     # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's
     # bulk_create sends each column as an array that psycopg quotes value by value: ~60 ms per 100).
-    if connection.vendor == "postgresql":
+    if len(new) >= COPY_FROM_ROWS:
         typed = result.typed
         values = typed.iloc[new][[c for c in SURVEY_VALUE_FIELDS if c in typed.columns]].reset_index(drop=True)
         values.insert(0, "record_id", [r.pk for r in records])
         copy_frame(SurveyValues, values, list(values.columns))
-    else:  # SQLite (the embedded run)
+    else:  # SQLite (the embedded run), a few rows
         SurveyValues.objects.bulk_create([SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
                                           for i, r in zip(new, records, strict=True)])
     if issue_rows:
@@ -650,13 +646,6 @@ def _households(ids: list[str]) -> dict[str, Household]:
         rows = cur.fetchall()
     names = [f.attname for f in fields]
     return {h.household_id: h for h in (Household.from_db(connection.alias, names, row) for row in rows)}
-
-
-def _one_statement_params(batch: IngestionBatch, records: list[SurveyRecord], issues: list[RowIssue]) -> int:
-    """The parameters ``_write_few`` would send (an upper bound: computed keys are counted too)."""
-    width = {m: insert_width(m) for m in (IngestionBatch, SurveyRecord, SurveyValues, RowIssue, OutboxMessage)}
-    return ((width[IngestionBatch] if batch._state.adding else 0) + len(records) * (width[SurveyRecord] + width[SurveyValues])
-            + len(issues) * width[RowIssue] + width[OutboxMessage])
 
 
 def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[Any], issues: list[RowIssue]) -> OutboxMessage:

@@ -77,11 +77,6 @@ def _insert_head(model: type[models.Model]) -> tuple[str, tuple[models.Field, ..
             fields)
 
 
-def insert_width(model: type[models.Model]) -> int:
-    """The parameters one row of ``model`` takes in ``insert_statement``."""
-    return len(_insert_head(model)[1])  # type: ignore[arg-type]
-
-
 def insert_statement(model: type[models.Model], objs: Sequence[models.Model],
                      computed: dict[str, Callable[[models.Model], Expression]] | None = None) -> Expression:
     """``INSERT ... VALUES`` for unsaved instances, prepared the way ``Model.save`` prepares them

@@ -446,14 +446,11 @@ def test_a_batch_over_500_items_is_refused(officer) -> None:  # type: ignore[no-
     assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "items"
 
 
-def test_a_few_items_and_many_items_are_stored_alike(officer, django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
-                                                     monkeypatch) -> None:
-    """A request whose parameters fit one statement is written as one composed statement, a larger
-    one by bulk insert and COPY: the same household data gives the same stored record, values,
-    findings and outbox message."""
+def test_a_few_items_and_many_items_are_stored_alike(officer, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    """A small request is written as one composed statement, a large one by bulk insert and COPY:
+    the same household data gives the same stored record, values, findings and outbox message."""
     from django.forms.models import model_to_dict
 
-    from ingestion import submissions
     from ingestion.models import RowIssue, SurveyValues
     from quality.models import Rule
     from quality.rules import rule_update
@@ -466,7 +463,6 @@ def test_a_few_items_and_many_items_are_stored_alike(officer, django_capture_on_
     many = [body(i) for i in range(3)] + [body(i) for i in range(3, 25)]
     with django_capture_on_commit_callbacks(execute=True):
         assert officer.post("/api/v1/submissions/batch/", {"items": few}, format="json").json()["counts"] == {"created": 3}
-        monkeypatch.setattr(submissions, "ONE_STATEMENT_MAX_PARAMS", 10 * 107)  # fits 10 items: not these 25
         assert officer.post("/api/v1/submissions/batch/", {"items": many}, format="json").json()["counts"] == {"created": 25}
 
     def stored(sid: str) -> dict[str, Any]:
@@ -573,25 +569,3 @@ def test_a_single_submission_keeps_its_body_too(officer) -> None:  # type: ignor
     assert officer.post("/api/v1/submissions/", raw, content_type="application/json").status_code == 201
     batch = SurveyRecord.objects.get().batch
     assert (batch.sha256, batch.size_bytes, device_body(batch)) == (hashlib.sha256(raw).hexdigest(), len(raw), raw)
-
-
-def test_a_full_batch_of_500_is_stored_whichever_way_its_parameters_fit(officer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """500 items fit one statement's 65,535 parameters with a finding each; with four each they do
-    not, and go by bulk insert and COPY.  Both are stored whole."""
-    from ingestion import submissions
-    from ingestion.models import RowIssue
-
-    one_statement = []
-    write_few = submissions._write_few
-    monkeypatch.setattr(submissions, "_write_few", lambda *a: one_statement.append(len(a[1])) or write_few(*a))
-    rows = generate(1000, seed=12, bad_rate=0.0)[0]
-    unusual = {"time_to_opd": 600, "time_to_water": 600, "radios_owned": 20, "phones_owned": 20}  # outliers, kept
-    for start, changes, findings in ((0, {"household_size": 40}, 1), (500, unusual, 4)):
-        items = [dict(body(), data=household_payload(rows, start + i, **changes)) for i in range(500)]
-        resp = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json")
-        assert resp.status_code == 200 and resp.json()["counts"] == {"created": 500}
-        assert RowIssue.objects.filter(record__submission_id__in=[x["submission_id"] for x in items]).count() >= 500 * findings
-    from django.db import connection
-
-    assert one_statement == ([500] if connection.vendor == "postgresql" else [])  # the first request only
-    assert SurveyRecord.objects.count() == 1000
