@@ -569,3 +569,15 @@ def test_a_single_submission_keeps_its_body_too(officer) -> None:  # type: ignor
     assert officer.post("/api/v1/submissions/", raw, content_type="application/json").status_code == 201
     batch = SurveyRecord.objects.get().batch
     assert (batch.sha256, batch.size_bytes, device_body(batch)) == (hashlib.sha256(raw).hexdigest(), len(raw), raw)
+
+
+def test_a_full_batch_of_500_with_findings_is_stored_whole(officer) -> None:  # type: ignore[no-untyped-def]
+    from ingestion.models import RowIssue
+
+    rows = generate(500, seed=12, bad_rate=0.0)[0]
+    unusual = {"time_to_opd": 600, "time_to_water": 600, "radios_owned": 20, "phones_owned": 20}  # outliers, kept
+    items = [dict(body(), data=household_payload(rows, i, **unusual)) for i in range(500)]
+    resp = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json")
+    assert resp.status_code == 200 and resp.json()["counts"] == {"created": 500}
+    assert SurveyRecord.objects.count() == 500 and RowIssue.objects.filter(rule="outlier").count() >= 2000
+    assert all(r["record"]["quality"]["warnings"] >= 4 for r in resp.json()["results"])
