@@ -583,15 +583,22 @@ def device_bodies_rotate(batch_size: int = 500) -> int:
         batches = list((page.filter(pk__gt=last) if last else page)[:batch_size])
         if not batches:
             return total
+        replaced: list[str] = []
         for b in batches:
             if b.raw_pending is not None:
                 b.raw_pending = f.rotate(bytes(b.raw_pending))
             else:
+                # The new token goes beside the old one (the storage names it: nothing in it is
+                # overwritten), and the old is deleted only once the batch names the new: a run that
+                # dies part-way loses nothing.
                 with default_storage.open(b.file_key, "rb") as fh:
                     token = f.rotate(fh.read())
-                default_storage.delete(b.file_key)
-                b.file_key = default_storage.save(b.file_key, ContentFile(token))
+                old, b.file_key = b.file_key, default_storage.save(b.file_key, ContentFile(token))
+                if old != b.file_key:
+                    replaced.append(old)
         IngestionBatch.objects.bulk_update(batches, ["raw_pending", "file_key"])
+        for key in replaced:
+            default_storage.delete(key)
         total, last = total + len(batches), batches[-1].pk
 
 

@@ -94,3 +94,6 @@ def test_the_command_re_encrypts_kept_device_requests_too(settings, api) -> None
     settings.FIELD_ENCRYPTION_KEYS = settings.FIELD_ENCRYPTION_KEYS[:1]
     kept = [device_body(IngestionBatch.objects.get(pk=r.batch_id)) for r in (first, second)]
     assert kept == bodies
+    from django.core.files.storage import default_storage
+
+    assert len(default_storage.listdir(f"raw/{first.batch_id}")[1]) == 1  # the old token is gone
