@@ -36,7 +36,7 @@ from quality.engine import ValidationResult, validate_frame
 from quality.reference import stored_reference
 from quality.rules import active_rules
 from rtv import contract
-from rtv.bulk import Expression, copy_frame, insert_statement, server_bound_cursor
+from rtv.bulk import Expression, copy_frame, insert_returning_keys, insert_statement, server_bound_cursor
 from rtv.fields import fernet
 from rtv.models import OutboxMessage
 from rtv.outbox import outbox_after_commit, outbox_enqueue
@@ -511,7 +511,10 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         return records
     if batch._state.adding:
         batch.save(force_insert=True)
-    records = SurveyRecord.objects.bulk_create(records)
+    if connection.vendor == "postgresql":
+        insert_returning_keys(SurveyRecord, records)
+    else:
+        records = SurveyRecord.objects.bulk_create(records)
     # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's
     # bulk_create sends each column as an array that psycopg quotes value by value: ~60 ms per 100).
     if len(new) >= COPY_FROM_ROWS:

@@ -102,6 +102,24 @@ def insert_statement(model: type[models.Model], objs: Sequence[models.Model],
     return head + " VALUES " + ", ".join(rows), params
 
 
+def insert_returning_keys(model: type[models.Model], objs: Sequence[models.Model]) -> None:
+    """``bulk_create`` for PostgreSQL with the parameters sent apart from the statement
+    (``server_bound_cursor``): sets each instance's key and marks it saved.  For a device batch of
+    100 records Django's own spent ~25 ms of Python quoting and splicing its ~3,000 parameters (and
+    re-parsing a statement too long for psycopg's cache); under load (bench/api.py, 2 runs each,
+    alternating) batches of 100 went 1,549/1,485 against 1,437/1,454 records/s.  Keys come back in
+    the order of the rows, as Django's ``bulk_create`` also relies on."""
+    if not objs:
+        return
+    sql, params = insert_statement(model, objs)
+    with server_bound_cursor() as cur:
+        cur.execute(f"{sql} RETURNING {connection.ops.quote_name(model._meta.pk.column)}", params)
+        keys = [row[0] for row in cur.fetchall()]
+    for obj, key in zip(objs, keys, strict=True):
+        obj.pk = key
+        obj._state.adding, obj._state.db = False, connection.alias
+
+
 @contextmanager
 def server_bound_cursor() -> Iterator[Any]:
     """A PostgreSQL cursor that sends parameters apart from the statement, wrapped as Django wraps

@@ -23,3 +23,22 @@ def test_aware_timestamps_are_stored_at_their_instant_whatever_their_offset(zone
     stored = dict(PipelineRun.objects.values_list("job", "finished_at"))
     assert pd.Timestamp(stored["a"]) == finished[0] and pd.Timestamp(stored["b"]) == finished[1]
     assert stored["c"] is None
+
+
+def test_rows_inserted_with_their_parameters_apart_get_their_keys_in_order() -> None:
+    from django.db import connection
+    from django.forms.models import model_to_dict
+
+    from ingestion.models import Household
+    from rtv.bulk import insert_returning_keys
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's bound parameters")
+    made = [Household(household_id=f"KAN-{i:03d}", district="Kanungu", village=f"V{i % 7}") for i in range(250)]
+    insert_returning_keys(Household, made)
+    assert all(h.pk and not h._state.adding for h in made)
+    stored = {h.pk: model_to_dict(h) for h in Household.objects.all()}
+    assert [stored[h.pk] for h in made] == [model_to_dict(h) for h in made]  # each key names its own row
+    made[3].village = "Moved"
+    made[3].save()  # an update now, not a second insert
+    assert Household.objects.count() == 250 and Household.objects.get(pk=made[3].pk).village == "Moved"
