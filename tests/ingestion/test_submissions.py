@@ -553,7 +553,7 @@ def test_a_device_batch_keeps_its_request_as_an_upload_batch_keeps_its_file(offi
     for _ in range(2):  # a task run twice writes the body once
         after_submissions_task.apply(args=[[rec.pk]]).get()
     batch.refresh_from_db()
-    assert batch.file_key == f"raw/{batch.pk}/original.json.fernet" and batch.raw_pending is None
+    assert batch.file_key == f"raw/{batch.pk}/original.json.zlib.fernet" and batch.raw_pending is None
     with default_storage.open(batch.file_key, "rb") as fh:
         assert b'"lat"' not in fh.read()
     assert device_body(batch) == raw
