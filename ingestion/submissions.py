@@ -526,7 +526,9 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     else:  # SQLite (the embedded run), a few rows
         SurveyValues.objects.bulk_create([SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
                                           for i, r in zip(new, records, strict=True)])
-    if issue_rows:
+    if issue_rows and connection.vendor == "postgresql":
+        insert_returning_keys(RowIssue, issue_rows)
+    elif issue_rows:
         RowIssue.objects.bulk_create(issue_rows)
     outbox_enqueue("ingestion.after_submissions", [r.pk for r in records])
     return records

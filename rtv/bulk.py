@@ -102,6 +102,14 @@ def insert_statement(model: type[models.Model], objs: Sequence[models.Model],
     return head + " VALUES " + ", ".join(rows), params
 
 
+MAX_PARAMS = 65_535
+
+
+def insert_width(model: type[models.Model]) -> int:
+    """The parameters one row of ``model`` takes in ``insert_statement``."""
+    return len(_insert_head(model)[1])  # type: ignore[arg-type]
+
+
 def insert_returning_keys(model: type[models.Model], objs: Sequence[models.Model]) -> None:
     """``bulk_create`` for PostgreSQL with the parameters sent apart from the statement
     (``server_bound_cursor``): sets each instance's key and marks it saved.  For a device batch of
@@ -111,13 +119,18 @@ def insert_returning_keys(model: type[models.Model], objs: Sequence[models.Model
     the order of the rows, as Django's ``bulk_create`` also relies on."""
     if not objs:
         return
-    sql, params = insert_statement(model, objs)
-    with server_bound_cursor() as cur:
-        cur.execute(f"{sql} RETURNING {connection.ops.quote_name(model._meta.pk.column)}", params)
-        keys = [row[0] for row in cur.fetchall()]
-    for obj, key in zip(objs, keys, strict=True):
-        obj.pk = key
-        obj._state.adding, obj._state.db = False, connection.alias
+    for obj in objs:  # a foreign key to an instance saved since it was assigned takes its key now
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")
+    per_statement = MAX_PARAMS // insert_width(model)  # PostgreSQL takes 65,535 parameters a statement
+    for start in range(0, len(objs), per_statement):
+        part = objs[start:start + per_statement]
+        sql, params = insert_statement(model, part)
+        with server_bound_cursor() as cur:
+            cur.execute(f"{sql} RETURNING {connection.ops.quote_name(model._meta.pk.column)}", params)
+            keys = [row[0] for row in cur.fetchall()]
+        for obj, key in zip(part, keys, strict=True):
+            obj.pk = key
+            obj._state.adding, obj._state.db = False, connection.alias
 
 
 @contextmanager

@@ -25,7 +25,7 @@ def test_aware_timestamps_are_stored_at_their_instant_whatever_their_offset(zone
     assert stored["c"] is None
 
 
-def test_rows_inserted_with_their_parameters_apart_get_their_keys_in_order() -> None:
+def test_rows_inserted_with_their_parameters_apart_get_their_keys_in_order(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from django.db import connection
     from django.forms.models import model_to_dict
 
@@ -34,6 +34,9 @@ def test_rows_inserted_with_their_parameters_apart_get_their_keys_in_order() -> 
 
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's bound parameters")
+    from rtv import bulk
+
+    monkeypatch.setattr(bulk, "MAX_PARAMS", 100 * bulk.insert_width(Household))  # three statements of 100, 100, 50
     made = [Household(household_id=f"KAN-{i:03d}", district="Kanungu", village=f"V{i % 7}") for i in range(250)]
     insert_returning_keys(Household, made)
     assert all(h.pk and not h._state.adding for h in made)
