@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from rtv import contract
 from rtv.fields import EncryptedJSONField
@@ -46,8 +47,6 @@ class IngestionBatch(models.Model):
     format = models.CharField(max_length=16, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
     file_key = models.CharField(max_length=400, blank=True, help_text="the original file under raw/ in storage")
-    raw_pending = models.BinaryField(null=True, blank=True, editable=False,
-                                     help_text="a device request's body, until a worker keeps it under raw/")
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     size_bytes = models.BigIntegerField(default=0)
     row_count = models.IntegerField(default=0)
@@ -84,6 +83,20 @@ class IngestionBatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}:{self.original_name or self.id}"
+
+
+class DeviceRequest(models.Model):
+    """A device request's body as received, compressed (zlib) and encrypted (Fernet), until a worker
+    keeps it under raw/ (``ingestion.submissions.device_bodies_keep``).  A table of its own, so the
+    batch rows that every list and page reads never carry it."""
+
+    batch = models.OneToOneField(IngestionBatch, primary_key=True, on_delete=models.CASCADE,
+                                 related_name="pending_request")
+    token = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"request of batch {self.batch_id}"
 
 
 class Partner(models.Model):

@@ -175,6 +175,7 @@ def _earlier_batch(sha: str) -> IngestionBatch | None:
     succeeded, or failed after storing records (its stored chunks would be stored twice)."""
     stored = Exists(SurveyRecord.objects.filter(batch=OuterRef("pk")))
     return (IngestionBatch.objects.filter(sha256=sha, dry_run=False)
+            .exclude(channel=IngestionBatch.Channel.DEVICE)  # a device request is not a file sent before
             .filter(Q(status__in=ACTIVE) | Q(stored, status=IngestionBatch.Status.FAILED))
             .order_by("created_at").first())
 

@@ -20,6 +20,7 @@ import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from rtv.storage import area_path
 from .models import (
     STORED_TEXT_LIMITS,
     SURVEY_VALUE_FIELDS,
+    DeviceRequest,
     Household,
     IngestionBatch,
     RowIssue,
@@ -479,6 +481,8 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         row_count=len(counted) + rejected, accepted=len(counted), rejected=rejected,
         warnings=sum(1 for i in counted if any(r["severity"] == "warning" for r in by_row.get(i, []))),
         **(request or _Request()).lineage([envelopes[i] for i in counted]))
+    # The request's body is kept once, with its batch's first write (later waves reuse the batch).
+    body = (request or _Request()).token(batch) if batch._state.adding else None
     records = []
     for k, i in enumerate(new):
         env, d, q = envelopes[i], data[i], quality[i]
@@ -508,10 +512,12 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     if connection.vendor == "postgresql" and len(new) < COPY_FROM_ROWS:
         values_rows = [SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
                        for i, r in zip(new, records, strict=True)]
-        outbox_after_commit(_write_few(batch, records, values_rows, issue_rows))
+        outbox_after_commit(_write_few(batch, records, values_rows, issue_rows, body))
         return records
     if batch._state.adding:
         batch.save(force_insert=True)
+    if body is not None:
+        body.save(force_insert=True)
     if connection.vendor == "postgresql":
         insert_returning_keys(SurveyRecord, records)
     else:
@@ -542,72 +548,102 @@ class _Request:
     validate_s: float = 0.0
 
     def lineage(self, stored: list[Envelope]) -> dict[str, Any]:
-        """The batch's lineage fields: the body's sha256 and size (the bytes themselves, compressed,
-        then encrypted as the GPS they hold is everywhere else, wait in ``raw_pending`` for
-        ``device_bodies_keep``), the fields the stored items sent as the header mapping (a device names
-        canonical fields: each maps to itself), and the validation time.  Compressed first: a batch
-        of 100 items sent its 340 kB token in 11 ms of its insert, and zlib's fastest level takes
-        0.3 ms to shrink the JSON several times over."""
+        """The batch's lineage fields: the body's sha256 and size, the fields the stored items sent
+        as the header mapping (a device names canonical fields: each maps to itself), and the
+        validation time.  The body itself is ``token``'s."""
         fields = sorted({k for e in stored for k in e.data})
         return {"sha256": hashlib.sha256(self.body).hexdigest() if self.body else "", "size_bytes": len(self.body),
-                "raw_pending": fernet().encrypt(zlib.compress(self.body, 1)) if self.body else None, "column_count": len(fields),
+                "column_count": len(fields),
                 "header_mapping": [{"position": p, "header": f, "field": f} for p, f in enumerate(fields)],
                 "timings": {"validate_s": self.validate_s}}
 
+    def token(self, batch: IngestionBatch) -> DeviceRequest | None:
+        """The body compressed, then encrypted as the GPS it holds is everywhere else, waiting for
+        ``device_bodies_keep``.  Compressed first: a batch of 100 items sent its 340 kB token in 11 ms
+        of its insert, and zlib's fastest level takes 0.3 ms to shrink the JSON several times over."""
+        if not self.body:
+            return None
+        return DeviceRequest(batch=batch, token=fernet().encrypt(zlib.compress(self.body, 1)))
 
-def device_bodies_keep(record_ids: list[int]) -> int:
-    """Write the request bodies of these records' device batches under raw/<batch>/original.json.zlib.fernet
-    (the body compressed by zlib, in a Fernet token of FIELD_ENCRYPTION_KEYS: ``device_body`` reads
-    it) and release them from the
-    database; returns how many were written.  Safe to run twice: a batch whose
-    body is kept already is skipped, and a key found in storage (a run that died before its update)
-    is reused, not written again."""
-    batches = list(IngestionBatch.objects.filter(
-        pk__in=SurveyRecord.objects.filter(pk__in=record_ids).values("batch_id"), raw_pending__isnull=False)
-        .only("pk", "raw_pending"))
-    for b in batches:
-        key = area_path("raw", f"{b.pk}/original.json.zlib.fernet")
-        b.file_key = key if default_storage.exists(key) else default_storage.save(key, ContentFile(bytes(b.raw_pending)))
-        b.raw_pending = None
-    IngestionBatch.objects.bulk_update(batches, ["file_key", "raw_pending"])
-    return len(batches)
+
+def _body_key(batch_id: Any) -> str:
+    return area_path("raw", f"{batch_id}/original.json.zlib.fernet")
+
+
+def device_bodies_keep(record_ids: list[int] | None = None, *, older_than: timedelta | None = None,
+                       limit: int = 1000) -> int:
+    """Write waiting device requests (of these records' batches; or every one waiting longer than
+    ``older_than``: the sweep) under raw/<batch>/original.json.zlib.fernet, name the file on the batch
+    and drop the waiting copy; returns how many were kept.
+
+    Each request is locked while it is kept: a second keep of the same batch (the outbox delivers at
+    least once) or a key rotation passes over it, never writing a second copy or an old key's token
+    over a new one.  A file under the key without a committed batch (a keep that died before its
+    commit) is replaced."""
+    qs = DeviceRequest.objects.all()
+    if record_ids is not None:
+        qs = qs.filter(batch_id__in=SurveyRecord.objects.filter(pk__in=record_ids).values("batch_id"))
+    if older_than is not None:
+        qs = qs.filter(created_at__lt=timezone.now() - older_than)
+    with transaction.atomic():
+        pending = list(qs.select_for_update(skip_locked=True).order_by("pk")[:limit])
+        kept = []
+        for request in pending:
+            key = _body_key(request.batch_id)
+            if default_storage.exists(key):
+                default_storage.delete(key)
+            kept.append(IngestionBatch(pk=request.batch_id,
+                                       file_key=default_storage.save(key, ContentFile(bytes(request.token)))))
+        IngestionBatch.objects.bulk_update(kept, ["file_key"])
+        DeviceRequest.objects.filter(pk__in=[r.pk for r in pending]).delete()
+    return len(pending)
 
 
 def device_body(batch: IngestionBatch) -> bytes:
     """A device batch's request as received, wherever it is kept now."""
-    token = batch.raw_pending
-    if token is None:
+    waiting = DeviceRequest.objects.filter(batch=batch).values_list("token", flat=True).first()
+    if waiting is None:
         with default_storage.open(batch.file_key, "rb") as fh:
-            token = fh.read()
-    return zlib.decompress(fernet().decrypt(bytes(token)))
+            waiting = fh.read()
+    return zlib.decompress(fernet().decrypt(bytes(waiting)))
 
 
 def device_bodies_rotate(batch_size: int = 500) -> int:
     """Re-encrypt every kept device request with the first key (``manage.py rotate_encryption_keys``):
-    those waiting in the database and those under raw/.  Returns how many were re-encrypted."""
-    f, total, last = fernet(), 0, None
+    those waiting in the database, then those under raw/.  Returns how many were re-encrypted.
+    Rows are locked page by page, so a keep waits for (or passes over) what is being rotated."""
+    f, total = fernet(), 0
+    last: Any = None
     while True:
-        page = IngestionBatch.objects.filter(channel=IngestionBatch.Channel.DEVICE).exclude(
-            raw_pending__isnull=True, file_key="").order_by("pk").only("pk", "raw_pending", "file_key")
-        batches = list((page.filter(pk__gt=last) if last else page)[:batch_size])
-        if not batches:
-            return total
+        with transaction.atomic():
+            page = DeviceRequest.objects.order_by("pk").select_for_update()
+            waiting = list((page.filter(pk__gt=last) if last else page)[:batch_size])
+            for request in waiting:
+                request.token = f.rotate(bytes(request.token))
+            DeviceRequest.objects.bulk_update(waiting, ["token"])
+        if not waiting:
+            break
+        total, last = total + len(waiting), waiting[-1].pk
+    last = None
+    while True:
         replaced: list[str] = []
-        for b in batches:
-            if b.raw_pending is not None:
-                b.raw_pending = f.rotate(bytes(b.raw_pending))
-            else:
-                # The new token goes beside the old one (the storage names it: nothing in it is
-                # overwritten), and the old is deleted only once the batch names the new: a run that
-                # dies part-way loses nothing.
+        with transaction.atomic():
+            page = (IngestionBatch.objects.filter(channel=IngestionBatch.Channel.DEVICE).exclude(file_key="")
+                    .order_by("pk").select_for_update().only("pk", "file_key"))
+            batches = list((page.filter(pk__gt=last) if last else page)[:batch_size])
+            for b in batches:
+                # The new token goes beside the old one (the storage names it), and the old is deleted
+                # only once the batch names the new: a run that dies part-way loses nothing.
                 with default_storage.open(b.file_key, "rb") as fh:
                     token = f.rotate(fh.read())
                 old, b.file_key = b.file_key, default_storage.save(b.file_key, ContentFile(token))
                 if old != b.file_key:
                     replaced.append(old)
-        IngestionBatch.objects.bulk_update(batches, ["raw_pending", "file_key"])
+            IngestionBatch.objects.bulk_update(batches, ["file_key"])
         for key in replaced:
             default_storage.delete(key)
+        if not batches:
+            return total
         total, last = total + len(batches), batches[-1].pk
 
 
@@ -664,8 +700,9 @@ def _households(ids: list[str]) -> dict[str, Household]:
     return {h.household_id: h for h in (Household.from_db(connection.alias, names, row) for row in rows)}
 
 
-def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[Any], issues: list[RowIssue]) -> OutboxMessage:
-    """A device request's rows (batch, records, values, findings, outbox message) as ONE statement
+def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[Any], issues: list[RowIssue],
+               body: DeviceRequest | None = None) -> OutboxMessage:
+    """A device request's rows (batch, its body, records, values, findings, outbox message) as ONE statement
     of data-modifying CTEs: a submission's write was six round trips and six ORM compilations, a
     third of its time.  Records are referred to by submission id, which every device record has;
     the foreign keys are checked at commit, as for the ORM path.  Sets the new keys on the objects."""
@@ -675,6 +712,7 @@ def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[
     message = OutboxMessage(task="ingestion.after_submissions")
     parts = {
         "b": insert_statement(IngestionBatch, [batch]) if batch._state.adding else None,
+        "q": insert_statement(DeviceRequest, [body]) if body is not None else None,
         "r": insert_statement(SurveyRecord, records),
         "v": insert_statement(SurveyValues, values, {"record_id": record_key}),
         "i": insert_statement(RowIssue, issues, {"record_id": record_key}) if issues else None,
@@ -698,7 +736,7 @@ def _write_few(batch: IngestionBatch, records: list[SurveyRecord], values: list[
         obj.record_id = obj.record.pk
     message.pk = rows[0][2]
     message.args = [[pk for pk, _, _ in rows]]
-    for obj in [batch, *records, *values, *issues, message]:  # saved now, as save() would mark them
+    for obj in [batch, *([body] if body is not None else []), *records, *values, *issues, message]:  # saved now
         obj._state.adding, obj._state.db = False, connection.alias
     return message
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="ingestion.ingest_path", time_limit=3600, soft_time_limit=3500)
@@ -18,22 +21,38 @@ def ingest_path_task(path: str, dry_run: bool = False, source: str = "") -> str:
 @shared_task(name="ingestion.after_submissions", time_limit=300, soft_time_limit=280, acks_late=True, bind=True,
              max_retries=60)
 def after_submissions_task(self: Any, record_ids: list[int]) -> int:
-    """Downstream work for stored device submissions: their request bodies kept under raw/, and a
-    score by the champion.  Safe to run twice: bodies already kept and records already scored by
-    that version are skipped.  While a batch run holds the scoring (the nightly one, a new
-    champion's), it comes back in two minutes instead of holding a worker until that run ends."""
+    """Downstream work for stored device submissions: a score by the champion, then their request
+    bodies kept under raw/.  Safe to run twice: records already scored by that version and bodies
+    already kept are skipped.  While a batch run holds the scoring (the nightly one, a new
+    champion's), it comes back in two minutes instead of holding a worker until that run ends.  A
+    storage failure does not hold the scoring back: the bodies wait for ``keep_device_requests``."""
     from modelling.batch import Busy, predictions_batch
     from modelling.serving import NoChampion
 
     from .submissions import device_bodies_keep
 
-    device_bodies_keep(record_ids)
     try:
-        return int(predictions_batch(record_ids=record_ids, export=False, wait=False)["scored"])
+        scored = int(predictions_batch(record_ids=record_ids, export=False, wait=False)["scored"])
     except NoChampion:
-        return 0
+        scored = 0
     except Busy as exc:
         raise self.retry(countdown=120, exc=exc) from exc
+    try:
+        device_bodies_keep(record_ids)
+    except Exception:  # storage down: the sweep keeps them later
+        log.warning("device requests not kept yet", exc_info=True, extra={"records": len(record_ids)})
+    return scored
+
+
+@shared_task(name="ingestion.keep_device_requests", time_limit=600, soft_time_limit=570)
+def keep_device_requests_task() -> int:
+    """Keep under raw/ the device requests still waiting after two minutes (their task failed to
+    reach storage, or never ran), at most 1,000 a run."""
+    from datetime import timedelta
+
+    from .submissions import device_bodies_keep
+
+    return device_bodies_keep(older_than=timedelta(minutes=2))
 
 
 @shared_task(name="ingestion.plan_batch", time_limit=1800, soft_time_limit=1750, acks_late=True)

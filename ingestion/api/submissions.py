@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.http.request import RawPostDataException
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -26,7 +27,7 @@ from ingestion.submissions import (
 )
 from modelling import serving
 from modelling.models import Prediction
-from rtv.errors import ApiError, _flatten
+from rtv.errors import ApiError, JSONParser, _flatten
 from rtv.roles import ADMIN, DATA_MANAGER, FIELD_OFFICER, HasRole
 
 CAN_SUBMIT = HasRole.of(FIELD_OFFICER, DATA_MANAGER, ADMIN)
@@ -141,11 +142,16 @@ def record_body(record: SurveyRecord, issues: list[RowIssue] | None = None) -> d
 
 
 def _body(request: Request, limit: int) -> bytes:
-    """The body as received (413 over ``limit``), read before DRF parses it (which then parses these bytes)."""
+    """The body as received (413 over ``limit``), read before DRF parses it (which then parses these
+    bytes).  A form already read by the CSRF check of a signed-in browser is not JSON: 415."""
     length = int(request.META.get("CONTENT_LENGTH") or 0)
     if length > limit:
         raise ApiError("payload_too_large", f"The body is {length} bytes; the limit is {limit}.", status_code=413)
-    return request._request.body
+    try:
+        return request._request.body
+    except RawPostDataException as exc:
+        raise ApiError("unsupported_media_type", "Send submissions as JSON (Content-Type: application/json).",
+                       status_code=415) from exc
 
 
 def provisional_predictions(outcomes: list[Outcome | None]) -> dict[int, dict[str, Any]]:
@@ -189,6 +195,7 @@ def _answer(outcome: Outcome) -> Response:
 
 class SubmissionCreateView(APIView):
     permission_classes = [CAN_SUBMIT]
+    parser_classes = [JSONParser]  # devices send JSON; a form is answered 415
 
     @extend_schema(request=SubmissionIn, responses={201: dict, 200: dict, 400: dict, 409: dict, 413: dict})
     def post(self, request: Request) -> Response:
@@ -219,6 +226,7 @@ class SubmissionBatchView(APIView):
     """Up to 500 records from a device back online; per-item results in order."""
 
     permission_classes = [CAN_SUBMIT]
+    parser_classes = [JSONParser]
 
     @extend_schema(request=BatchIn, responses={200: dict})
     def post(self, request: Request) -> Response:

@@ -230,6 +230,7 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-sweep": {"task": "rtv.outbox_sweep", "schedule": 60.0},
     "resume-stale-chunks": {"task": "ingestion.resume_stale_chunks", "schedule": 120.0},
     "scan-partner-inboxes": {"task": "ingestion.scan_partner_inboxes", "schedule": 300.0},
+    "keep-device-requests": {"task": "ingestion.keep_device_requests", "schedule": 300.0},
     "quality-daily-snapshot": {"task": "quality.daily_snapshot", "schedule": crontab(hour=1, minute=0)},
     "retrain-triggers": {"task": "modelling.evaluate_triggers", "schedule": crontab(hour=2, minute=0)},
     "predict-batch": {"task": "modelling.predict_batch", "schedule": crontab(hour=2, minute=30)},

@@ -533,6 +533,7 @@ def test_a_device_batch_keeps_its_request_as_an_upload_batch_keeps_its_file(offi
 
     from django.core.files.storage import default_storage
 
+    from ingestion.models import DeviceRequest
     from ingestion.submissions import device_body
     from ingestion.tasks import after_submissions_task
 
@@ -547,17 +548,32 @@ def test_a_device_batch_keeps_its_request_as_an_upload_batch_keeps_its_file(offi
     sent = sorted(set(items[0]["data"]) | set(items[1]["data"]))
     assert batch.column_count == len(sent) and [c["field"] for c in batch.header_mapping] == sent
     assert batch.timings["validate_s"] > 0
-    assert device_body(batch) == raw and batch.file_key == ""  # not yet written: no worker has run
-    assert raw not in bytes(batch.raw_pending)  # encrypted, as the GPS it holds is
+    assert device_body(batch) == raw and batch.file_key == ""  # waiting in the database: no worker has run
+    assert_encrypted(DeviceRequest.objects.get(batch=batch).token, raw)
 
     for _ in range(2):  # a task run twice writes the body once
         after_submissions_task.apply(args=[[rec.pk]]).get()
     batch.refresh_from_db()
-    assert batch.file_key == f"raw/{batch.pk}/original.json.zlib.fernet" and batch.raw_pending is None
+    assert batch.file_key == f"raw/{batch.pk}/original.json.zlib.fernet" and not DeviceRequest.objects.exists()
     with default_storage.open(batch.file_key, "rb") as fh:
-        assert b'"lat"' not in fh.read()
+        assert_encrypted(fh.read(), raw)
     assert device_body(batch) == raw
     assert len(default_storage.listdir(f"raw/{batch.pk}")[1]) == 1
+
+
+def assert_encrypted(token: bytes, raw: bytes) -> None:
+    """Readable with the configured keys, and with nothing else (not merely compressed)."""
+    import zlib
+
+    from cryptography.fernet import Fernet, InvalidToken
+
+    from rtv.fields import fernet
+
+    assert zlib.decompress(fernet().decrypt(bytes(token))) == raw
+    with pytest.raises(InvalidToken):
+        Fernet(Fernet.generate_key()).decrypt(bytes(token))
+    with pytest.raises(zlib.error):
+        zlib.decompress(bytes(token))
 
 
 def test_a_single_submission_keeps_its_body_too(officer) -> None:  # type: ignore[no-untyped-def]
@@ -571,6 +587,42 @@ def test_a_single_submission_keeps_its_body_too(officer) -> None:  # type: ignor
     assert (batch.sha256, batch.size_bytes, device_body(batch)) == (hashlib.sha256(raw).hexdigest(), len(raw), raw)
 
 
+def test_a_request_left_waiting_is_kept_by_the_sweep_and_a_half_written_copy_replaced(officer) -> None:  # type: ignore[no-untyped-def]
+    """The task's keep failed (storage down) or died between writing the file and its commit: the
+    sweep keeps what has waited two minutes, over any copy the dead keep left."""
+    from datetime import timedelta
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from django.utils import timezone
+
+    from ingestion.models import DeviceRequest
+    from ingestion.submissions import device_body
+    from ingestion.tasks import keep_device_requests_task
+
+    raws = [json.dumps(body(i)).encode() for i in range(2)]
+    for raw in raws:
+        assert officer.post("/api/v1/submissions/", raw, content_type="application/json").status_code == 201
+    old, new = SurveyRecord.objects.order_by("pk")
+    DeviceRequest.objects.filter(batch_id=old.batch_id).update(created_at=timezone.now() - timedelta(minutes=3))
+    default_storage.save(f"raw/{old.batch_id}/original.json.zlib.fernet", ContentFile(b"half written"))
+    assert keep_device_requests_task.apply().get() == 1  # the new one is still its task's to keep
+    assert list(DeviceRequest.objects.values_list("batch_id", flat=True)) == [new.batch_id]
+    kept = IngestionBatch.objects.get(pk=old.batch_id)
+    assert kept.file_key == f"raw/{old.batch_id}/original.json.zlib.fernet" and device_body(kept) == raws[0]
+    assert default_storage.listdir(f"raw/{old.batch_id}")[1] == ["original.json.zlib.fernet"]
+
+
+def test_a_file_sent_with_a_device_requests_bytes_is_not_refused_as_sent_before(api, officer) -> None:  # type: ignore[no-untyped-def]
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    raw = json.dumps([body()["data"]]).encode()  # a JSON array is also a valid records file
+    assert officer.post("/api/v1/submissions/batch/", {"items": [body()]}, format="json").status_code == 200
+    IngestionBatch.objects.update(sha256=__import__("hashlib").sha256(raw).hexdigest())  # as if these bytes
+    resp = api("data_manager").post("/api/v1/uploads/", {"file": SimpleUploadedFile("a.json", raw)}, format="multipart")
+    assert resp.status_code == 202, resp.json()
+
+
 def test_a_full_batch_of_500_with_findings_is_stored_whole(officer) -> None:  # type: ignore[no-untyped-def]
     from ingestion.models import RowIssue
 
@@ -581,3 +633,21 @@ def test_a_full_batch_of_500_with_findings_is_stored_whole(officer) -> None:  # 
     assert resp.status_code == 200 and resp.json()["counts"] == {"created": 500}
     assert SurveyRecord.objects.count() == 500 and RowIssue.objects.filter(rule="outlier").count() >= 2000
     assert all(r["record"]["quality"]["warnings"] >= 4 for r in resp.json()["results"])
+
+
+def test_a_form_posted_by_a_signed_in_browser_gets_415_not_500(make_user) -> None:  # type: ignore[no-untyped-def]
+    """Session sign-in checks CSRF, which reads a multipart form before the view: the view answers
+    that submissions are JSON."""
+    from django.middleware.csrf import _get_new_csrf_string
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    client.force_login(make_user("field_officer"))
+    token = _get_new_csrf_string()
+    client.cookies["csrftoken"] = token
+    for path in ("/api/v1/submissions/", "/api/v1/submissions/batch/"):
+        resp = client.post(path, {"submission_id": "x"}, HTTP_X_CSRFTOKEN=token)  # multipart
+        assert resp.status_code == 415 and resp.json()["code"] == "unsupported_media_type", resp.content
+    url_encoded = client.post("/api/v1/submissions/", "submission_id=x", content_type="application/x-www-form-urlencoded",
+                              HTTP_X_CSRFTOKEN=token)
+    assert url_encoded.status_code == 415

@@ -28,6 +28,7 @@ def test_the_database_scheduler_installs_each_entry_at_its_time() -> None:
     every = {name: (t.interval.every, t.interval.period) for name, t in tasks.items() if t.interval}
     assert every["outbox-sweep"] == (60, "seconds")  # the broker outage's work goes out within a minute
     assert every["resume-stale-chunks"] == (120, "seconds") and every["scan-partner-inboxes"] == (300, "seconds")
+    assert every["keep-device-requests"] == (300, "seconds")
     daily = {name: (t.crontab.hour, t.crontab.minute, str(t.crontab.timezone)) for name, t in tasks.items() if t.crontab}
     assert daily["model-monitoring"] == ("3", "0", "Africa/Kampala")  # issue 6: 03:00 Africa/Kampala
     assert daily["predict-batch"] == ("2", "30", "Africa/Kampala")
