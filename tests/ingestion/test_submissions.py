@@ -651,3 +651,50 @@ def test_a_form_posted_by_a_signed_in_browser_gets_415_not_500(make_user) -> Non
     url_encoded = client.post("/api/v1/submissions/", "submission_id=x", content_type="application/x-www-form-urlencoded",
                               HTTP_X_CSRFTOKEN=token)
     assert url_encoded.status_code == 415
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_keep_passes_over_a_request_another_keep_or_rotation_holds(officer) -> None:  # type: ignore[no-untyped-def]
+    """While another worker holds a waiting request (keeping it, or rotating its key), a keep writes
+    nothing for it: no second copy, no stale token over a new one; it is kept once the hold ends."""
+    import threading
+
+    from django.core.files.storage import default_storage
+    from django.db import connection, transaction
+
+    from ingestion.models import DeviceRequest
+    from ingestion.submissions import device_bodies_keep, device_body
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: SQLite (the embedded run, one worker) serialises whole writes")
+    raw = json.dumps(body()).encode()
+    assert officer.post("/api/v1/submissions/", raw, content_type="application/json").status_code == 201
+    record = SurveyRecord.objects.get()
+    # The after-commit task has kept it (a real commit here): back to waiting, as before a worker runs.
+    batch = IngestionBatch.objects.get(pk=record.batch_id)
+    with default_storage.open(batch.file_key, "rb") as fh:
+        DeviceRequest.objects.create(batch=batch, token=fh.read())
+    default_storage.delete(batch.file_key)
+    IngestionBatch.objects.filter(pk=batch.pk).update(file_key="")
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                list(DeviceRequest.objects.select_for_update().filter(batch_id=record.batch_id))
+                held.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=holder)
+    other.start()
+    try:
+        assert held.wait(30)
+        assert device_bodies_keep([record.pk]) == 0
+        assert not default_storage.exists(f"raw/{record.batch_id}/original.json.zlib.fernet")
+    finally:
+        release.set()
+        other.join()
+    assert device_bodies_keep([record.pk]) == 1
+    assert device_body(IngestionBatch.objects.get(pk=record.batch_id)) == raw
