@@ -6,8 +6,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.files.storage import default_storage
 from django.db import transaction
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -15,14 +16,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ingestion.models import IngestionBatch, Partner
+from ingestion.models import DeviceRequest, IngestionBatch, Partner
 from ingestion.readers import ReadError
 from ingestion.reports import error_report_csv, error_report_xlsx
 from ingestion.selectors import access_batch, batches_visible_to
 from ingestion.services import DuplicateFile, FileNotStored, batch_create, batch_progress
+from ingestion.submissions import device_body
 from rtv.errors import ApiError
 from rtv.outbox import outbox_enqueue
 from rtv.roles import ADMIN, DATA_MANAGER, DATA_SCIENTIST, PARTNER, HasRole, has_role
+from rtv.services import audit_record
 
 CAN_UPLOAD = HasRole.of(DATA_MANAGER, DATA_SCIENTIST, ADMIN, PARTNER)
 
@@ -62,7 +65,7 @@ def upload_body(batch: IngestionBatch, user: AbstractBaseUser | AnonymousUser) -
         "duplicate_of": str(duplicate_of) if duplicate_of else None,
         "created_at": batch.created_at.isoformat(),
         "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
-        "links": {"self": base, "errors_csv": base + "errors.csv", "errors_xlsx": base + "errors.xlsx"},
+        "links": _links(base),
     }
 
 
@@ -90,6 +93,11 @@ def _duplicate(request: Request, earlier: IngestionBatch) -> ApiError:
                                        "links": {"self": f"/api/v1/uploads/{earlier.pk}/"}}})
 
 
+def _links(base: str) -> dict[str, str]:
+    return {"self": base, "errors_csv": base + "errors.csv", "errors_xlsx": base + "errors.xlsx",
+            "original": base + "original"}
+
+
 def upload_summary(batch: IngestionBatch) -> dict[str, Any]:
     """A batch in a list: what its own row says (no query per batch)."""
     base = f"/api/v1/uploads/{batch.pk}/"
@@ -99,7 +107,7 @@ def upload_summary(batch: IngestionBatch) -> dict[str, Any]:
                                                 "warnings": batch.warnings, "duplicates": batch.duplicates},
             "error": batch.error or None, "created_at": batch.created_at.isoformat(),
             "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
-            "links": {"self": base, "errors_csv": base + "errors.csv", "errors_xlsx": base + "errors.xlsx"}}
+            "links": _links(base)}
 
 
 class UploadCreateView(APIView):
@@ -188,3 +196,26 @@ class UploadErrorsXlsxView(_FileView):
                                 content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
         response["Content-Disposition"] = f'attachment; filename="errors-{batch.pk}.xlsx"'
         return response
+
+
+class UploadOriginalView(_FileView):
+    """The original as it arrived (a file from raw/; a device request as its JSON body), to whoever
+    may see the batch; each download is an audit event, as the original holds what the records do."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes, 404: dict})
+    def get(self, request: Request, ingestion_id: str) -> HttpResponse:
+        batch = access_batch(request.user, ingestion_id)
+        if batch.channel == IngestionBatch.Channel.DEVICE:
+            if not batch.file_key and not DeviceRequest.objects.filter(batch=batch).exists():
+                raise ApiError("original_not_kept", "This batch's original is not kept.", status_code=404)
+            body = device_body(batch)
+            audit_record(actor=request.user, action="batch.original_downloaded", obj=batch)
+            response = HttpResponse(body, content_type="application/json")
+            response["Content-Disposition"] = f'attachment; filename="request-{batch.pk}.json"'
+            return response
+        if not batch.file_key or not default_storage.exists(batch.file_key):
+            raise ApiError("original_not_kept", "This batch's original is not kept.", status_code=404)
+        audit_record(actor=request.user, action="batch.original_downloaded", obj=batch)
+        return FileResponse(default_storage.open(batch.file_key, "rb"), as_attachment=True,
+                            filename=batch.original_name or f"original-{batch.pk}.{batch.format or 'bin'}",
+                            content_type="application/octet-stream")

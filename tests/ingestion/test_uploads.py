@@ -439,3 +439,34 @@ def test_progress_is_reported_while_the_chunks_are_worked(manager, survey) -> No
     assert {s["progress"]["rows_total"] for s in seen} == {600}
     assert [s["state"] for s in seen] == ["running"] * 4 + ["succeeded"]
     assert seen[2]["progress"]["percent"] == 50.0 and 0 < seen[2]["counts"]["accepted"] <= 300
+
+
+def test_the_original_downloads_as_it_arrived_to_whoever_sees_the_batch_and_is_audited(  # type: ignore[no-untyped-def]
+        manager, survey, api, django_capture_on_commit_callbacks) -> None:
+    import json
+    import uuid
+
+    from rtv.models import AuditEvent
+    from tests.payloads import household_payload
+
+    path, _ = survey
+    with django_capture_on_commit_callbacks(execute=True):
+        body = upload(manager, path, name="Kanungu round 2 (final).csv").json()
+    resp = manager.get(body["links"]["original"])
+    assert resp.status_code == 200 and b"".join(resp.streaming_content) == path.read_bytes()
+    assert 'filename="Kanungu round 2 (final).csv"' in resp["Content-Disposition"]
+    assert AuditEvent.objects.filter(action="batch.original_downloaded", object_id=body["ingestion_id"],
+                                     actor=manager.user).count() == 1
+    assert api("partner").get(body["links"]["original"]).status_code == 404  # not theirs to see
+
+    officer = api("field_officer")
+    raw = json.dumps({"submission_id": str(uuid.uuid4()), "collected_at": "2026-11-20T10:15:00+03:00",
+                      "data": household_payload(generate(1, seed=2, bad_rate=0.0)[0], 0)}).encode()
+    record = officer.post("/api/v1/submissions/", raw, content_type="application/json").json()
+    batch_id = SurveyRecord.objects.get(pk=record["id"]).batch_id
+    mine = officer.get(f"/api/v1/uploads/{batch_id}/original")
+    assert mine.status_code == 200 and mine.content == raw  # waiting in the database or under raw/: the same bytes
+    assert api("field_officer").get(f"/api/v1/uploads/{batch_id}/original").status_code == 404  # another officer's
+    IngestionBatch.objects.filter(pk=body["ingestion_id"]).update(file_key="")
+    gone = manager.get(body["links"]["original"])
+    assert gone.status_code == 404 and gone.json()["code"] == "original_not_kept"
