@@ -206,7 +206,8 @@ class UploadOriginalView(_FileView):
     def get(self, request: Request, ingestion_id: str) -> HttpResponse:
         batch = access_batch(request.user, ingestion_id)
         if batch.channel == IngestionBatch.Channel.DEVICE:
-            if not batch.file_key and not DeviceRequest.objects.filter(batch=batch).exists():
+            waiting = DeviceRequest.objects.filter(batch=batch).exists()
+            if not waiting and not (batch.file_key and default_storage.exists(batch.file_key)):
                 raise ApiError("original_not_kept", "This batch's original is not kept.", status_code=404)
             body = device_body(batch)
             audit_record(actor=request.user, action="batch.original_downloaded", obj=batch)

@@ -470,3 +470,11 @@ def test_the_original_downloads_as_it_arrived_to_whoever_sees_the_batch_and_is_a
     IngestionBatch.objects.filter(pk=body["ingestion_id"]).update(file_key="")
     gone = manager.get(body["links"]["original"])
     assert gone.status_code == 404 and gone.json()["code"] == "original_not_kept"
+    from django.core.files.storage import default_storage
+
+    from ingestion.submissions import device_bodies_keep
+
+    device_bodies_keep([record["id"]])
+    default_storage.delete(IngestionBatch.objects.get(pk=batch_id).file_key)  # lost from storage
+    lost = officer.get(f"/api/v1/uploads/{batch_id}/original")
+    assert lost.status_code == 404 and lost.json()["code"] == "original_not_kept"
