@@ -4,11 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh requirements-dev.txt
 eval "$(scripts/services.sh)"
-# Azurite, Azure Blob Storage's emulator, for the cloud storage tests (S3's, moto, is a Python package).
+# Azurite, Azure Blob Storage's emulator, for the cloud storage tests (S3's, moto, is a Python package):
+# installed once, exactly as scripts/azurite/package-lock.json pins it and its dependencies.
 export RTV_AZURITE="$PWD/var/tools/node_modules/.bin/azurite-blob"
-if [ ! -x "$RTV_AZURITE" ]; then
+if [ ! -x "$RTV_AZURITE" ] || ! cmp -s scripts/azurite/package-lock.json var/tools/package-lock.json; then
   command -v npm >/dev/null || { echo "test: npm (Node.js) is needed to install Azurite" >&2; exit 1; }
-  npm install --prefix var/tools --no-audit --no-fund --loglevel=error azurite@3.35.0 >&2
+  mkdir -p var/tools && cp scripts/azurite/package.json scripts/azurite/package-lock.json var/tools/
+  npm ci --prefix var/tools --no-audit --no-fund --loglevel=error >&2
 fi
 export DATABASE_URL REDIS_URL DJANGO_SETTINGS_MODULE=rtv.settings.test
 export RTV_VAR_DIR="$PWD/var/test"
