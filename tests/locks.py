@@ -4,22 +4,24 @@ process running the same job would hold it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from rtv.locks import exclusive
 
 
 @contextmanager
-def held_elsewhere(name: str) -> Iterator[None]:
-    """For the block, ``name`` is held by another thread; released (and the thread gone) after."""
+def _held_by_another_thread(take: Callable[[], AbstractContextManager[Any]], what: str) -> Iterator[None]:
+    """For the block, what ``take()`` enters is held by another thread; released (and the thread
+    gone) after."""
     held, release = threading.Event(), threading.Event()
 
     def holder() -> None:
         try:
-            with exclusive(name):
+            with take():
                 held.set()
                 release.wait(30)
         finally:
@@ -27,9 +29,26 @@ def held_elsewhere(name: str) -> Iterator[None]:
 
     other = threading.Thread(target=holder)
     other.start()
-    assert held.wait(30), f"{name} was not taken"
+    assert held.wait(30), f"{what} was not taken"
     try:
         yield
     finally:
         release.set()
         other.join()
+
+
+def held_elsewhere(name: str) -> AbstractContextManager[None]:
+    """For the block, the named lock ``name`` is held by another thread."""
+    return _held_by_another_thread(lambda: exclusive(name), name)
+
+
+def rows_locked_elsewhere(rows: Any) -> AbstractContextManager[None]:
+    """For the block, the rows of the queryset ``rows`` are locked FOR UPDATE by another thread's
+    open transaction (a worker busy with them)."""
+    @contextmanager
+    def take() -> Iterator[None]:
+        with transaction.atomic():
+            list(rows.select_for_update())
+            yield
+
+    return _held_by_another_thread(take, "the rows")

@@ -657,13 +657,12 @@ def test_a_form_posted_by_a_signed_in_browser_gets_415_not_500(make_user) -> Non
 def test_a_keep_passes_over_a_request_another_keep_or_rotation_holds(officer) -> None:  # type: ignore[no-untyped-def]
     """While another worker holds a waiting request (keeping it, or rotating its key), a keep writes
     nothing for it: no second copy, no stale token over a new one; it is kept once the hold ends."""
-    import threading
-
     from django.core.files.storage import default_storage
-    from django.db import connection, transaction
+    from django.db import connection
 
     from ingestion.models import DeviceRequest
     from ingestion.submissions import device_bodies_keep, device_body
+    from tests.locks import rows_locked_elsewhere
 
     if connection.vendor != "postgresql":
         pytest.skip("row locks: SQLite (the embedded run, one worker) serialises whole writes")
@@ -676,25 +675,8 @@ def test_a_keep_passes_over_a_request_another_keep_or_rotation_holds(officer) ->
         DeviceRequest.objects.create(batch=batch, token=fh.read())
     default_storage.delete(batch.file_key)
     IngestionBatch.objects.filter(pk=batch.pk).update(file_key="")
-    held, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        try:
-            with transaction.atomic():
-                list(DeviceRequest.objects.select_for_update().filter(batch_id=record.batch_id))
-                held.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    other = threading.Thread(target=holder)
-    other.start()
-    try:
-        assert held.wait(30)
+    with rows_locked_elsewhere(DeviceRequest.objects.filter(batch_id=record.batch_id)):
         assert device_bodies_keep([record.pk]) == 0
         assert not default_storage.exists(f"raw/{record.batch_id}/original.json.zlib.fernet")
-    finally:
-        release.set()
-        other.join()
     assert device_bodies_keep([record.pk]) == 1
     assert device_body(IngestionBatch.objects.get(pk=record.batch_id)) == raw
