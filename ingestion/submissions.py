@@ -462,6 +462,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     """Bulk-write the new items: households, one device batch, records, values, issues, outbox.
     ``batch``: the request's batch, already written by an earlier wave; ``counted``: the items its
     counts cover (all the request's new items; default ``new``); ``request``: what its lineage keeps."""
+    request = request or _Request()
     data = {i: {k: (None if _missing(v) else _plain(v)) for k, v in typed_rows[i].items()} for i in new}
     answers, repeated = _near_duplicates(new, envelopes, priors, by_row, data)
     hh_ids = sorted({str(data[i]["household_id"]) for i in new})
@@ -480,9 +481,9 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         status=IngestionBatch.Status.SUCCEEDED, schema_version=schema.version, finished_at=timezone.now(),
         row_count=len(counted) + rejected, accepted=len(counted), rejected=rejected,
         warnings=sum(1 for i in counted if any(r["severity"] == "warning" for r in by_row.get(i, []))),
-        **(request or _Request()).lineage([envelopes[i] for i in counted]))
+        **request.lineage([envelopes[i] for i in counted]))
     # The request's body is kept once, with its batch's first write (later waves reuse the batch).
-    body = (request or _Request()).token(batch) if batch._state.adding else None
+    body = request.token(batch) if batch._state.adding else None
     records = []
     for k, i in enumerate(new):
         env, d, q = envelopes[i], data[i], quality[i]
@@ -518,10 +519,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         batch.save(force_insert=True)
     if body is not None:
         body.save(force_insert=True)
-    if connection.vendor == "postgresql":
-        insert_returning_keys(SurveyRecord, records)
-    else:
-        records = SurveyRecord.objects.bulk_create(records)
+    insert_returning_keys(SurveyRecord, records)
     # The typed values go in as the file path writes them: by COPY, from the validated frame (Django's
     # bulk_create sends each column as an array that psycopg quotes value by value: ~60 ms per 100).
     if len(new) >= COPY_FROM_ROWS:
@@ -532,10 +530,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
     else:  # SQLite (the embedded run), a few rows
         SurveyValues.objects.bulk_create([SurveyValues(record=r, **{k: data[i].get(k) for k in SURVEY_VALUE_FIELDS})
                                           for i, r in zip(new, records, strict=True)])
-    if issue_rows and connection.vendor == "postgresql":
-        insert_returning_keys(RowIssue, issue_rows)
-    elif issue_rows:
-        RowIssue.objects.bulk_create(issue_rows)
+    insert_returning_keys(RowIssue, issue_rows)
     outbox_enqueue("ingestion.after_submissions", [r.pk for r in records])
     return records
 
@@ -599,10 +594,13 @@ def device_bodies_keep(record_ids: list[int] | None = None, *, older_than: timed
     return len(pending)
 
 
-def device_body(batch: IngestionBatch) -> bytes:
-    """A device batch's request as received, wherever it is kept now."""
+def device_body(batch: IngestionBatch) -> bytes | None:
+    """A device batch's request as received, wherever it is kept now; None when it is not kept
+    (a request without a body, or a file gone from storage)."""
     waiting = DeviceRequest.objects.filter(batch=batch).values_list("token", flat=True).first()
     if waiting is None:
+        if not batch.file_key or not default_storage.exists(batch.file_key):
+            return None
         with default_storage.open(batch.file_key, "rb") as fh:
             waiting = fh.read()
     return zlib.decompress(fernet().decrypt(bytes(waiting)))

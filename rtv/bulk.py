@@ -111,13 +111,17 @@ def insert_width(model: type[models.Model]) -> int:
 
 
 def insert_returning_keys(model: type[models.Model], objs: Sequence[models.Model]) -> None:
-    """``bulk_create`` for PostgreSQL with the parameters sent apart from the statement
-    (``server_bound_cursor``): sets each instance's key and marks it saved.  For a device batch of
+    """``bulk_create`` with, on PostgreSQL, the parameters sent apart from the statement
+    (``server_bound_cursor``): sets each instance's key and marks it saved (SQLite: ``bulk_create``
+    itself).  For a device batch of
     100 records Django's own spent ~25 ms of Python quoting and splicing its ~3,000 parameters (and
     re-parsing a statement too long for psycopg's cache); under load (bench/api.py, 2 runs each,
     alternating) batches of 100 went 1,549/1,485 against 1,437/1,454 records/s.  Keys come back in
     the order of the rows, as Django's ``bulk_create`` also relies on."""
     if not objs:
+        return
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(objs)
         return
     for obj in objs:  # a foreign key to an instance saved since it was assigned takes its key now
         obj._prepare_related_fields_for_save(operation_name="bulk_create")

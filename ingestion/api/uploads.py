@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ingestion.models import DeviceRequest, IngestionBatch, Partner
+from ingestion.models import IngestionBatch, Partner
 from ingestion.readers import ReadError
 from ingestion.reports import error_report_csv, error_report_xlsx
 from ingestion.selectors import access_batch, batches_visible_to
@@ -205,18 +205,23 @@ class UploadOriginalView(_FileView):
     @extend_schema(responses={(200, "application/octet-stream"): bytes, 404: dict})
     def get(self, request: Request, ingestion_id: str) -> HttpResponse:
         batch = access_batch(request.user, ingestion_id)
+        response = self._original(batch)
+        if response is None:
+            raise ApiError("original_not_kept", "This batch's original is not kept.", status_code=404)
+        audit_record(actor=request.user, action="batch.original_downloaded", obj=batch)
+        return response
+
+    @staticmethod
+    def _original(batch: IngestionBatch) -> HttpResponse | None:
         if batch.channel == IngestionBatch.Channel.DEVICE:
-            waiting = DeviceRequest.objects.filter(batch=batch).exists()
-            if not waiting and not (batch.file_key and default_storage.exists(batch.file_key)):
-                raise ApiError("original_not_kept", "This batch's original is not kept.", status_code=404)
             body = device_body(batch)
-            audit_record(actor=request.user, action="batch.original_downloaded", obj=batch)
+            if body is None:
+                return None
             response = HttpResponse(body, content_type="application/json")
             response["Content-Disposition"] = f'attachment; filename="request-{batch.pk}.json"'
             return response
         if not batch.file_key or not default_storage.exists(batch.file_key):
-            raise ApiError("original_not_kept", "This batch's original is not kept.", status_code=404)
-        audit_record(actor=request.user, action="batch.original_downloaded", obj=batch)
+            return None
         return FileResponse(default_storage.open(batch.file_key, "rb"), as_attachment=True,
                             filename=batch.original_name or f"original-{batch.pk}.{batch.format or 'bin'}",
                             content_type="application/octet-stream")
