@@ -2,14 +2,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenRefreshView
 
 from ingestion.views import uploads_page
 from modelling.views import monitoring_page
 from quality.views import rules_page, trend_page
 from rtv.api.auth import LogoutView, TokenView
-from rtv.api.views import SchemaView
+from rtv.api.views import ApiDocsView, OpenApiView, SchemaView
 from rtv.metrics import metrics_view
 from rtv.throttles import throttled_sign_in
 from rtv.views import home
@@ -36,8 +35,8 @@ admin.site.login = throttled_sign_in(admin.site.login)  # type: ignore[method-as
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
+    path("api/schema/", OpenApiView.as_view(), name="openapi-schema"),
+    path("api/docs/", ApiDocsView.as_view(url_name="openapi-schema"), name="api-docs"),
     # The pages' own sign-in: partners are not staff, so the admin's login (staff only) turned them away.
     path("accounts/login/", throttled_sign_in(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
          name="login"),

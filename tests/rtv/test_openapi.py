@@ -22,7 +22,9 @@ def test_the_schema_offers_the_bearer_jwt_and_the_submission_endpoints_require_i
 
 def test_the_schema_and_docs_are_for_signed_in_users(client, api) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/api/schema/").status_code == 401
-    assert client.get("/api/docs/").status_code == 401
+    # The docs are a page: a browser that is not signed in goes to the sign-in page, and back.
+    page = client.get("/api/docs/?x=1")
+    assert page.status_code == 302 and page["Location"] == "/accounts/login/?next=/api/docs/%3Fx%3D1"
     resp = api("field_officer").get("/api/docs/")
     assert resp.status_code == 200 and b"swagger" in resp.content.lower()
     # The page's script and styles are the platform's own static files: no CDN, no "@latest".
@@ -43,3 +45,22 @@ def test_the_schema_is_valid_and_drf_spectacular_has_nothing_to_guess(tmp_path) 
     items = doc["components"]["schemas"]["BatchIn"]["properties"]["items"]["items"]
     # Each item is a submission; a null one is accepted, and answered as invalid in its place.
     assert items == {"allOf": [{"$ref": "#/components/schemas/SubmissionIn"}], "nullable": True}
+
+
+@pytest.mark.parametrize(("path", "headers", "status", "code"), [
+    ("/api/schema/", {}, 401, "not_authenticated"),
+    ("/api/schema/", {"HTTP_AUTHORIZATION": "Bearer not-a-token"}, 401, "token_not_valid"),
+    ("/api/docs/", {"HTTP_AUTHORIZATION": "Bearer not-a-token"}, 401, "token_not_valid"),
+    ("/api/schema/?format=json", {}, 401, "not_authenticated"),
+])
+def test_the_schema_and_docs_answer_errors_in_the_apis_json_shape(client, path, headers, status, code) -> None:  # type: ignore[no-untyped-def]
+    """Not in the document's YAML, nor as a line of HTML: what every other endpoint answers."""
+    resp = client.get(path, **headers)
+    assert resp.status_code == status and resp["Content-Type"] == "application/json"
+    body = resp.json()
+    assert body["code"] == code and body["message"] and body["errors"] == []
+
+
+def test_a_schema_format_the_platform_does_not_write_is_a_json_406(api) -> None:  # type: ignore[no-untyped-def]
+    resp = api("field_officer").get("/api/schema/", HTTP_ACCEPT="text/html")
+    assert resp.status_code == 406 and resp.json()["code"] == "not_acceptable"
