@@ -73,6 +73,10 @@ class Envelope:
     device_id: str = ""
     location: dict[str, float] | None = None
     supersedes: uuid.UUID | None = None
+    # The item's place in its request (0 for a single submission), not part of its identity: a
+    # finding's row, numbered as the same records sent as a JSON file would be (the first is row 2,
+    # a spreadsheet's header being row 1), whatever the door.
+    position: int = 0
 
     def content_hash(self) -> str:
         body = {
@@ -489,7 +493,8 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
         env, d, q = envelopes[i], data[i], quality[i]
         prior = priors.get(env.supersedes) if env.supersedes else None
         records.append(SurveyRecord(
-            household=households[str(d["household_id"])], batch=batch, submission_id=env.submission_id,
+            household=households[str(d["household_id"])], batch=batch, row_number=env.position + 2,
+            submission_id=env.submission_id,
             content_hash=hashes[i], version=(prior.version + 1) if prior else 1, supersedes=prior,
             root_id=(prior.root_id or prior.pk) if prior else None,
             district=d.get("district") or "", cluster=d.get("cluster") or "", village=d.get("village") or "",
@@ -502,7 +507,7 @@ def _create_all(user: AbstractBaseUser | AnonymousUser, user_agent: str, schema:
             answers_hash=stored_value(answers[k]),
             auto_approved=(auto := q["score"] >= settings.RTV_AUTO_APPROVE_SCORE and not repeated[k]),
             review_status=SurveyRecord.ReviewStatus.APPROVED if auto else SurveyRecord.ReviewStatus.HAS_ISSUES))
-    issue_rows = [RowIssue(batch=batch, record=r, row_number=0, household_id=data[i]["household_id"] or "",
+    issue_rows = [RowIssue(batch=batch, record=r, row_number=r.row_number, household_id=data[i]["household_id"] or "",
                            field=x["field"], column=x["field"], rule=x["rule"], severity=x["severity"], value=x["value"],
                            message=x["message"])
                   for i, r in zip(new, records, strict=True) for x in by_row.get(i, [])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -235,11 +236,9 @@ class SubmissionBatchView(APIView):
         batch.is_valid(raise_exception=True)
         results: list[dict[str, Any] | None] = [None] * len(batch.validated_data["items"])
         envelopes: list[Envelope] = []
-        positions: list[int] = []
         for i, item in enumerate(batch.validated_data["items"]):
             try:
-                envelopes.append(_envelope(envelope_check(item), None))
-                positions.append(i)
+                envelopes.append(dataclasses.replace(_envelope(envelope_check(item), None), position=i))
             except serializers.ValidationError as exc:
                 sid = item.get("submission_id") if isinstance(item, dict) else None
                 results[i] = {"index": i, "result": "invalid", "status": 400,
@@ -249,9 +248,9 @@ class SubmissionBatchView(APIView):
         outcomes = submissions_receive(user=request.user, envelopes=envelopes,
                                        user_agent=request.headers.get("User-Agent", ""), body=body)
         predictions = provisional_predictions(outcomes)
-        for pos, env, outcome in zip(positions, envelopes, outcomes, strict=True):
+        for env, outcome in zip(envelopes, outcomes, strict=True):
             assert outcome is not None
-            entry: dict[str, Any] = {"index": pos, "result": outcome.result, "status": outcome.http_status,
+            entry: dict[str, Any] = {"index": env.position, "result": outcome.result, "status": outcome.http_status,
                                      "submission_id": str(env.submission_id)}
             if outcome.record is not None and outcome.result in ("created", "replayed"):
                 entry["record"] = record_body(outcome.record)
@@ -260,7 +259,7 @@ class SubmissionBatchView(APIView):
                 entry.update(code=outcome.code, message=outcome.message, errors=outcome.errors)
                 if outcome.record is not None:  # a conflict names the stored record, as the single endpoint does
                     entry["record"] = {"id": outcome.record.pk, "submission_id": str(outcome.record.submission_id)}
-            results[pos] = entry
+            results[env.position] = entry
         counts: dict[str, int] = {}
         for r in results:
             assert r is not None

@@ -680,3 +680,31 @@ def test_a_keep_passes_over_a_request_another_keep_or_rotation_holds(officer) ->
         assert not default_storage.exists(f"raw/{record.batch_id}/original.json.zlib.fernet")
     assert device_bodies_keep([record.pk]) == 1
     assert device_body(IngestionBatch.objects.get(pk=record.batch_id)) == raw
+
+
+@pytest.mark.parametrize("size", [3, 25])  # the few-items path and the bulk path
+def test_a_device_requests_findings_name_each_items_row_as_the_same_records_in_a_json_file_would(
+        officer, size: int) -> None:  # type: ignore[no-untyped-def]
+    """Item k of the request (counting from 0, invalid items included) is row k + 2: a spreadsheet's
+    header is row 1.  A single submission is row 2."""
+    from ingestion.models import RowIssue
+    from ingestion.reports import error_report_csv
+
+    unusual = {"time_to_opd": 600}  # an outlier: kept, with a warning
+    items: list[Any] = [body(i) for i in range(size)]
+    items[0] = {"form_version": "2026.1"}  # no submission_id: refused before the service, keeps its place
+    items[2] = dict(body(2), data=household(2, **unusual))
+    resp = officer.post("/api/v1/submissions/batch/", {"items": items}, format="json")
+    assert resp.status_code == 200 and resp.json()["counts"] == {"invalid": 1, "created": size - 1}
+    record = SurveyRecord.objects.get(submission_id=items[2]["submission_id"])
+    assert record.row_number == 4
+    assert set(RowIssue.objects.filter(batch=record.batch, field="time_to_opd").values_list("row_number", flat=True)) == {4}
+    assert set(SurveyRecord.objects.filter(batch=record.batch).values_list("row_number", flat=True)) == set(range(3, size + 2))
+    report = b"".join(error_report_csv(record.batch)).decode()
+    rows = [line.split(",")[0] for line in report.splitlines()[1:]]
+    assert {r for r, line in zip(rows, report.splitlines()[1:], strict=True) if "time_to_opd" in line} == {"4"}
+    assert set(rows) <= {str(n) for n in range(3, size + 2)}
+
+    single = officer.post("/api/v1/submissions/", dict(body(5), data=household(5, **unusual)), format="json").json()
+    stored = SurveyRecord.objects.get(pk=single["id"])
+    assert stored.row_number == 2 and set(stored.issues.values_list("row_number", flat=True)) == {2}
