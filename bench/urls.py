@@ -12,6 +12,7 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
 from ingestion.models import SURVEY_VALUE_FIELDS, Household, IngestionBatch, SurveyRecord, SurveyValues
+from rtv.urls import handler400, handler404  # noqa: F401  (the root URLconf names the error views)
 from rtv.urls import urlpatterns as platform
 
 

@@ -229,7 +229,10 @@ class SubmissionBatchView(APIView):
     permission_classes = [CAN_SUBMIT]
     parser_classes = [JSONParser]
 
-    @extend_schema(request=BatchIn, responses={200: dict})
+    @extend_schema(request=BatchIn, responses={200: dict},
+                   description="Each item is judged on its own: one that is not a valid submission (even one that "
+                               "does not match SubmissionIn, or null) is answered as `invalid` with its errors, in "
+                               "its place among the results of a 200; the others are stored.")
     def post(self, request: Request) -> Response:
         body = _body(request, settings.RTV_MAX_BATCH_BYTES)
         batch = BatchIn(data=request.data)

@@ -187,6 +187,8 @@ SPECTACULAR_SETTINGS = {
     # day running on a signed-in page, and nothing at all on an office network without internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # drf-spectacular's own hook, then the API's error answers on every operation.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "rtv.api.openapi.document_errors"],
 }
 SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,

@@ -64,3 +64,29 @@ def test_the_schema_and_docs_answer_errors_in_the_apis_json_shape(client, path, 
 def test_a_schema_format_the_platform_does_not_write_is_a_json_406(api) -> None:  # type: ignore[no-untyped-def]
     resp = api("field_officer").get("/api/schema/", HTTP_ACCEPT="text/html")
     assert resp.status_code == 406 and resp.json()["code"] == "not_acceptable"
+
+
+def test_every_operation_documents_its_error_answers_in_the_one_error_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A client generated from the document knows what a refusal looks like: 401 and 406 everywhere,
+    403 wherever a role decides, 404 where the path names a resource, 400/413/415 where a body is
+    read, 429 on sign-in; each the Error schema.  What an operation documents itself is kept."""
+    import json
+
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.json"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", "--file", str(out))
+    doc = json.loads(out.read_text())
+    assert doc["components"]["schemas"]["Error"]["required"] == ["code", "message", "errors"]
+    error = {"$ref": "#/components/schemas/Error"}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            codes = op["responses"]
+            expected = {"401", "406"} | ({"404"} if "{" in path else set()) | (
+                {"400", "413", "415"} if "requestBody" in op else set()) | (
+                {"403"} if not path.startswith("/api/v1/auth/token/") else set())
+            assert expected <= set(codes), (method, path, sorted(codes))
+            for code in expected:
+                assert codes[code]["content"]["application/json"]["schema"] == error, (method, path, code)
+    assert "429" in doc["paths"]["/api/v1/auth/token/"]["post"]["responses"]
+    assert "409" in doc["paths"]["/api/v1/submissions/"]["post"]["responses"]  # the operation's own, kept
