@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import time
@@ -59,6 +60,8 @@ from .selectors import records_visible_to
 
 SURVEY_NAMES = [f.name for f in contract.SURVEY_FIELDS]
 INVALID_MESSAGE = "The submission has invalid fields; nothing was stored."
+log = logging.getLogger(__name__)
+
 COPY_FROM_ROWS = 20
 
 
@@ -630,24 +633,50 @@ def device_bodies_rotate(batch_size: int = 500) -> int:
     last = None
     while True:
         replaced: list[str] = []
-        with transaction.atomic():
-            page = (IngestionBatch.objects.filter(channel=IngestionBatch.Channel.DEVICE).exclude(file_key="")
-                    .order_by("pk").select_for_update().only("pk", "file_key"))
-            batches = list((page.filter(pk__gt=last) if last else page)[:batch_size])
-            for b in batches:
-                # The new token goes beside the old one (the storage names it), and the old is deleted
-                # only once the batch names the new: a run that dies part-way loses nothing.
-                with default_storage.open(b.file_key, "rb") as fh:
-                    token = f.rotate(fh.read())
-                old, b.file_key = b.file_key, default_storage.save(b.file_key, ContentFile(token))
-                if old != b.file_key:
-                    replaced.append(old)
-            IngestionBatch.objects.bulk_update(batches, ["file_key"])
-        for key in replaced:
-            default_storage.delete(key)
+        written: list[str] = []
+        try:
+            with transaction.atomic():
+                page = (IngestionBatch.objects.filter(channel=IngestionBatch.Channel.DEVICE).exclude(file_key="")
+                        .order_by("pk").select_for_update().only("pk", "file_key"))
+                batches = list((page.filter(pk__gt=last) if last else page)[:batch_size])
+                for b in batches:
+                    # The new token goes beside the old one (the storage names it), and the old is
+                    # deleted only once the batch names the new: a run that dies part-way loses nothing.
+                    with default_storage.open(b.file_key, "rb") as fh:
+                        token = f.rotate(fh.read())
+                    old, b.file_key = b.file_key, default_storage.save(b.file_key, ContentFile(token))
+                    if old != b.file_key:
+                        replaced.append(old)
+                        written.append(b.file_key)
+                IngestionBatch.objects.bulk_update(batches, ["file_key"])
+                if replaced:
+                    # Committed with the new names: should this process die before the deletes below,
+                    # the outbox still deletes the old key's copies, so a retired key leaves none.
+                    outbox_enqueue("ingestion.delete_unnamed_files", replaced)
+        except BaseException:
+            unnamed_files_delete(written)  # the page rolled back: its new copies are named by nothing
+            raise
+        unnamed_files_delete(replaced)
         if not batches:
             return total
         total, last = total + len(batches), batches[-1].pk
+
+
+def unnamed_files_delete(keys: list[str]) -> int:
+    """Delete the stored files of ``keys`` that no batch names (a rotation's replaced copies, or the
+    copies of a rotation that rolled back); a key a batch names is kept, whatever the caller
+    thought.  Safe to run twice.  Returns how many were deleted."""
+    if not keys:
+        return 0
+    try:
+        named = set(IngestionBatch.objects.filter(file_key__in=keys).values_list("file_key", flat=True))
+    except Exception:  # the database is gone (the reason for a rollback): leave them to the outbox
+        log.warning("could not check which files are named; left in place", exc_info=True, extra={"files": len(keys)})
+        return 0
+    gone = [key for key in keys if key not in named]
+    for key in gone:
+        default_storage.delete(key)
+    return len(gone)
 
 
 def _near_duplicates(new: list[int], envelopes: list[Envelope], priors: dict[uuid.UUID, SurveyRecord],

@@ -55,6 +55,14 @@ def keep_device_requests_task() -> int:
     return device_bodies_keep(older_than=timedelta(minutes=2))
 
 
+@shared_task(name="ingestion.delete_unnamed_files", time_limit=300, soft_time_limit=280)
+def delete_unnamed_files_task(keys: list[str]) -> int:
+    """Delete the stored files a key rotation replaced, unless a batch names them (safe to run twice)."""
+    from .submissions import unnamed_files_delete
+
+    return unnamed_files_delete(keys)
+
+
 @shared_task(name="ingestion.plan_batch", time_limit=1800, soft_time_limit=1750, acks_late=True)
 def plan_batch_task(batch_id: str) -> int:
     """Split an uploaded file into chunks (idempotent: only a pending batch is planned)."""

@@ -97,3 +97,74 @@ def test_the_command_re_encrypts_kept_device_requests_too(settings, api) -> None
     from django.core.files.storage import default_storage
 
     assert len(default_storage.listdir(f"raw/{first.batch_id}")[1]) == 1  # the old token is gone
+
+
+def _two_kept_device_requests(api) -> list[SurveyRecord]:  # type: ignore[no-untyped-def]
+    import uuid
+
+    from ingestion.submissions import device_bodies_keep
+    from ingestion.synthetic.generator import generate
+    from tests.payloads import household_payload
+
+    rows = generate(2, seed=6, bad_rate=0.0)[0]
+    officer = api("field_officer")
+    for i in range(2):
+        body = {"submission_id": str(uuid.uuid4()), "collected_at": "2026-11-20T10:15:00+03:00",
+                "data": household_payload(rows, i)}
+        assert officer.post("/api/v1/submissions/", body, format="json").status_code == 201
+    records = list(SurveyRecord.objects.order_by("pk"))
+    assert device_bodies_keep([r.pk for r in records]) == 2
+    return records
+
+
+def test_a_rotation_that_dies_after_its_commit_still_deletes_the_old_keys_copies(settings, api) -> None:  # type: ignore[no-untyped-def]
+    """The deletes are committed with the new names, as an outbox message: a retired key leaves no copy."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from ingestion.submissions import device_bodies_rotate
+    from ingestion.tasks import delete_unnamed_files_task
+    from rtv.models import OutboxMessage
+
+    records = _two_kept_device_requests(api)
+    old_files = {r.batch_id: IngestionBatch.objects.get(pk=r.batch_id).file_key for r in records}
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), settings.FIELD_ENCRYPTION_KEYS[0]]
+    device_bodies_rotate()
+    [message] = OutboxMessage.objects.filter(task="ingestion.delete_unnamed_files")
+    assert sorted(message.args[0]) == sorted(old_files.values())
+    # As if the process had died before its own deletes: the old copies are back, and the task runs.
+    for key in old_files.values():
+        default_storage.save(key, ContentFile(b"an old key's token"))
+    named = IngestionBatch.objects.get(pk=records[0].batch_id).file_key
+    assert delete_unnamed_files_task.apply(args=[[*message.args[0], named]]).get() == 2  # a named file is kept
+    assert not any(default_storage.exists(key) for key in old_files.values()) and default_storage.exists(named)
+
+
+def test_a_rotation_page_that_fails_leaves_no_copy_and_every_request_readable(settings, api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.core.files.storage import default_storage
+
+    from ingestion import submissions
+    from ingestion.submissions import device_bodies_rotate, device_body
+
+    records = _two_kept_device_requests(api)
+    before = {r.batch_id: device_body(IngestionBatch.objects.get(pk=r.batch_id)) for r in records}
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), settings.FIELD_ENCRYPTION_KEYS[0]]
+    real = submissions.fernet()
+    calls = []
+
+    class FailsOnTheSecond:
+        def rotate(self, token: bytes) -> bytes:
+            calls.append(token)
+            if len(calls) == 2:
+                raise OSError("storage went away")
+            return real.rotate(token)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(submissions, "fernet", FailsOnTheSecond)
+        with pytest.raises(OSError):
+            device_bodies_rotate()
+    assert len(calls) == 2  # the first request's new copy was written, then the page failed
+    for record in records:
+        batch = IngestionBatch.objects.get(pk=record.batch_id)
+        assert default_storage.listdir(f"raw/{batch.pk}")[1] == [batch.file_key.rsplit("/", 1)[1]]
+        assert device_body(batch) == before[batch.pk]
