@@ -670,7 +670,8 @@ def unnamed_files_delete(keys: list[str]) -> int:
         return 0
     try:
         named = set(IngestionBatch.objects.filter(file_key__in=keys).values_list("file_key", flat=True))
-    except Exception:  # the database is gone (the reason for a rollback): leave them to the outbox
+    except Exception:  # the database is gone (often the reason for a rollback): deleting blind could lose
+        # a file a commit did name; an old key's copies stay in the outbox, a failed page's are spare copies
         log.warning("could not check which files are named; left in place", exc_info=True, extra={"files": len(keys)})
         return 0
     gone = [key for key in keys if key not in named]
