@@ -68,7 +68,7 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
             responses = operation["responses"]
             for code, answer in responses.items():  # an error a view documents as any object is this one
                 body = answer.get("content", {}).get("application/json")
-                if code >= "400" and body is not None and body.get("schema") == _ANY_OBJECT:
+                if code.startswith(("4", "5")) and body is not None and body.get("schema") == _ANY_OBJECT:
                     body["schema"] = ref
                     answer["description"] = answer.get("description") or _WHY.get(code, "")
             for code in _statuses(path, method, operation, views.get((path, method))):
