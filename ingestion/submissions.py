@@ -20,6 +20,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -79,7 +80,7 @@ class Envelope:
     # The item's place in its request (0 for a single submission), not part of its identity: a
     # finding's row, numbered as the same records sent as a JSON file would be (the first is row 2,
     # a spreadsheet's header being row 1), whatever the door.
-    position: int = 0
+    position: int = field(default=0, compare=False)
 
     def content_hash(self) -> str:
         body = {
@@ -632,49 +633,57 @@ def device_bodies_rotate(batch_size: int = 500) -> int:
         total, last = total + len(waiting), waiting[-1].pk
     last = None
     while True:
-        replaced: list[str] = []
+        replaced: list[tuple[str, str]] = []  # (batch id, the old key's file)
         written: list[str] = []
+        committing = False
         try:
             with transaction.atomic():
                 page = (IngestionBatch.objects.filter(channel=IngestionBatch.Channel.DEVICE).exclude(file_key="")
                         .order_by("pk").select_for_update().only("pk", "file_key"))
                 batches = list((page.filter(pk__gt=last) if last else page)[:batch_size])
                 for b in batches:
-                    # The new token goes beside the old one (the storage names it), and the old is
-                    # deleted only once the batch names the new: a run that dies part-way loses nothing.
+                    if not default_storage.exists(b.file_key):  # gone from storage: nothing to re-encrypt
+                        log.warning("kept device request missing from storage", extra={"ingestion_id": str(b.pk)})
+                        continue
+                    # The new token goes beside the old one (under the batch's own name, or beside it:
+                    # names alternate, they do not grow), and the old is deleted only once the batch
+                    # names the new: a run that dies part-way loses nothing.
                     with default_storage.open(b.file_key, "rb") as fh:
                         token = f.rotate(fh.read())
-                    old, b.file_key = b.file_key, default_storage.save(b.file_key, ContentFile(token))
-                    if old != b.file_key:
-                        replaced.append(old)
+                    old, b.file_key = b.file_key, default_storage.save(_body_key(b.pk), ContentFile(token))
+                    if old != b.file_key:  # (a storage that overwrites in place wrote nothing beside it)
                         written.append(b.file_key)
+                        replaced.append((str(b.pk), old))
                 IngestionBatch.objects.bulk_update(batches, ["file_key"])
                 if replaced:
                     # Committed with the new names: should this process die before the deletes below,
                     # the outbox still deletes the old key's copies, so a retired key leaves none.
                     outbox_enqueue("ingestion.delete_unnamed_files", replaced)
+                committing = True  # from here a failure may be the commit's, whose outcome is unknown
         except BaseException:
-            unnamed_files_delete(written)  # the page rolled back: its new copies are named by nothing
+            if not committing:  # rolled back for certain: the new copies are named by nothing
+                for key in written:
+                    default_storage.delete(key)
+            else:  # the batches may name them after all: keep them (spare copies under the new key)
+                log.warning("rotation page failed at commit; its new copies are kept", extra={"files": written})
             raise
-        unnamed_files_delete(replaced)
+        try:
+            unnamed_files_delete(replaced)
+        except Exception:  # storage refused: the outbox message deletes them later
+            log.warning("old copies not deleted yet; the outbox will", exc_info=True, extra={"files": len(replaced)})
         if not batches:
             return total
         total, last = total + len(batches), batches[-1].pk
 
 
-def unnamed_files_delete(keys: list[str]) -> int:
-    """Delete the stored files of ``keys`` that no batch names (a rotation's replaced copies, or the
-    copies of a rotation that rolled back); a key a batch names is kept, whatever the caller
-    thought.  Safe to run twice.  Returns how many were deleted."""
-    if not keys:
+def unnamed_files_delete(files: Sequence[Sequence[str]]) -> int:
+    """Delete the stored files of ``files`` ((batch id, key) pairs: a rotation's replaced copies)
+    that their batch does not name; a key the batch names is kept, whatever the caller thought.
+    Looked up by the batches' keys.  Safe to run twice.  Returns how many were deleted."""
+    if not files:
         return 0
-    try:
-        named = set(IngestionBatch.objects.filter(file_key__in=keys).values_list("file_key", flat=True))
-    except Exception:  # the database is gone (often the reason for a rollback): deleting blind could lose
-        # a file a commit did name; an old key's copies stay in the outbox, a failed page's are spare copies
-        log.warning("could not check which files are named; left in place", exc_info=True, extra={"files": len(keys)})
-        return 0
-    gone = [key for key in keys if key not in named]
+    named = set(IngestionBatch.objects.filter(pk__in={batch for batch, _ in files}).values_list("file_key", flat=True))
+    gone = [key for _, key in files if key not in named]
     for key in gone:
         default_storage.delete(key)
     return len(gone)

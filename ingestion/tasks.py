@@ -55,12 +55,14 @@ def keep_device_requests_task() -> int:
     return device_bodies_keep(older_than=timedelta(minutes=2))
 
 
-@shared_task(name="ingestion.delete_unnamed_files", time_limit=300, soft_time_limit=280)
-def delete_unnamed_files_task(keys: list[str]) -> int:
-    """Delete the stored files a key rotation replaced, unless a batch names them (safe to run twice)."""
+@shared_task(name="ingestion.delete_unnamed_files", time_limit=300, soft_time_limit=280, autoretry_for=(Exception,),
+             retry_backoff=30, retry_backoff_max=3600, max_retries=20)
+def delete_unnamed_files_task(files: list[list[str]]) -> int:
+    """Delete the stored files a key rotation replaced ((batch id, key) pairs), unless their batch
+    names them.  Safe to run twice; retried while storage refuses (the outbox only sends it once)."""
     from .submissions import unnamed_files_delete
 
-    return unnamed_files_delete(keys)
+    return unnamed_files_delete(files)
 
 
 @shared_task(name="ingestion.plan_batch", time_limit=1800, soft_time_limit=1750, acks_late=True)

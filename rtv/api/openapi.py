@@ -58,7 +58,9 @@ def _statuses(path: str, method: str, operation: dict[str, Any], view: Any) -> l
 def document_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: the standard error answers on every operation, beside
     whatever the operation documents itself (which wins)."""
-    views = {(path, method.lower()): view for path, _, method, view in getattr(generator, "endpoints", None) or []}
+    # Keyed as the document names paths (drf-spectacular rewrites ``{pk}`` to ``{id}``).
+    views = {(generator.coerce_path(path, method, view), method.lower()): view
+             for path, _, method, view in getattr(generator, "endpoints", None) or []}
     result.setdefault("components", {}).setdefault("schemas", {})[ERROR_SCHEMA] = ERROR_COMPONENT
     ref = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
     for path, item in result.get("paths", {}).items():

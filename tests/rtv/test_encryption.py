@@ -131,13 +131,13 @@ def test_a_rotation_that_dies_after_its_commit_still_deletes_the_old_keys_copies
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), settings.FIELD_ENCRYPTION_KEYS[0]]
     device_bodies_rotate()
     [message] = OutboxMessage.objects.filter(task="ingestion.delete_unnamed_files")
-    assert sorted(message.args[0]) == sorted(old_files.values())
+    assert sorted(key for _, key in message.args[0]) == sorted(old_files.values())
     # As if the process had died before its own deletes: the old copies are back, and the task runs.
     for key in old_files.values():
         default_storage.save(key, ContentFile(b"an old key's token"))
-    named = IngestionBatch.objects.get(pk=records[0].batch_id).file_key
+    named = [str(records[0].batch_id), IngestionBatch.objects.get(pk=records[0].batch_id).file_key]
     assert delete_unnamed_files_task.apply(args=[[*message.args[0], named]]).get() == 2  # a named file is kept
-    assert not any(default_storage.exists(key) for key in old_files.values()) and default_storage.exists(named)
+    assert not any(default_storage.exists(key) for key in old_files.values()) and default_storage.exists(named[1])
 
 
 def test_a_rotation_page_that_fails_leaves_no_copy_and_every_request_readable(settings, api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -168,3 +168,25 @@ def test_a_rotation_page_that_fails_leaves_no_copy_and_every_request_readable(se
         batch = IngestionBatch.objects.get(pk=record.batch_id)
         assert default_storage.listdir(f"raw/{batch.pk}")[1] == [batch.file_key.rsplit("/", 1)[1]]
         assert device_body(batch) == before[batch.pk]
+
+
+def test_rotations_keep_names_short_and_pass_over_a_request_gone_from_storage(settings, api) -> None:  # type: ignore[no-untyped-def]
+    """Each rotation saves under the request's own name (or beside it, when that is taken): names
+    alternate instead of growing a suffix per rotation past the column.  A file already gone from
+    storage is passed over: it cannot block the other requests' rotation, and with it a key's retirement."""
+    from django.core.files.storage import default_storage
+
+    from ingestion.submissions import _body_key, device_bodies_rotate, device_body
+
+    kept, gone = _two_kept_device_requests(api)
+    gone_batch = IngestionBatch.objects.get(pk=gone.batch_id)
+    default_storage.delete(gone_batch.file_key)
+    before = device_body(IngestionBatch.objects.get(pk=kept.batch_id))
+    base = _body_key(kept.batch_id)
+    for _ in range(4):
+        settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), settings.FIELD_ENCRYPTION_KEYS[0]]
+        device_bodies_rotate()
+        batch = IngestionBatch.objects.get(pk=kept.batch_id)
+        assert len(batch.file_key) <= len(base) + 8 and len(default_storage.listdir(f"raw/{batch.pk}")[1]) == 1
+        assert device_body(batch) == before
+    assert IngestionBatch.objects.get(pk=gone.batch_id).file_key == gone_batch.file_key  # named as before
