@@ -310,3 +310,14 @@ def test_two_columns_agree_on_a_number_written_two_ways_but_not_on_an_id() -> No
     table = pa.table({"0": ["0012", "A-1", ""], "1": ["12", "A-1", "B-2"],
                       "2": ["5", "30", "7"], "3": ["5.0", "45", ""]})
     assert mapping.conflicts(table, numeric={"time_to_opd"}) == {"household_id": [0], "time_to_opd": [1]}
+
+
+def test_the_duplicates_count_is_the_rows_that_repeat_a_household_id_already_in_the_file(tmp_path: Path) -> None:
+    """Three rows of one household: two are repeats; each row is still stored, with its finding, for a
+    reviewer to decide (never merged).  The answer's count matches the rows flagged, less each id's first."""
+    data, _ = generate(6, seed=21, bad_rate=0.0)
+    data["household_id"] = ["HH-A", "HH-B", "HH-A", "HH-A", "HH-C", "HH-B"]
+    batch = ingest_file(write(data, data.iloc[0:0], tmp_path / "repeats.csv", "csv"))
+    assert batch.duplicates == 3 and batch.accepted == 6
+    flagged = set(RowIssue.objects.filter(batch=batch, rule="duplicate_household").values_list("row_number", flat=True))
+    assert flagged == {2, 3, 4, 5, 7}  # every row of a repeated id (header = row 1): A at 2, 4, 5; B at 3, 7
