@@ -977,8 +977,9 @@ def _json_arrow(path: Path) -> tuple[pa.Table, str]:
             with _first_record_not_null(source) as readable:
                 table = pajson.read_json(readable, read_options=options)
             try:  # Arrow's JSON reader takes the bytes inside strings as they are: Latin-1 text gets through
+                # (in a field's name too, which Arrow then cannot name: UnicodeDecodeError)
                 table.validate(full=True)
-            except pa.ArrowInvalid as exc:
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
                 raise ReadError("bad_encoding", "The file is not valid UTF-8 (a JSON file must be): save it as "
                                                 "UTF-8.") from exc
             return table, fmt
@@ -1035,6 +1036,9 @@ def _json_lines_text(path: Path) -> pa.Table:
                     continue
                 try:
                     record = json.loads(line)
+                except UnicodeDecodeError as exc:
+                    raise ReadError("bad_encoding", f"The file is not valid UTF-8 (row {row}): save the JSON as "
+                                                    "UTF-8.") from exc
                 except ValueError as exc:
                     raise ReadError("malformed_json", f"The JSON could not be parsed: {exc} in row {row}") from exc
                 if record is None:  # as Arrow's reader takes it: a row of empty cells, rejected in its place

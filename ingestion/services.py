@@ -263,6 +263,9 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
     try:
         with _local_copy(batch.file_key) as path:
             headers, tables = iter_tables(path, batch.format, chunk_rows)
+            # A header is stored as text (the mapping, each finding's column): a NUL, which PostgreSQL
+            # refuses, is shown as U+2400, as in a finding's value.
+            headers = [h.replace("\x00", "\u2400") for h in headers]
             mapping = map_headers(headers, schema.fields)
             positions = mapping.field_positions()
             if not positions:  # every row would be lost: a title above the header, another sheet, a wrapper
@@ -565,8 +568,8 @@ def _chunk_summary(typed: pd.DataFrame, scores: pd.DataFrame, accepted: np.ndarr
     district the rows, accepted, rejected and warned.  From the validated rows, so a dry run (which
     stores no record) and rejected rows (no record either) are in the report too."""
     n = len(accepted)
-    district = (typed["district"].astype(object).where(typed["district"].notna(), "").astype(str).str.strip()
-                if "district" in typed else pd.Series([""] * n))
+    district = (_storable(typed["district"].astype(object).where(typed["district"].notna(), "").astype(str).str.strip())
+                if "district" in typed else pd.Series([""] * n))  # a rejected row's district too: no NUL in the JSON
     frame = pd.DataFrame({"district": district.to_numpy(), "accepted": accepted, "rejected": rejected,
                           "with_warnings": warned & accepted,
                           "score_sum": np.where(accepted, scores["score"].to_numpy(dtype=float), 0.0)})

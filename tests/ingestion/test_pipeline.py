@@ -321,3 +321,24 @@ def test_the_duplicates_count_is_the_rows_that_repeat_a_household_id_already_in_
     assert batch.duplicates == 3 and batch.accepted == 6
     flagged = set(RowIssue.objects.filter(batch=batch, rule="duplicate_household").values_list("row_number", flat=True))
     assert flagged == {2, 3, 4, 5, 7}  # every row of a repeated id (header = row 1): A at 2, 4, 5; B at 3, 7
+
+
+def test_a_nul_character_in_a_header_or_in_a_rejected_rows_district_refuses_that_row_not_the_file(
+        tmp_path: Path) -> None:
+    """Found by fuzzing the readers: a NUL in a header failed the plan (the mapping is stored as JSON,
+    which PostgreSQL refuses NUL in), and one in a district failed the whole chunk (the quality report
+    is keyed by district) -- every valid row of it lost.  Now the row with the NUL is rejected by name
+    and the header is kept as it reads, NUL shown as U+2400."""
+    data, _ = generate(8, seed=22, bad_rate=0.0)
+    path = write(data, data.iloc[0:0], tmp_path / "nul.csv", "csv")
+    lines = path.read_bytes().split(b"\n")
+    lines[0] += b",Notes\x00x"
+    district = data.iloc[2]["district"].encode()
+    lines[3] = lines[3].replace(district, district + b"\x00", 1)
+    path.write_bytes(b"\n".join(line + (b",n" if k > 0 and line else b"") for k, line in enumerate(lines)))
+    batch = ingest_file(path)
+    assert batch.status == "succeeded" and (batch.accepted, batch.rejected) == (7, 1)
+    assert {"header": "Notes\u2400x"}.items() <= next(c for c in batch.header_mapping if c["header"].startswith("Notes")).items()
+    [issue] = RowIssue.objects.filter(batch=batch, rule="invalid_characters")
+    assert (issue.row_number, issue.field) == (4, "district")
+    assert any("\u2400" in d for d in batch.quality["by_district"])

@@ -744,6 +744,24 @@ def test_a_json_file_in_latin_1_is_refused_as_an_encoding_not_a_failed_plan(tmp_
     assert err.value.code == "bad_encoding"
 
 
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+@pytest.mark.parametrize("records", [
+    [b'{"District": "Kanungu", "Caf\xe9": 1, "HouseHoldID": "KAN-A-B-K1"}'],  # a field's name, not a value
+    # Types that change between records send the file to the slower reader, which must say the same.
+    [b'{"District": "Kanungu", "HouseholdSize": 4}', b'{"District": "Kanungu", "HouseholdSize": "four", "Caf\xe9": 1}'],
+])
+def test_a_json_field_name_that_is_not_utf8_is_refused_as_an_encoding_not_a_failed_plan(
+        tmp_path: Path, fmt: str, records: list[bytes]) -> None:
+    """Found by fuzzing the readers: Arrow read the name, then could not give it back (UnicodeDecodeError),
+    and the batch failed as "plan_failed" with Python's words."""
+    path = tmp_path / f"k.{fmt}"
+    path.write_bytes(b"[" + b",".join(records) + b"]" if fmt == "json" else b"\n".join(records) + b"\n")
+    with pytest.raises(ReadError) as err:
+        _, tables = iter_tables(path, fmt, 100)
+        list(tables)
+    assert err.value.code == "bad_encoding" and "UTF-8" in str(err.value)
+
+
 @pytest.mark.django_db
 def test_formulas_that_give_empty_text_below_the_data_make_no_rows(tmp_path: Path) -> None:
     """A sheet whose formulas were copied down past the data: Excel saves each such cell with the
