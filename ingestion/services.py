@@ -265,7 +265,7 @@ def batch_plan(batch_id: Any, *, enqueue: bool = True) -> list[int]:
             headers, tables = iter_tables(path, batch.format, chunk_rows)
             # A header is stored as text (the mapping, each finding's column): a NUL, which PostgreSQL
             # refuses, is shown as U+2400, as in a finding's value.
-            headers = [h.replace("\x00", "\u2400") for h in headers]
+            headers = _storable(pd.Series(headers, dtype=object)).tolist()
             mapping = map_headers(headers, schema.fields)
             positions = mapping.field_positions()
             if not positions:  # every row would be lost: a title above the header, another sheet, a wrapper

@@ -679,7 +679,7 @@ def device_bodies_rotate(batch_size: int = 500) -> int:
 def unnamed_files_delete(files: Sequence[Sequence[str]]) -> int:
     """Delete the stored files of ``files`` ((batch id, key) pairs: a rotation's replaced copies)
     that their batch does not name; a key the batch names is kept, whatever the caller thought.
-    Looked up by the batches' keys.  Safe to run twice.  Returns how many were deleted."""
+    One query, by the batches' primary keys.  Safe to run twice.  Returns how many were deleted."""
     if not files:
         return 0
     named = set(IngestionBatch.objects.filter(pk__in={batch for batch, _ in files}).values_list("file_key", flat=True))
