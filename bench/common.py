@@ -26,7 +26,9 @@ def emit(bench: str, metric: str, value: float, unit: str, limit: float | None =
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-    os.environ.setdefault("RTV_VAR_DIR", str(VAR))
+    # Absolute, and in the environment: the servers a bench starts (gunicorn) use the same data
+    # areas and model registry as the bench process, whatever directory they start in.
+    os.environ["RTV_VAR_DIR"] = str(Path(os.environ.get("RTV_VAR_DIR", str(VAR))).resolve())
     sys.path.insert(0, str(REPO))
     import django
 
@@ -55,6 +57,22 @@ def fresh_database() -> None:
         shutil.rmtree(dj.MLFLOW_ARTIFACT_ROOT, ignore_errors=True)
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], check=True, cwd=REPO,
                    env={**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings"})
+
+
+def settle() -> None:
+    """VACUUM ANALYZE the benchmark database: after a bulk load the planner's statistics are stale
+    and autovacuum would run in the middle of a measurement, on one of the two cores (it put
+    300-1,000 ms tails into the prediction API's p99).  A platform in service is past that point."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+
+def refuse_errors(bench: str, result: dict[str, object]) -> None:
+    """A latency or rate measured over error answers is not the figure asked for: stop loudly."""
+    if result.get("non_2xx"):
+        sys.exit(f"{bench}: {result['non_2xx']} answers were not 2xx; the figures would not be the endpoint's")
 
 
 @contextmanager
