@@ -562,7 +562,8 @@ class FastColumnTransformer(ColumnTransformer):
         return super().transform(X, **params) if out is None else out
 
     def _fast_transform(self, X: Any) -> np.ndarray | None:
-        check_is_fitted(self)
+        if not hasattr(self, "transformers_"):  # what check_is_fitted looks for, without its scan of vars()
+            check_is_fitted(self)
         arrays = isinstance(X, FeatureArrays)
         if not (arrays or isinstance(X, pd.DataFrame)) or not hasattr(self, "feature_names_in_") or self.sparse_output_:
             return None
