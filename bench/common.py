@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,7 +69,7 @@ def settle() -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
-def refuse_errors(bench: str, result: dict[str, object]) -> None:
+def refuse_errors(bench: str, result: Mapping[str, object]) -> None:
     """A latency or rate measured over error answers is not the figure asked for: stop loudly."""
     if result.get("non_2xx"):
         sys.exit(f"{bench}: {result['non_2xx']} answers were not 2xx; the figures would not be the endpoint's")

@@ -328,24 +328,9 @@ def scores_frame(scores: Scores, *, mv: ModelVersion, variant: str, experiment: 
                  household_ids: Sequence[str | None], record_ids: Sequence[int | None],
                  buckets: Sequence[int | None], now: Any) -> pd.DataFrame:
     """The stored columns of a batch of predictions."""
-    return _columns_frame(scores_columns(scores, mv=mv, variant=variant, experiment=experiment,
-                                         household_ids=household_ids, record_ids=record_ids, buckets=buckets, now=now))
-
-
-KEY_COLUMNS = ("record_id", "experiment_id", "bucket", "requested_by_id")  # integers or NULL
-
-
-def _columns_frame(columns: dict[str, Any]) -> pd.DataFrame:
-    """The frame of ``scores_columns``' columns, typed as stored: a request's few rows arrive as
-    plain lists (an answer reads them as they are), and only a stored or exported batch needs its
-    keys as nullable integers and its time as a UTC timestamp column."""
-    frame = pd.DataFrame(columns)
-    for name in KEY_COLUMNS:
-        if name in frame and frame[name].dtype != "Int64":
-            frame[name] = pd.array(frame[name].astype(object).where(frame[name].notna(), None).tolist(), dtype="Int64")
-    if "created_at" in frame and not isinstance(frame["created_at"].dtype, pd.DatetimeTZDtype):
-        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True).astype("datetime64[ns, UTC]")
-    return frame
+    return pd.DataFrame(_typed(scores_columns(scores, mv=mv, variant=variant, experiment=experiment,
+                                              household_ids=household_ids, record_ids=record_ids,
+                                              buckets=buckets, now=now)))
 
 
 def scores_columns(scores: Scores, *, mv: ModelVersion, variant: str, experiment: Experiment | None,
@@ -354,28 +339,10 @@ def scores_columns(scores: Scores, *, mv: ModelVersion, variant: str, experiment
     """``scores_frame``'s columns, before they become a frame (callers add theirs, then build it once)."""
     n = len(scores)
     # A request's worth: plain Python beats a few dozen Arrow kernel calls; a batch: the reverse.
-    if n <= SMALL_BATCH:
-        probs, sets, reasons = _json_by_row(scores)
-        return {  # plain lists and arrays; _columns_frame types them if they are stored
-            "record_id": list(record_ids),
-            "household_id": [h or "" for h in household_ids],
-            "model_version_id": mv.pk,
-            "probability_vulnerable": scores.p_vulnerable,
-            "predicted_vulnerable": scores.predicted_vulnerable,
-            "predicted_status": scores.predicted_status.astype(str),
-            "status_probabilities": probs,
-            "margin": scores.margin,
-            "borderline": scores.borderline,
-            "prediction_set": sets,
-            "reasons": reasons,
-            "variant": variant,
-            "experiment_id": [experiment.pk if experiment else None] * n,
-            "bucket": list(buckets),
-            "created_at": [now] * n,
-        }
-    probs, sets, reasons = _json_by_column(scores)
-    return {
-        "record_id": pd.array(list(record_ids), dtype="Int64"),
+    small = n <= SMALL_BATCH
+    probs, sets, reasons = _json_by_row(scores) if small else _json_by_column(scores)
+    columns: dict[str, Any] = {
+        "record_id": list(record_ids),
         "household_id": [h or "" for h in household_ids],
         "model_version_id": mv.pk,
         "probability_vulnerable": scores.p_vulnerable,
@@ -387,12 +354,29 @@ def scores_columns(scores: Scores, *, mv: ModelVersion, variant: str, experiment
         "prediction_set": sets,
         "reasons": reasons,
         "variant": variant,
-        "experiment_id": pd.array([experiment.pk if experiment else None] * n, dtype="Int64"),
-        "bucket": pd.array(list(buckets), dtype="Int64"),
-        "created_at": pd.Series(pd.Timestamp(now), index=range(n), dtype="datetime64[ns, UTC]"),
+        "experiment_id": [experiment.pk if experiment else None] * n,
+        "bucket": list(buckets),
+        "created_at": [now] * n,
     }
+    # A request's rows stay plain lists (an answer reads them as they are; nullable arrays cost more
+    # than the answer); a batch's are typed as stored.
+    return columns if small else _typed(columns)
 
 
+KEY_COLUMNS = ("record_id", "experiment_id", "bucket", "requested_by_id")  # integers or NULL
+
+
+def _typed(columns: dict[str, Any]) -> dict[str, Any]:
+    """The key columns as nullable integers and the time as a UTC timestamp column, as stored."""
+    out = dict(columns)
+    for name in KEY_COLUMNS:
+        if isinstance(out.get(name), list):
+            out[name] = pd.array(out[name], dtype="Int64")
+    if isinstance(out.get("created_at"), list):
+        n = len(out["created_at"])
+        stamp = out["created_at"][0] if n else timezone.now()
+        out["created_at"] = pd.Series(pd.Timestamp(stamp), index=range(n), dtype="datetime64[ns, UTC]")
+    return out
 
 
 def _json_by_row(scores: Scores) -> tuple[list[str], list[str], list[str]]:
@@ -453,7 +437,7 @@ def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None
 
 
 def _parts_frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
-    frames = [_columns_frame(columns) for columns in parts]  # one frame per model, built once
+    frames = [pd.DataFrame(_typed(columns)) for columns in parts]  # one frame per model, built once
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
