@@ -23,12 +23,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from ingestion.models import SURVEY_VALUE_FIELDS, SurveyRecord, SurveyValues
-from rtv.bulk import copy_frame
+from rtv.bulk import copy_frame, references_lock
 
 from . import registry
 from .models import Experiment, ModelVersion, Prediction
@@ -504,9 +504,21 @@ PREDICTION_COLUMNS = ["record_id", "household_id", "model_version_id", "probabil
                       "variant", "experiment_id", "bucket", "source", "payload", "requested_by_id", "created_at"]
 
 
+class MissingReference(IntegrityError):
+    """Predictions naming a record or model version that does not exist (nothing was written)."""
+
+
 def predictions_write(frame: pd.DataFrame) -> int:
-    """The one write path for predictions: COPY on PostgreSQL (bulk insert on SQLite)."""
+    """The one write path for predictions: COPY on PostgreSQL (bulk insert on SQLite).  The records
+    and model versions the rows name are checked and locked first, in one statement each (the
+    table has no database foreign key on them: see ``Prediction``)."""
     with transaction.atomic():
+        for model, column in ((SurveyRecord, "record_id"), (ModelVersion, "model_version_id")):
+            if column in frame and not frame.empty:
+                missing = references_lock(model, pd.unique(frame[column].dropna()).tolist())
+                if missing:
+                    raise MissingReference(f"predictions name {len(missing)} {model._meta.verbose_name_plural} "
+                                           f"that do not exist: {column} {missing[:10]}")
         return copy_frame(Prediction, frame, PREDICTION_COLUMNS,
                           not_null_text=["household_id", "predicted_status", "variant", "source"])
 

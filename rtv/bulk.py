@@ -62,6 +62,37 @@ def copy_frame(model: type[models.Model], frame: pd.DataFrame, columns: Sequence
     return len(records)
 
 
+def references_lock(model: type[models.Model], ids: Sequence[int]) -> list[int]:
+    """A foreign-key check for a whole bulk write at once: lock the rows of ``model`` with these
+    keys against deletion and key changes until the transaction ends (``FOR KEY SHARE``, the lock
+    PostgreSQL's own row-by-row check takes), and return the keys that name no row.  Call it inside
+    the transaction that writes the referencing rows, before writing them.
+
+    One statement instead of one trigger call per written row: for 100,000 rows naming 100,000
+    records, 0.15 s against 0.7-0.85 s (measured on PostgreSQL 15; bench/predictions.py)."""
+    wanted = sorted({int(i) for i in ids})
+    if not wanted:
+        return []
+    table = connection.ops.quote_name(model._meta.db_table)
+    key = connection.ops.quote_name(model._meta.pk.column)  # type: ignore[union-attr]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {key} = ANY(%s::bigint[]) "
+                           f"FOR KEY SHARE) AS locked", [wanted])
+            if cursor.fetchone()[0] == len(wanted):
+                return []
+            cursor.execute(f"SELECT k FROM unnest(%s::bigint[]) AS k WHERE NOT EXISTS "
+                           f"(SELECT 1 FROM {table} WHERE {key} = k)", [wanted])
+            return [int(r[0]) for r in cursor.fetchall()]
+        # SQLite: one writer at a time, so no row lock is needed, only the existence check.
+        found: set[int] = set()
+        for start in range(0, len(wanted), 10_000):
+            part = wanted[start:start + 10_000]
+            cursor.execute(f"SELECT {key} FROM {table} WHERE {key} IN ({', '.join(['%s'] * len(part))})", part)
+            found.update(int(r[0]) for r in cursor.fetchall())
+        return [i for i in wanted if i not in found]
+
+
 # ---- Several small inserts as one statement (PostgreSQL) -------------------------------------
 
 Expression = tuple[str, list[object]]  # an SQL expression and its parameters

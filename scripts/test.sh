@@ -21,8 +21,8 @@ echo "== mypy" >&2
 .venv/bin/mypy rtv ingestion quality features modelling
 echo "== pytest" >&2
 .venv/bin/python -m pytest --durations=10 "$@"
-# The embedded run (make run) stores on SQLite, where the write paths differ: the device door and
-# the look-ups for stored duplicates again there.
+# The embedded run (make run) stores on SQLite, where the write paths differ: the device door, the
+# look-ups for stored duplicates and the predictions' reference check again there.
 echo "== pytest (device submissions on the embedded SQLite database)" >&2
 env -u DATABASE_URL RTV_VAR_DIR="$PWD/var/test-sqlite" .venv/bin/python -m pytest -q -p no:cacheprovider \
-    tests/ingestion/test_submissions.py tests/quality/test_duplicates.py
+    tests/ingestion/test_submissions.py tests/quality/test_duplicates.py tests/modelling/test_prediction_references.py
