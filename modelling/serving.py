@@ -513,12 +513,12 @@ def predictions_write(frame: pd.DataFrame) -> int:
     and model versions the rows name are checked and locked first, in one statement each (the
     table has no database foreign key on them: see ``Prediction``)."""
     with transaction.atomic():
-        for model, column in ((SurveyRecord, "record_id"), (ModelVersion, "model_version_id")):
-            if column in frame and not frame.empty:
-                missing = references_lock(model, pd.unique(frame[column].dropna()).tolist())
-                if missing:
-                    raise MissingReference(f"predictions name {len(missing)} {model._meta.verbose_name_plural} "
-                                           f"that do not exist: {column} {missing[:10]}")
+        keys = {SurveyRecord: "record_id", ModelVersion: "model_version_id"}
+        missing = references_lock({model: pd.unique(frame[column].dropna()).tolist()
+                                   for model, column in keys.items() if column in frame})
+        if missing:
+            raise MissingReference("predictions name rows that do not exist (at most 10 shown): "
+                                   + "; ".join(f"{keys[model]} {ids[:10]}" for model, ids in missing.items()))
         return copy_frame(Prediction, frame, PREDICTION_COLUMNS,
                           not_null_text=["household_id", "predicted_status", "variant", "source"])
 

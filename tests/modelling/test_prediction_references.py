@@ -90,7 +90,7 @@ def test_a_write_under_way_keeps_the_records_it_names_from_being_deleted(records
     def writer() -> None:
         try:
             with transaction.atomic():
-                assert references_lock(SurveyRecord, records[:2]) == []
+                assert references_lock({SurveyRecord: records[:2]}) == {}
                 locked.set()
                 done.wait(10)
         finally:
@@ -112,7 +112,9 @@ def test_a_write_under_way_keeps_the_records_it_names_from_being_deleted(records
 
 
 @pytest.mark.django_db
-def test_the_lock_reports_every_missing_key_once(records) -> None:  # type: ignore[no-untyped-def]
-    assert references_lock(SurveyRecord, []) == []
-    assert references_lock(SurveyRecord, [records[0], records[0]]) == []
-    assert references_lock(SurveyRecord, [10**9, records[1], 10**9 + 1, 10**9]) == [10**9, 10**9 + 1]
+def test_the_lock_reports_every_missing_key_once_per_model(records, version) -> None:  # type: ignore[no-untyped-def]
+    assert references_lock({SurveyRecord: []}) == {}
+    assert references_lock({SurveyRecord: [records[0], records[0]], ModelVersion: [version.pk]}) == {}
+    assert references_lock({SurveyRecord: [10**9, records[1], 10**9 + 1, 10**9], ModelVersion: [version.pk]}) == {
+        SurveyRecord: [10**9, 10**9 + 1]}
+    assert references_lock({SurveyRecord: records, ModelVersion: [version.pk + 5]}) == {ModelVersion: [version.pk + 5]}
