@@ -42,7 +42,7 @@ from quality.duplicates import answers_hashes, stored_matches
 from quality.engine import WITHHELD, WITHHELD_FIELDS, validate_frame
 from quality.reference import stored_reference
 from quality.rules import NEAR_DUPLICATE_IGNORE, active_rules
-from rtv.bulk import copy_frame
+from rtv.bulk import copy_frame, int_array
 from rtv.fields import encrypt_value
 from rtv.models import OutboxMessage
 from rtv.outbox import outbox_after_commit, outbox_enqueue
@@ -844,7 +844,7 @@ def _flag_late_duplicates(batch: IngestionBatch) -> dict[str, int]:
 def _records_by_ids(ids: list[int]) -> Any:
     """Records by id; on PostgreSQL as one array parameter (a placeholder each costs ~20 us to compose)."""
     if connection.vendor == "postgresql":
-        return SurveyRecord.objects.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [ids]))
+        return SurveyRecord.objects.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [int_array(ids)]))
     return SurveyRecord.objects.filter(pk__in=ids)
 
 

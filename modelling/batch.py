@@ -22,6 +22,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ingestion.models import SurveyRecord
+from rtv.bulk import int_array
 from rtv.locks import exclusive
 from rtv.services import pipeline_run
 from rtv.storage import area_path
@@ -68,7 +69,7 @@ def stale_records(*, everything: bool = False, record_ids: list[int] | None = No
     wrong = [pk for (pk, _, by), arm in zip(rows, arms, strict=True) if by != arm.pk]
     if not wrong:
         return qs.filter(unanswered)
-    listed = RawSQL("SELECT unnest(%s::bigint[])", [wrong]) if connection.vendor == "postgresql" else wrong
+    listed = RawSQL("SELECT unnest(%s::bigint[])", [int_array(wrong)]) if connection.vendor == "postgresql" else wrong
     return qs.filter(unanswered | Q(pk__in=listed))  # (half the records at a test's start: one array)
 
 
@@ -76,7 +77,7 @@ def _by_ids(ids: list[int]) -> Any:
     """Records by id; on PostgreSQL as one array parameter (50,000 ``IN`` placeholders cost ~1 s to
     compose and parse)."""
     if connection.vendor == "postgresql":
-        return SurveyRecord.objects.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [ids])).order_by("pk")
+        return SurveyRecord.objects.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [int_array(ids)])).order_by("pk")
     return SurveyRecord.objects.filter(pk__in=ids).order_by("pk")
 
 

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from features.pipeline import input_fields, survey_fields_behind
 from features.snapshots import snapshot_read, snapshot_record_ids
 from ingestion.models import SurveyRecord
+from rtv.bulk import int_array
 from rtv.locks import exclusive
 from rtv.models import PipelineRun
 from rtv.outbox import outbox_enqueue
@@ -70,7 +71,7 @@ def unseen_labelled(mv: ModelVersion) -> tuple[Any, str]:
     ids = np.fromiter(labelled.values_list("pk", flat=True), dtype=np.int64)
     new = np.setdiff1d(ids, np.asarray(trained, dtype=np.int64)).tolist()
     if connection.vendor == "postgresql":
-        return labelled.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [new])), "not in its training snapshot"
+        return labelled.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [int_array(new)])), "not in its training snapshot"
     return labelled.filter(pk__in=new), "not in its training snapshot"
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 from django.db import connection, transaction
 
 from rtv import contract
+from rtv.bulk import int_array
 
 from .rules import NEAR_DUPLICATE_IGNORE
 
@@ -147,13 +148,13 @@ def stored_matches(hashes: np.ndarray, *, exclude_batch: object = None,
         quote = connection.ops.quote_name
         table = quote(SurveyRecord._meta.db_table)
         conditions: list[str] = []
-        params: list[object] = [wanted]
+        params: list[object] = [int_array(wanted)]
         if exclude_batch is not None:
             conditions.append("AND r.batch_id <> %s")
             params.append(str(exclude_batch))
         if excluded:
             conditions.append("AND r.id <> ALL(%s::bigint[])")
-            params.append(excluded)
+            params.append(int_array(excluded))
         # A probe of the index per hash, stopping at the first current match (LIMIT 1 in a LATERAL
         # join: with EXISTS the planner chose scans of the whole table once a hash was common).
         sql = (f"SELECT w.h FROM unnest(%s::bigint[]) AS w(h) CROSS JOIN LATERAL (SELECT 1 FROM {table} r "
@@ -216,7 +217,7 @@ def backfill(records: object, values: object, chunk: int = 20_000) -> int:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(f"UPDATE {connection.ops.quote_name(records._meta.db_table)} AS r "  # type: ignore[attr-defined]
                                "SET answers_hash = v.h FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, h) "
-                               "WHERE r.id = v.id", [pks, hashes])
+                               "WHERE r.id = v.id", [int_array(pks), int_array(hashes)])
         else:
             objs = [records(pk=pk, answers_hash=h) for pk, h in zip(pks, hashes, strict=True)]  # type: ignore[operator]
             records.objects.bulk_update(objs, ["answers_hash"], batch_size=2000)  # type: ignore[attr-defined]

