@@ -60,19 +60,40 @@ def fresh_database() -> None:
 
 
 def settle() -> None:
-    """VACUUM ANALYZE the benchmark database: after a bulk load the planner's statistics are stale
-    and autovacuum would run in the middle of a measurement, on one of the two cores (it put
-    300-1,000 ms tails into the prediction API's p99).  A platform in service is past that point."""
+    """VACUUM ANALYZE the benchmark database, then CHECKPOINT it: after a bulk load the planner's
+    statistics are stale, autovacuum would run in the middle of a measurement, and the checkpointer
+    would write out what the load and the vacuum dirtied, both on the machine the servers share.
+    A platform in service is past that point."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+        cursor.execute("CHECKPOINT")  # the bench's role is a superuser (or has pg_checkpoint)
 
 
 def refuse_errors(bench: str, result: Mapping[str, object]) -> None:
     """A latency or rate measured over error answers is not the figure asked for: stop loudly."""
     if result.get("non_2xx"):
         sys.exit(f"{bench}: {result['non_2xx']} answers were not 2xx; the figures would not be the endpoint's")
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU seconds the local PostgreSQL server has spent so far (every server process, and the
+    backends that have exited, through the postmaster's children's times); None where it cannot be
+    read (no /proc, or the server is on another machine)."""
+    total, found = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(") ")
+        if name not in ("postgres", "postmaster"):
+            continue
+        fields = rest.split()
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        found = True
+    return total / os.sysconf("SC_CLK_TCK") if found else None
 
 
 @contextmanager
