@@ -78,9 +78,9 @@ def refuse_errors(bench: str, result: Mapping[str, object]) -> None:
 
 
 def postgres_cpu_seconds() -> float | None:
-    """CPU seconds the local PostgreSQL server has spent so far (every server process, and the
-    backends that have exited, through the postmaster's children's times); None where it cannot be
-    read (no /proc, or the server is on another machine)."""
+    """CPU seconds the PostgreSQL processes on this machine have spent so far (every server process,
+    and the backends that have exited, through the postmaster's children's times); None without
+    /proc or without such a process.  The bench's figure, when its database is on this machine."""
     total, found = 0, False
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
