@@ -387,7 +387,7 @@ def _json_by_row(scores: Scores) -> tuple[list[str], list[str], list[str]]:
              for i in range(n)])
 
 
-def _json_by_column(scores: Scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _json_by_column(scores: Scores) -> tuple[Any, np.ndarray, Any]:
     """The three JSON columns, assembled by Arrow's string kernels rather than row by row."""
     n = len(scores)
     statuses = scores.statuses
@@ -417,8 +417,9 @@ def _json_by_column(scores: Scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]
                       pa.array(encoded[row_of[src], rows], pa.string()), ", ",
                       _numbers_json(scores.reason_contribution[:, r], 4), "]"]
         reasons = _join(*parts, "]")
-    return (np.asarray(probs.to_numpy(zero_copy_only=False), dtype=object), set_text,
-            np.asarray(reasons.to_numpy(zero_copy_only=False), dtype=object))
+    # Kept in Arrow: the COPY's CSV and the Parquet export read them as they are (no Python string
+    # per row and column, made here only to be turned back into Arrow twice).
+    return (pd.arrays.ArrowExtensionArray(probs), set_text, pd.arrays.ArrowExtensionArray(reasons))
 
 
 def predictions_frame(frame: pd.DataFrame, *, household_ids: Sequence[str | None],
